@@ -1,0 +1,376 @@
+"""Checkpoints: the official ``model.ckpt`` / boundary ``.ckpt`` and our ``.safetensors``.
+
+Official files are ``torch.save`` pickles. They are read only through
+``torch.load(weights_only=True)`` (an explicit ``True`` that ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
+cannot override), and before that the pickle's opcodes are scanned without executing anything:
+a reference to any global outside a small allow-list (tensor rebuilding, storages,
+``OrderedDict``) is refused as an unsafe pickle.
+
+The native format is one ``.safetensors`` file: tensors ``autoencoder.<key>``,
+``diffusion.<key>``, ``latent_mod.mean``, ``latent_mod.std``; metadata ``format=d2c_fast``,
+``version``, ``config`` (the JSON config). Every problem is a :class:`CheckpointError` that
+names the file and the cause.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickletools
+import tempfile
+import zipfile
+
+import torch
+
+from .config import ConfigError, ModelConfig, config_from_dict, load_config
+from .errors import CheckpointError
+
+NATIVE_FORMAT = "d2c_fast"
+NATIVE_VERSION = "1"
+
+_SAFE_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_tensor_v3"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("torch", "Size"),
+    ("torch", "device"),
+    ("torch.serialization", "_get_layout"),
+}
+_SAFE_STORAGES = {"FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage",
+                  "LongStorage", "IntStorage", "ShortStorage", "CharStorage", "ByteStorage",
+                  "BoolStorage", "UntypedStorage"}
+_SAFE_DTYPES = {"float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8",
+                "uint8", "bool", "float", "double", "half", "long", "int"}
+
+
+def _global_ok(module: str, name: str) -> bool:
+    if (module, name) in _SAFE_GLOBALS:
+        return True
+    if module == "torch" and (name in _SAFE_STORAGES or name in _SAFE_DTYPES):
+        return True
+    return False
+
+
+def _scan_pickle(data: bytes, path) -> None:
+    """Refuse pickles that reference anything but tensor-rebuilding globals. Executes nothing."""
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            name = op.name
+            if name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8",
+                        "SHORT_BINSTRING", "BINSTRING", "STRING"):
+                strings.append(arg if isinstance(arg, str) else str(arg))
+            elif name == "GLOBAL":
+                module, _, gname = str(arg).partition(" ")
+                if not _global_ok(module, gname):
+                    raise CheckpointError(path, f"unsafe pickle: references {module}.{gname}")
+            elif name == "STACK_GLOBAL":
+                if len(strings) < 2 or not _global_ok(strings[-2], strings[-1]):
+                    ref = ".".join(strings[-2:]) if len(strings) >= 2 else "an unknown global"
+                    raise CheckpointError(path, f"unsafe pickle: references {ref}")
+            elif name in ("INST", "OBJ", "EXT1", "EXT2", "EXT4"):
+                raise CheckpointError(path, f"unsafe pickle: uses opcode {name}")
+    except CheckpointError:
+        raise
+    except Exception as e:  # malformed opcode stream
+        raise CheckpointError(path, f"not a checkpoint (corrupt pickle: {e})") from e
+
+
+def _check_file(path) -> int:
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise CheckpointError(p, "no such file")
+    if os.path.isdir(p):
+        raise CheckpointError(p, "is a directory, not a checkpoint file")
+    size = os.path.getsize(p)
+    if size == 0:
+        raise CheckpointError(p, "empty file")
+    return size
+
+
+def torch_load_safe(path) -> object:
+    """Load a ``torch.save`` file without executing code (scan, then weights_only=True)."""
+    _check_file(path)
+    p = os.fspath(path)
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(p) as z:
+                pkls = [n for n in z.namelist() if n.endswith("data.pkl")]
+                if len(pkls) != 1:
+                    raise CheckpointError(p, "not a checkpoint (zip without one data.pkl)")
+                _scan_pickle(z.read(pkls[0]), p)
+        except zipfile.BadZipFile as e:
+            raise CheckpointError(p, f"truncated or corrupt file ({e})") from e
+        except (EOFError, OSError, zipfile.LargeZipFile) as e:
+            raise CheckpointError(p, f"truncated or corrupt file ({e})") from e
+    else:
+        # Legacy (pre-1.6) format: consecutive pickles; scan the ones before the raw data.
+        with open(p, "rb") as f:
+            data = f.read()
+        if not data[:1] == b"\x80":
+            raise CheckpointError(p, "not a checkpoint (neither a torch zip file nor a pickle)")
+        buf = io.BytesIO(data)
+        for _ in range(4):  # magic number, protocol version, sys info, the object itself
+            start = buf.tell()
+            try:
+                for _op in pickletools.genops(buf):
+                    pass
+            except Exception as e:
+                raise CheckpointError(p, f"truncated or corrupt pickle ({e})") from e
+            _scan_pickle(data[start:buf.tell()], p)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except Exception as e:  # UnpicklingError, RuntimeError (truncated), ...
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(p, f"cannot be loaded safely or is corrupt: {msg}") from e
+
+
+def _is_alias(key: str) -> bool:
+    return key.endswith(".weight_normalized")
+
+
+def official_autoencoder_keys(sd: dict, path) -> dict:
+    """``encoder_q.*`` of a MoCo state dict, without the key encoder, queue and MLP heads."""
+    out = {}
+    for k, v in sd.items():
+        k2 = k[7:] if k.startswith("module.") else k
+        if k2.startswith("encoder_k.") or k2 in ("queue", "queue_ptr"):
+            continue
+        if not k2.startswith("encoder_q."):
+            raise CheckpointError(path, f"unexpected key autoencoder[{k!r}] (expected encoder_q.*)")
+        k3 = k2[len("encoder_q."):]
+        if k3.startswith("fc."):
+            continue  # MoCo projection head, unused at inference
+        out[k3] = v
+    return out
+
+
+def _validate_tensors(section: str, got: dict, expected: dict, path) -> dict:
+    """Check keys, shapes, dtypes and finiteness against a model's state dict."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    if missing:
+        raise CheckpointError(path, f"{section}: missing keys {missing[:5]}"
+                              f"{' ...' if len(missing) > 5 else ''} ({len(missing)} in all)")
+    if unexpected:
+        raise CheckpointError(path, f"{section}: unexpected keys {unexpected[:5]}"
+                              f"{' ...' if len(unexpected) > 5 else ''} ({len(unexpected)} in all)")
+    out = {}
+    for k, ref in expected.items():
+        v = got[k]
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(path, f"{section}.{k}: expected a tensor, got {type(v).__name__}")
+        if tuple(v.shape) != tuple(ref.shape):
+            raise CheckpointError(path, f"{section}.{k}: shape {tuple(v.shape)}, the config "
+                                  f"needs {tuple(ref.shape)}")
+        if ref.is_floating_point():
+            if not v.is_floating_point():
+                raise CheckpointError(path, f"{section}.{k}: dtype {v.dtype}, expected a float")
+            if not torch.isfinite(v).all():
+                raise CheckpointError(path, f"{section}.{k}: contains NaN or Inf")
+            v = v.to(torch.float32)
+        elif v.dtype != ref.dtype:
+            if v.is_floating_point() or v.is_complex() or v.dtype == torch.bool:
+                raise CheckpointError(path, f"{section}.{k}: dtype {v.dtype}, expected {ref.dtype}")
+            v = v.to(ref.dtype)
+        out[k] = v
+    return out
+
+
+def _latent_mod(lm, shape, path) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(lm, dict) or set(lm) != {"mean", "std"}:
+        keys = sorted(lm) if isinstance(lm, dict) else type(lm).__name__
+        raise CheckpointError(path, f"latent_mod must hold exactly 'mean' and 'std', got {keys}")
+    out = []
+    for k in ("mean", "std"):
+        v = lm[k]
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            raise CheckpointError(path, f"latent_mod.{k}: expected a float tensor")
+        if v.numel() != shape[0] or v.dim() not in (1, 4):
+            raise CheckpointError(path, f"latent_mod.{k}: shape {tuple(v.shape)}, expected "
+                                  f"(1, {shape[0]}, 1, 1)")
+        if not torch.isfinite(v).all():
+            raise CheckpointError(path, f"latent_mod.{k}: contains NaN or Inf")
+        out.append(v.reshape(1, shape[0], 1, 1).float())
+    if (out[1] <= 0).any():
+        raise CheckpointError(path, "latent_mod.std: must be positive")
+    return out[0], out[1]
+
+
+class LoadedModel:
+    """What a checkpoint gives: the config, the reference modules (eval mode, CPU, fp32) and the
+    latent standardisation."""
+
+    def __init__(self, config: ModelConfig, autoencoder, unet, mean, std, source: str):
+        self.config, self.autoencoder, self.unet = config, autoencoder, unet
+        self.mean, self.std, self.source = mean, std, source
+
+
+def _build(cfg: ModelConfig, ae_sd: dict, unet_sd: dict, lm, path) -> LoadedModel:
+    from .models.autoencoder import AutoEncoder
+    from .models.unet import UNet
+    ae = AutoEncoder(cfg.autoencoder)
+    unet = UNet(cfg.unet)
+    ae_ref = {k: v for k, v in ae.state_dict().items() if not _is_alias(k)}
+    # Aliases (weight_normalized) must agree with their weight; the official load lets the
+    # alias win, so we take it when present.
+    ae_in = dict(ae_sd)
+    for k in [k for k in ae_in if _is_alias(k)]:
+        base = k[: -len("_normalized")]
+        alias = ae_in.pop(k)
+        if base in ae_in and isinstance(alias, torch.Tensor) and alias.shape == ae_in[base].shape:
+            ae_in[base] = alias
+        elif base not in ae_in or not isinstance(alias, torch.Tensor):
+            raise CheckpointError(path, f"autoencoder: unexpected key {k!r}")
+        else:
+            raise CheckpointError(path, f"autoencoder.{k}: shape {tuple(alias.shape)} differs from "
+                                  f"{base}")
+    ae_ok = _validate_tensors("autoencoder", ae_in, ae_ref, path)
+    unet_in = {(k[7:] if k.startswith("module.") else k): v for k, v in unet_sd.items()}
+    unet_ok = _validate_tensors("diffusion", unet_in, unet.state_dict(), path)
+    ae.load_state_dict(ae_ok, strict=False)  # aliases share storage with their weight
+    unet.load_state_dict(unet_ok, strict=True)
+    mean, std = _latent_mod(lm, cfg.latent_shape, path)
+    ae.eval()
+    unet.eval()
+    for p in list(ae.parameters()) + list(unet.parameters()):
+        p.requires_grad_(False)
+    return LoadedModel(cfg, ae, unet, mean, std, os.fspath(path))
+
+
+def load_official(path, config) -> LoadedModel:
+    """An official ``model.ckpt`` (``{"autoencoder", "diffusion", "latent_mod"}``) + its config."""
+    if config is None:
+        raise ConfigError("<config>", "an official .ckpt needs its config (the official YAML): "
+                          "Sampler(ckpt, config='config.yml')")
+    cfg = load_config(config)
+    obj = torch_load_safe(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(path, f"not a D2C checkpoint (top level is {type(obj).__name__})")
+    for k in ("autoencoder", "diffusion", "latent_mod"):
+        if k not in obj:
+            if "boundary" in obj:
+                raise CheckpointError(path, "this is an attribute (boundary) file, not a model")
+            raise CheckpointError(path, f"not a D2C checkpoint: missing section {k!r} "
+                                  f"(has {sorted(map(str, obj))[:6]})")
+    extra = set(obj) - {"autoencoder", "diffusion", "latent_mod"}
+    if extra:
+        raise CheckpointError(path, f"unexpected top-level keys {sorted(map(str, extra))}")
+    for k in ("autoencoder", "diffusion"):
+        if not isinstance(obj[k], dict):
+            raise CheckpointError(path, f"section {k!r} is not a state dict")
+    ae_sd = official_autoencoder_keys(obj["autoencoder"], path)
+    return _build(cfg, ae_sd, obj["diffusion"], obj["latent_mod"], path)
+
+
+def load_native(path) -> LoadedModel:
+    """Our ``.safetensors`` file (config in its metadata)."""
+    from safetensors import safe_open
+    _check_file(path)
+    p = os.fspath(path)
+    try:
+        with safe_open(p, framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise CheckpointError(p, f"not a readable safetensors file ({str(e).splitlines()[0]})") from e
+    if meta.get("format") != NATIVE_FORMAT:
+        raise CheckpointError(p, f"safetensors file without d2c_fast metadata "
+                              f"(format={meta.get('format')!r})")
+    if meta.get("version") != NATIVE_VERSION:
+        raise CheckpointError(p, f"unsupported d2c_fast format version {meta.get('version')!r}")
+    try:
+        cfg = config_from_dict(json.loads(meta["config"]))
+    except (KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(p, "metadata 'config' missing or not JSON") from e
+    sections: dict[str, dict] = {"autoencoder": {}, "diffusion": {}, "latent_mod": {}}
+    for k, v in tensors.items():
+        sec, _, rest = k.partition(".")
+        if sec not in sections or not rest:
+            raise CheckpointError(p, f"unexpected tensor {k!r}")
+        sections[sec][rest] = v
+    return _build(cfg, sections["autoencoder"], sections["diffusion"], sections["latent_mod"], p)
+
+
+def load_model(ckpt, config=None) -> LoadedModel:
+    """Dispatch on the file: ``.safetensors`` -> native; anything else -> official pickle."""
+    p = os.fspath(ckpt)
+    _check_file(p)
+    with open(p, "rb") as f:
+        head = f.read(16)
+    if p.endswith(".safetensors") or (len(head) >= 9 and head[8:9] == b"{"):
+        if config is not None:
+            cfg = load_config(config)
+            model = load_native(p)
+            if cfg.raw != model.config.raw:
+                raise ConfigError("<config>", f"the config given differs from the one stored in {p}")
+            return model
+        return load_native(p)
+    return load_official(p, config)
+
+
+def _atomic_write(path, write_fn) -> None:
+    d = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_native(path, config: ModelConfig, autoencoder, unet, mean, std) -> None:
+    """Write the native ``.safetensors`` file atomically."""
+    from safetensors.torch import save_file
+    tensors = {}
+    for k, v in autoencoder.state_dict().items():
+        if not _is_alias(k):
+            tensors[f"autoencoder.{k}"] = v.detach().cpu().contiguous()
+    for k, v in unet.state_dict().items():
+        tensors[f"diffusion.{k}"] = v.detach().cpu().contiguous()
+    tensors["latent_mod.mean"] = mean.detach().cpu().float().contiguous()
+    tensors["latent_mod.std"] = std.detach().cpu().float().contiguous()
+    meta = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "config": config.to_json()}
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def convert(ckpt, config, out) -> LoadedModel:
+    """Official ``model.ckpt`` + YAML -> native ``.safetensors``."""
+    m = load_official(ckpt, config)
+    save_native(out, m.config, m.autoencoder, m.unet, m.mean, m.std)
+    return m
+
+
+def load_boundary(path) -> torch.Tensor:
+    """An official attribute file ``{"boundary": (1, C, H, W)}`` -> the direction tensor."""
+    from .errors import AttributeFileError
+    try:
+        obj = torch_load_safe(path)
+    except CheckpointError as e:
+        raise AttributeFileError(str(e)) from e
+    if isinstance(obj, dict) and "boundary" in obj:
+        b = obj["boundary"]
+    else:
+        raise AttributeFileError(f"{os.fspath(path)}: not a boundary file (expected a dict with "
+                                 f"'boundary')")
+    if not isinstance(b, torch.Tensor) or not b.is_floating_point() or b.dim() not in (3, 4) \
+            or (b.dim() == 4 and b.shape[0] != 1):
+        raise AttributeFileError(f"{os.fspath(path)}: 'boundary' must be a float tensor "
+                                 f"(1, C, H, W)")
+    if not torch.isfinite(b).all():
+        raise AttributeFileError(f"{os.fspath(path)}: 'boundary' contains NaN or Inf")
+    return b.reshape(b.shape[-3:]).float()
+
+
+__all__ = ["LoadedModel", "load_model", "load_official", "load_native", "save_native", "convert",
+           "load_boundary", "torch_load_safe"]
