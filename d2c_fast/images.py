@@ -1,0 +1,714 @@
+"""Image input/output for d2c_fast.
+
+:func:`load_images` turns whatever the user has (tensors, numpy arrays, PIL images, file
+paths, or lists of those) into one float32 ``(B, C, H, W)`` tensor in ``[0, 1]``, and refuses
+anything it cannot use with an :class:`~d2c_fast.errors.ImageError` saying why.
+
+The output helpers (:func:`to_uint8`, :func:`to_pil`, :func:`save_png`, :func:`make_grid`,
+:func:`save_grid`) go the other way. Files are written atomically: to a temporary file in the
+destination directory, then moved into place with :func:`os.replace`, so a reader never sees a
+half-written PNG.
+
+This module only depends on torch, numpy, Pillow and :mod:`d2c_fast.errors`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from d2c_fast.errors import ImageError
+
+__all__ = [
+    "MAX_PIXELS",
+    "load_images",
+    "to_uint8",
+    "to_pil",
+    "save_png",
+    "make_grid",
+    "save_grid",
+]
+
+#: Largest image (width * height) that :func:`load_images` will decode from a file or a PIL
+#: image. Checked from the header, before any pixel is decoded. Override per call with
+#: ``max_pixels=``.
+MAX_PIXELS: int = 64_000_000
+
+#: Tolerance on the ``[0, 1]`` range of float inputs; values within it are clamped.
+RANGE_TOLERANCE = 1e-6
+
+# ITU-R 601-2 luma, the weights PIL uses for RGB -> "L".
+_LUMA = (0.299, 0.587, 0.114)
+
+_ALLOWED_CHANNELS = (1, 3, 4)
+
+PathLike = Union[str, os.PathLike]
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_images(
+    images: Any,
+    *,
+    size: Union[int, Tuple[int, int], None] = None,
+    resize: bool = False,
+    channels: int = 3,
+    device: Union[str, torch.device] = "cpu",
+    max_pixels: Optional[int] = None,
+) -> torch.Tensor:
+    """Load images into a float32 ``(B, channels, H, W)`` tensor with values in ``[0, 1]``.
+
+    Accepted inputs:
+
+    * **float torch tensors** ``(B, C, H, W)`` or ``(C, H, W)`` with values in ``[0, 1]``
+      (a tolerance of 1e-6 is allowed and clamped away; anything further out, NaN or Inf is an
+      :class:`ImageError`). float64 / float16 / bfloat16 are converted to float32. Gradients
+      flow through (the tensor is not detached).
+    * **uint8 torch tensors** ``(B, C, H, W)`` or ``(C, H, W)``, divided by 255. Other integer
+      and bool dtypes are refused.
+    * **numpy arrays**, channel-last: ``(H, W)`` (grayscale), ``(H, W, C)`` or ``(B, H, W, C)``.
+      uint8 is divided by 255, uint16 by 65535; float arrays must be in ``[0, 1]`` like float
+      tensors. bool and other integer dtypes are refused.
+    * **PIL images** of any mode. "1", "L", "I;16*" are grayscale; "P" (palette) is converted to
+      RGB (RGBA when it has transparency); "CMYK", "YCbCr", "LAB", "HSV", "RGBX" are converted to
+      RGB; "I;16"/"I;16B"/"I;16L" and "I" (values must lie in 0..65535) are scaled by 1/65535
+      without going through 8 bits; "F" must hold values in ``[0, 1]``. A lazily opened image is
+      subject to the ``max_pixels`` limit before it is decoded. Only the first frame of an
+      animated / multi-page image is used.
+    * **file paths** (``str`` or :class:`pathlib.Path`): opened with PIL; the header is read
+      first and images with more than ``max_pixels`` pixels are refused before decoding; then
+      the file is verified and decoded. PIL's ``DecompressionBombWarning`` /
+      ``DecompressionBombError`` are turned into :class:`ImageError` (so PIL's own limit,
+      ``PIL.Image.MAX_IMAGE_PIXELS``, applies too). A missing file, a directory, a file that is
+      not an image, or a truncated / corrupt image is an :class:`ImageError` naming the path.
+      The EXIF orientation tag, when present, is applied.
+    * **lists / tuples** of any of the above (mixing types is fine; batched items contribute all
+      their images). All images must have the same size after the optional resize, otherwise an
+      :class:`ImageError` lists the sizes. An empty list is refused; nested lists are refused.
+
+    Channels: the source may have 1 (gray), 2 (gray + alpha, PIL "LA"), 3 (RGB) or 4 (RGBA)
+    channels (tensors and arrays: 1, 3 or 4). An **alpha channel is composited onto a white
+    background** (``rgb * a + (1 - a)``) and dropped. With ``channels=3`` grayscale is replicated
+    exactly to the three channels; with ``channels=1`` RGB is reduced to luma with the ITU-R
+    601-2 weights (0.299, 0.587, 0.114), the same as PIL's "L" conversion.
+
+    Size: ``size`` is the model resolution, an int (square) or ``(H, W)``. An image of another
+    size is an :class:`ImageError` naming both sizes, unless ``resize=True``: then it is resized
+    (aspect ratio not preserved) with ``torch.nn.functional.interpolate(mode="bilinear",
+    antialias=True, align_corners=False)`` on the float data (so 16-bit precision is kept) and
+    clamped to ``[0, 1]``. Without ``size`` images are kept at their size.
+
+    Args:
+        images: the input(s), see above.
+        size: model resolution, ``int`` or ``(H, W)``; ``None`` to keep sizes.
+        resize: resize images whose size differs from ``size`` instead of refusing them.
+        channels: 3 (RGB) or 1 (grayscale).
+        device: device of the returned tensor.
+        max_pixels: pixel limit for files / PIL images; defaults to :data:`MAX_PIXELS`.
+
+    Returns:
+        float32 tensor ``(B, channels, H, W)`` in ``[0, 1]`` on ``device``.
+
+    Raises:
+        ImageError: for every input that cannot be used, with a message saying why.
+    """
+    if channels not in (1, 3):
+        raise ImageError(f"channels must be 1 or 3, got {channels!r}")
+    target = _parse_size(size)
+    if resize and target is None:
+        raise ImageError("resize=True needs size= (the model resolution)")
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        raise ImageError(f"max_pixels must be a positive int, got {max_pixels!r}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ImageError(f"invalid device {device!r}: {e}") from e
+
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise ImageError("empty list of images")
+        items = [(item, f"images[{i}]") for i, item in enumerate(images)]
+        for item, where in items:
+            if isinstance(item, (list, tuple)):
+                raise ImageError(f"{where}: nested lists are not supported; flatten the list")
+    else:
+        items = [(images, "images")]
+
+    parts: List[torch.Tensor] = []
+    labels: List[str] = []
+    for item, where in items:
+        x = _convert_one(item, where, limit)  # (N, C, H, W) float32 in [0, 1]
+        x = x.to(dev)
+        x = _to_channels(x, channels)
+        if target is not None and tuple(x.shape[-2:]) != target:
+            if not resize:
+                h, w = x.shape[-2:]
+                raise ImageError(
+                    f"{where}: image is {h}x{w} (HxW) but the model expects "
+                    f"{target[0]}x{target[1]}; pass resize=True to resize it"
+                )
+            x = _resize(x, target)
+        parts.append(x)
+        labels.append(where)
+
+    sizes = [tuple(p.shape[-2:]) for p in parts]
+    if len(set(sizes)) > 1:
+        listing = ", ".join(f"{w}: {s[0]}x{s[1]}" for w, s in zip(labels, sizes))
+        raise ImageError(
+            f"images have different sizes (HxW): {listing}; pass size=... and resize=True "
+            "to bring them to one size"
+        )
+    out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+    if out.dtype != torch.float32:  # pragma: no cover - defensive
+        out = out.float()
+    return out.contiguous()
+
+
+def _parse_size(size: Any) -> Optional[Tuple[int, int]]:
+    if size is None:
+        return None
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = (int(size), int(size))
+    if (
+        isinstance(size, (tuple, list))
+        and len(size) == 2
+        and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in size)
+        and all(int(s) > 0 for s in size)
+    ):
+        return (int(size[0]), int(size[1]))
+    raise ImageError(f"size must be a positive int or (H, W), got {size!r}")
+
+
+def _convert_one(item: Any, where: str, max_pixels: int) -> torch.Tensor:
+    """One input -> float32 (N, C, H, W) in [0, 1], C in {1, 2, 3, 4}, on the item's device."""
+    if isinstance(item, torch.Tensor):
+        return _from_tensor(item, where)
+    if isinstance(item, np.ndarray):
+        return _from_numpy(item, where)
+    if isinstance(item, Image.Image):
+        return _from_pil(item, where, max_pixels)
+    if isinstance(item, (str, os.PathLike)):
+        return _from_path(item, where, max_pixels)
+    if item is None:
+        raise ImageError(f"{where}: got None instead of an image")
+    raise ImageError(
+        f"{where}: unsupported input type {type(item).__name__}; expected a torch tensor, a "
+        "numpy array, a PIL image, a file path, or a list of those"
+    )
+
+
+def _check_float_range(x: torch.Tensor, where: str) -> torch.Tensor:
+    if x.numel() == 0:
+        raise ImageError(f"{where}: empty image (shape {tuple(x.shape)})")
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int((~finite).sum()) - n_nan
+        raise ImageError(f"{where}: image contains {n_nan} NaN and {n_inf} Inf values")
+    lo = float(x.min())
+    hi = float(x.max())
+    if lo < -RANGE_TOLERANCE or hi > 1.0 + RANGE_TOLERANCE:
+        hint = ""
+        if hi > 1.5:
+            hint = " (looks like 0..255 data: divide by 255 or pass uint8)"
+        elif lo < 0:
+            hint = " (if the data is in [-1, 1], pass (x + 1) / 2)"
+        raise ImageError(
+            f"{where}: float image values must be in [0, 1], got min {lo:.6g} max {hi:.6g}"
+            + hint
+        )
+    return x.clamp(0.0, 1.0)
+
+
+def _check_shape(shape: Tuple[int, ...], where: str) -> None:
+    if any(s == 0 for s in shape):
+        raise ImageError(f"{where}: empty image (shape {tuple(shape)})")
+
+
+def _from_tensor(t: torch.Tensor, where: str) -> torch.Tensor:
+    if t.dim() == 3:
+        t = t.unsqueeze(0)
+    elif t.dim() != 4:
+        raise ImageError(
+            f"{where}: tensor must be (B, C, H, W) or (C, H, W), got {t.dim()} dims with "
+            f"shape {tuple(t.shape)}"
+        )
+    c = t.shape[1]
+    if c not in _ALLOWED_CHANNELS:
+        hint = ""
+        if t.shape[-1] in _ALLOWED_CHANNELS:
+            hint = " (it looks channel-last; tensors must be channel-first: permute(0, 3, 1, 2))"
+        raise ImageError(
+            f"{where}: tensor has {c} channels (shape {tuple(t.shape)}); expected 1, 3 or 4"
+            + hint
+        )
+    _check_shape(tuple(t.shape), where)
+    if t.dtype == torch.uint8:
+        return t.to(torch.float32) / 255.0
+    if t.is_floating_point():
+        return _check_float_range(t.to(torch.float32), where)
+    raise ImageError(
+        f"{where}: tensor dtype {t.dtype} is not supported; use float (values in [0, 1]) "
+        "or uint8 (0..255)"
+    )
+
+
+def _from_numpy(a: np.ndarray, where: str) -> torch.Tensor:
+    if a.dtype == np.bool_:
+        raise ImageError(f"{where}: bool arrays are not accepted; convert to uint8 (0/255)")
+    if a.ndim == 2:
+        a = a[None, :, :, None]
+    elif a.ndim == 3:
+        if a.shape[-1] not in _ALLOWED_CHANNELS:
+            hint = ""
+            if a.shape[0] in _ALLOWED_CHANNELS:
+                hint = " (it looks channel-first; numpy arrays must be channel-last (H, W, C))"
+            raise ImageError(
+                f"{where}: array of shape {a.shape} is not (H, W, C) with C in 1, 3, 4" + hint
+            )
+        a = a[None]
+    elif a.ndim == 4:
+        if a.shape[-1] not in _ALLOWED_CHANNELS:
+            hint = ""
+            if a.shape[1] in _ALLOWED_CHANNELS:
+                hint = " (it looks channel-first; numpy arrays must be channel-last (B, H, W, C))"
+            raise ImageError(
+                f"{where}: array of shape {a.shape} is not (B, H, W, C) with C in 1, 3, 4" + hint
+            )
+    else:
+        raise ImageError(
+            f"{where}: array must be (H, W), (H, W, C) or (B, H, W, C), got shape {a.shape}"
+        )
+    _check_shape(a.shape, where)
+    kind, itemsize = a.dtype.kind, a.dtype.itemsize  # byte order agnostic ('>u2' too)
+    if kind == "u" and itemsize == 1:
+        f = a.astype(np.float32)
+        f /= np.float32(255.0)
+        x = torch.from_numpy(f)
+    elif kind == "u" and itemsize == 2:
+        f = a.astype(np.float32)
+        f /= np.float32(65535.0)
+        x = torch.from_numpy(f)
+    elif kind == "f":
+        x = _check_float_range(torch.from_numpy(a.astype(np.float32)), where)
+    else:
+        raise ImageError(
+            f"{where}: array dtype {a.dtype} is not supported; use uint8, uint16 or float "
+            "(values in [0, 1])"
+        )
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
+def _check_pixels(size: Tuple[int, int], max_pixels: int, where: str) -> None:
+    w, h = size
+    n = int(w) * int(h)
+    if n > max_pixels:
+        raise ImageError(
+            f"{where}: image is {w}x{h} (WxH) = {n} pixels, more than the limit of "
+            f"{max_pixels} (max_pixels); refusing to decode it (possible decompression bomb)"
+        )
+
+
+def _from_pil(im: Image.Image, where: str, max_pixels: int) -> torch.Tensor:
+    _check_pixels(im.size, max_pixels, where)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im.load()
+            arr = _pil_to_array(im, where)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{where}: refused by PIL as a decompression bomb: {e}") from e
+    except MemoryError:
+        raise
+    except Exception as e:  # PIL raises assorted errors on corrupt data
+        raise ImageError(f"{where}: cannot decode image: {e}") from e
+    x = torch.from_numpy(arr)  # (H, W, C) float32
+    return x.permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def _pil_to_array(im: Image.Image, where: str) -> np.ndarray:
+    """PIL image -> float32 (H, W, C) in [0, 1], C in {1, 2, 3, 4}."""
+    mode = im.mode
+    if im.width == 0 or im.height == 0:
+        raise ImageError(f"{where}: empty image ({im.width}x{im.height})")
+    has_transparency = "transparency" in im.info
+
+    if mode.startswith("I;16"):
+        a = np.asarray(im).astype(np.float32)
+        a /= np.float32(65535.0)
+        return a[:, :, None]
+    if mode == "I":
+        a = np.asarray(im)
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:
+            raise ImageError(
+                f"{where}: mode 'I' image has values in [{lo}, {hi}]; expected 16-bit data "
+                "in [0, 65535]"
+            )
+        a = a.astype(np.float32)
+        a /= np.float32(65535.0)
+        return a[:, :, None]
+    if mode == "F":
+        a = np.asarray(im).astype(np.float32)
+        x = _check_float_range(torch.from_numpy(a), where)
+        return x.numpy()[:, :, None]
+
+    if mode == "1":
+        im = im.convert("L")
+    elif mode in ("P", "PA"):
+        im = im.convert("RGBA" if (mode == "PA" or has_transparency) else "RGB")
+    elif mode == "La":
+        im = im.convert("LA")
+    elif mode == "RGBa":
+        im = im.convert("RGBA")
+    elif mode in ("L", "RGB") and has_transparency:
+        im = im.convert("LA" if mode == "L" else "RGBA")
+    elif mode in ("L", "LA", "RGB", "RGBA"):
+        pass
+    else:  # CMYK, YCbCr, LAB, HSV, RGBX, ...
+        im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+
+    a = np.asarray(im)
+    if a.dtype != np.uint8:  # pragma: no cover - all modes above are 8-bit
+        raise ImageError(f"{where}: unsupported PIL mode {mode!r}")
+    if a.ndim == 2:
+        a = a[:, :, None]
+    f = a.astype(np.float32)
+    f /= np.float32(255.0)
+    return f
+
+
+def _from_path(p: PathLike, where: str, max_pixels: int) -> torch.Tensor:
+    try:
+        path = Path(os.fspath(p))
+    except (TypeError, ValueError) as e:
+        raise ImageError(f"{where}: invalid path {p!r}: {e}") from e
+    name = f"{where} ({str(path)!r})" if where != "images" else repr(str(path))
+    try:
+        exists = path.exists()
+        is_dir = path.is_dir()
+    except (OSError, ValueError) as e:
+        raise ImageError(f"{name}: cannot access path: {e}") from e
+    if not exists:
+        if isinstance(p, str):
+            raise ImageError(f"{name}: no such file (a str input is taken as a file path)")
+        raise ImageError(f"{name}: no such file")
+    if is_dir:
+        raise ImageError(f"{name}: is a directory, not an image file")
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # 1) header only: refuse oversized images before decoding anything
+            with Image.open(path) as im:
+                _check_pixels(im.size, max_pixels, name)
+                im.verify()  # structural check (CRCs for PNG); the object is unusable after
+            # 2) reopen and decode
+            with Image.open(path) as im:
+                _check_pixels(im.size, max_pixels, name)
+                im.load()
+                try:
+                    im2 = ImageOps.exif_transpose(im)
+                except Exception:  # a broken EXIF block should not make the image unusable
+                    im2 = im
+                if im2 is None:  # pragma: no cover - older PIL with in_place semantics
+                    im2 = im
+                arr = _pil_to_array(im2, name)
+    except ImageError:
+        raise
+    except Image.UnidentifiedImageError as e:
+        raise ImageError(f"{name}: not an image file (PIL cannot identify it)") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{name}: refused by PIL as a decompression bomb: {e}") from e
+    except MemoryError:
+        raise
+    except Exception as e:  # truncated / corrupt files: OSError, SyntaxError, EOFError, ...
+        raise ImageError(f"{name}: cannot read image ({type(e).__name__}: {e})") from e
+    x = torch.from_numpy(arr)
+    return x.permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def _composite_white(x: torch.Tensor) -> torch.Tensor:
+    """(N, C+1, H, W) with alpha last -> (N, C, H, W) composited over white."""
+    color, alpha = x[:, :-1], x[:, -1:]
+    return color * alpha + (1.0 - alpha)
+
+
+def _to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    c = x.shape[1]
+    if c in (2, 4):
+        x = _composite_white(x)
+        c -= 1
+    if c == channels:
+        return x
+    if c == 1 and channels == 3:
+        return x.expand(-1, 3, -1, -1).contiguous()
+    if c == 3 and channels == 1:
+        r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+        return (r * _LUMA[0] + g * _LUMA[1] + b * _LUMA[2]).clamp(0.0, 1.0)
+    raise ImageError(f"cannot convert {c} channels to {channels}")  # pragma: no cover
+
+
+def _resize(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    y = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return y.clamp(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------
+
+
+def _as_batch(images: Any, what: str = "images") -> torch.Tensor:
+    """Tensor (C,H,W)/(B,C,H,W) or list of such -> (B, C, H, W) tensor (float or uint8)."""
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise ImageError(f"{what}: empty list")
+        parts = [_as_batch(t, f"{what}[{i}]") for i, t in enumerate(images)]
+        shapes = {tuple(p.shape[1:]) for p in parts}
+        if len(shapes) > 1:
+            raise ImageError(f"{what}: images have different shapes (C, H, W): {sorted(shapes)}")
+        if len({p.dtype for p in parts}) > 1:
+            parts = [_to_float(p) for p in parts]
+        return torch.cat([p.to(parts[0].device) for p in parts], dim=0)
+    if not isinstance(images, torch.Tensor):
+        raise ImageError(
+            f"{what}: expected a tensor (C, H, W) / (B, C, H, W) or a list of them, got "
+            f"{type(images).__name__}"
+        )
+    t = images
+    if t.dim() == 3:
+        t = t.unsqueeze(0)
+    elif t.dim() != 4:
+        raise ImageError(f"{what}: expected (C, H, W) or (B, C, H, W), got shape {tuple(t.shape)}")
+    if t.shape[1] not in _ALLOWED_CHANNELS:
+        raise ImageError(f"{what}: {t.shape[1]} channels (shape {tuple(t.shape)}); expected 1, 3 or 4")
+    if not (t.dtype == torch.uint8 or t.is_floating_point()):
+        raise ImageError(f"{what}: dtype {t.dtype} not supported; use float in [0, 1] or uint8")
+    return t
+
+
+def _to_float(t: torch.Tensor) -> torch.Tensor:
+    if t.dtype == torch.uint8:
+        return t.to(torch.float32) / 255.0
+    return t.to(torch.float32)
+
+
+def to_uint8(images: Any) -> torch.Tensor:
+    """Float images in [0, 1] -> uint8 ``(B, C, H, W)`` on the same device.
+
+    ``images`` is a tensor ``(C, H, W)`` / ``(B, C, H, W)`` or a list of such. Values are
+    clamped to ``[0, 1]`` (NaN becomes 0) and rounded as ``floor(x * 255 + 0.5)``. uint8 input
+    is returned as is (made 4-D).
+    """
+    t = _as_batch(images)
+    if t.dtype == torch.uint8:
+        return t
+    x = torch.nan_to_num(t.detach().to(torch.float32), nan=0.0).clamp(0.0, 1.0)
+    return torch.floor(x * 255.0 + 0.5).to(torch.uint8)
+
+
+def _pil_mode(c: int) -> str:
+    return {1: "L", 3: "RGB", 4: "RGBA"}[c]
+
+
+def to_pil(images: Any) -> List[Image.Image]:
+    """Images (see :func:`to_uint8`) -> list of PIL images ("L", "RGB" or "RGBA" by channels)."""
+    u = to_uint8(images).cpu()
+    mode = _pil_mode(u.shape[1])
+    arr = u.permute(0, 2, 3, 1).contiguous().numpy()
+    out = []
+    for a in arr:
+        if mode == "L":
+            a = a[:, :, 0]
+        im = Image.fromarray(np.ascontiguousarray(a))
+        if im.mode != mode:  # pragma: no cover - fromarray infers L / RGB / RGBA for uint8
+            im = im.convert(mode)
+        out.append(im)
+    return out
+
+
+def _atomic_save(im: Image.Image, path: PathLike) -> str:
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            im.save(f, format="PNG")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def _format_path(pattern: str, i: int) -> str:
+    try:
+        return pattern.format(i=i)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ImageError(
+            f"bad path pattern {pattern!r}: {e!r}; only the field {{i}} is allowed "
+            "(e.g. 'out/{i:04d}.png'); double other braces"
+        ) from e
+
+
+def save_png(images: Any, path_or_pattern: PathLike) -> List[str]:
+    """Write images as 8-bit PNG files, atomically; returns the written paths.
+
+    A single image (``(C, H, W)`` or a batch of 1) is written to ``path_or_pattern`` (if it
+    contains ``{i}`` it is formatted with ``i=0``). A batch of several images needs a pattern
+    with an ``{i}`` field, e.g. ``"out/{i:04d}.png"``, formatted with the index in the batch;
+    otherwise :class:`ImageError`. Parent directories are created. Each file is written to a
+    temporary file in its directory and moved into place with :func:`os.replace`.
+    """
+    pils = to_pil(images)
+    pattern = os.fspath(path_or_pattern)
+    if not isinstance(pattern, str):
+        pattern = os.fsdecode(pattern)
+    has_field = "{i" in pattern
+    if len(pils) > 1:
+        if not has_field:
+            raise ImageError(
+                f"save_png: a batch of {len(pils)} images needs a path pattern with {{i}} "
+                f"(e.g. 'out/{{i:04d}}.png'), got {pattern!r}"
+            )
+        paths = [_format_path(pattern, i) for i in range(len(pils))]
+        if len(set(paths)) != len(paths):
+            raise ImageError(f"save_png: pattern {pattern!r} does not give distinct file names")
+    else:
+        paths = [_format_path(pattern, 0) if has_field else pattern]
+    return [_atomic_save(im, p) for im, p in zip(pils, paths)]
+
+
+def _grid(
+    images: Any, nrow: int, padding: int, pad_value: float
+) -> Tuple[torch.Tensor, int, int]:
+    """Returns (grid (C, H', W'), number of rows, cell height)."""
+    if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
+        raise ImageError(f"nrow must be a positive int, got {nrow!r}")
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise ImageError(f"padding must be a non-negative int, got {padding!r}")
+
+    if isinstance(images, (list, tuple)) and len(images) > 0 and all(
+        isinstance(t, torch.Tensor) and t.dim() == 4 for t in images
+    ):
+        rows = [_to_float(_as_batch(t, f"images[{i}]")) for i, t in enumerate(images)]
+    else:
+        batch = _to_float(_as_batch(images))
+        rows = [batch[k : k + nrow] for k in range(0, batch.shape[0], nrow)]
+
+    hw = {tuple(r.shape[-2:]) for r in rows}
+    if len(hw) > 1:
+        raise ImageError(f"make_grid: rows have different image sizes (H, W): {sorted(hw)}")
+    chans = {r.shape[1] for r in rows}
+    if len(chans) > 1:
+        if chans <= {1, 3}:
+            rows = [r.expand(-1, 3, -1, -1) if r.shape[1] == 1 else r for r in rows]
+            c = 3
+        else:
+            raise ImageError(f"make_grid: rows have different channel counts: {sorted(chans)}")
+    else:
+        c = chans.pop()
+    h, w = hw.pop()
+    ncols = max(r.shape[0] for r in rows)
+    nrows = len(rows)
+    device = rows[0].device
+    grid = torch.full(
+        (c, nrows * (h + padding) + padding, ncols * (w + padding) + padding),
+        float(pad_value),
+        dtype=torch.float32,
+        device=device,
+    )
+    for ri, r in enumerate(rows):
+        y = padding + ri * (h + padding)
+        for ci in range(r.shape[0]):
+            x = padding + ci * (w + padding)
+            grid[:, y : y + h, x : x + w] = r[ci].to(device)
+    return grid, nrows, h
+
+
+def make_grid(
+    images: Any, nrow: int = 8, padding: int = 2, pad_value: float = 1.0
+) -> torch.Tensor:
+    """Tile images into one float32 ``(C, H', W')`` image.
+
+    * ``images`` a tensor ``(B, C, H, W)`` (or a list of ``(C, H, W)`` tensors): laid out
+      ``nrow`` per row, ``ceil(B / nrow)`` rows.
+    * ``images`` a list of ``(B_i, C, H, W)`` batches: **each batch is one row** and ``nrow`` is
+      ignored, e.g. ``[originals, reconstructions, edits]`` gives 3 rows. Shorter rows are
+      filled with ``pad_value``; 1-channel rows are replicated to 3 channels when mixed with
+      RGB rows.
+
+    ``padding`` pixels of ``pad_value`` go between and around the cells, so the result is
+    ``(C, rows * (H + padding) + padding, cols * (W + padding) + padding)``. uint8 input is
+    divided by 255; values are otherwise left as they are.
+    """
+    return _grid(images, nrow, padding, pad_value)[0]
+
+
+def save_grid(
+    images: Any,
+    path: PathLike,
+    nrow: int = 8,
+    padding: int = 2,
+    pad_value: float = 1.0,
+    labels: Optional[Sequence[str]] = None,
+) -> str:
+    """:func:`make_grid` then an atomic 8-bit PNG write to ``path``; returns the path.
+
+    ``labels``, if given, has one string per grid row; they are drawn with PIL's default font
+    on a margin added at the left (margin colour ``pad_value``, text black or white for
+    contrast), vertically centred on their row.
+    """
+    grid, nrows, cell_h = _grid(images, nrow, padding, pad_value)
+    im = to_pil(grid)[0]
+    if labels is not None:
+        labels = [str(s) for s in labels]
+        if len(labels) != nrows:
+            raise ImageError(f"save_grid: {len(labels)} labels for {nrows} rows")
+        im = _add_labels(im, labels, padding, cell_h, pad_value)
+    return _atomic_save(im, path)
+
+
+def _add_labels(
+    im: Image.Image, labels: List[str], padding: int, cell_h: int, pad_value: float
+) -> Image.Image:
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+    boxes = [measure.textbbox((0, 0), s, font=font) for s in labels]
+    margin = max(b[2] - b[0] for b in boxes) + 8
+    bg = int(math.floor(min(max(float(pad_value), 0.0), 1.0) * 255 + 0.5))
+    fg = 0 if bg >= 128 else 255
+    mode = im.mode
+    nb = len(im.getbands())
+    fill_bg = bg if nb == 1 else tuple([bg] * 3 + ([255] if nb == 4 else []))
+    fill_fg = fg if nb == 1 else tuple([fg] * 3 + ([255] if nb == 4 else []))
+    out = Image.new(mode, (im.width + margin, im.height), fill_bg)
+    out.paste(im, (margin, 0))
+    draw = ImageDraw.Draw(out)
+    for r, (s, b) in enumerate(zip(labels, boxes)):
+        y_mid = padding + r * (cell_h + padding) + cell_h / 2
+        th = b[3] - b[1]
+        draw.text((4 - b[0], int(y_mid - th / 2) - b[1]), s, fill=fill_fg, font=font)
+    return out

@@ -1,0 +1,129 @@
+"""The inference plan: modules derived once, at load time, from the reference modules.
+
+What it changes (each exact in real arithmetic, so fast == ref to float rounding):
+- weight normalisation is evaluated once and stored as a plain convolution weight;
+- BatchNorm after a convolution (inside MBConv) is folded into that convolution's weight/bias;
+- the MBConv input BatchNorm is folded into the following 1x1 convolution;
+- BatchNorm + Swish before a padded convolution (``res_bnswish`` cells) becomes one fused op,
+  ``d2c_fast::bn_swish`` (C++ on CPU when built, reference elsewhere);
+- U-Net attention uses ``scaled_dot_product_attention``.
+The reference modules are left untouched (the plan works on a deep copy).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .layers import BatchNormWrap, BNSwish, BNSwishConv, Conv2D, ConvBNSwish, InvertedResidual
+
+
+def _bn_scale_shift(bn: nn.BatchNorm2d):
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var.detach() + bn.eps)
+    shift = bn.bias.detach() - bn.running_mean.detach() * scale
+    return scale.float(), shift.float()
+
+
+def _plain_conv(conv: Conv2D, weight=None, bias=None) -> nn.Conv2d:
+    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                    conv.padding, conv.dilation, conv.groups, bias=True)
+    w = conv.normalized_weight().detach() if weight is None else weight
+    if bias is None:
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
+    out.weight.data.copy_(w)
+    out.bias.data.copy_(bias)
+    return out
+
+
+class FusedBNSwish(nn.Module):
+    """Eval BatchNorm folded to ``scale, shift`` + Swish, through the ``bn_swish`` op."""
+
+    def __init__(self, bn: nn.BatchNorm2d):
+        super().__init__()
+        scale, shift = _bn_scale_shift(bn)
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
+
+    def forward(self, x):
+        from ..ops.bn_swish import bn_swish
+        return bn_swish(x, self.scale, self.shift)
+
+
+class ConvSwish(nn.Module):
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        return F.silu(self.conv(x))
+
+
+def _fold_conv_bn(conv: Conv2D, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """``BN(conv(x))`` -> one convolution."""
+    scale, shift = _bn_scale_shift(bn)
+    w = conv.normalized_weight().detach() * scale.view(-1, 1, 1, 1)
+    b = shift + (conv.bias.detach() * scale if conv.bias is not None else 0)
+    return _plain_conv(conv, w, b)
+
+
+def _fold_bn_into_1x1(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
+    """``conv(BN(x))`` for a 1x1, ungrouped, unpadded conv -> one convolution."""
+    scale, shift = _bn_scale_shift(bn)
+    w = conv.weight.detach()
+    new_w = w * scale.view(1, -1, 1, 1)
+    new_b = conv.bias.detach() + (w[:, :, 0, 0] @ shift)
+    out = nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride, 0, 1, 1, bias=True)
+    out.weight.data.copy_(new_w)
+    out.bias.data.copy_(new_b)
+    return out
+
+
+def _plan_mbconv(m: InvertedResidual) -> nn.Sequential:
+    layers = list(m.conv)
+    up = []
+    if isinstance(layers[0], nn.UpsamplingNearest2d):
+        up = [layers.pop(0)]
+    bn_in, expand, dw, project, bn_out = layers
+    assert isinstance(bn_in, BatchNormWrap) and isinstance(expand, ConvBNSwish)
+    e = _fold_conv_bn(expand.conv[0], expand.conv[1])
+    e = _fold_bn_into_1x1(bn_in.bn, e)
+    d = _fold_conv_bn(dw.conv[0], dw.conv[1])
+    p = _fold_conv_bn(project, bn_out.bn)
+    return nn.Sequential(*up, ConvSwish(e), ConvSwish(d), p)
+
+
+def _replace(module: nn.Module) -> None:
+    for name, child in list(module.named_children()):
+        if isinstance(child, InvertedResidual):
+            setattr(module, name, _plan_mbconv(child))
+        elif isinstance(child, BNSwishConv):
+            child.bn_act = FusedBNSwish(child.bn_act)
+            child.conv_0 = _plain_conv(child.conv_0)
+        elif isinstance(child, ConvBNSwish):
+            setattr(module, name, ConvSwish(_fold_conv_bn(child.conv[0], child.conv[1])))
+        elif isinstance(child, Conv2D):
+            setattr(module, name, _plain_conv(child))
+        elif isinstance(child, BNSwish):
+            setattr(module, name, FusedBNSwish(child))
+        else:
+            _replace(child)
+
+
+def build_fast_autoencoder(ae: nn.Module) -> nn.Module:
+    """A deep copy of the reference autoencoder with the inference plan applied."""
+    fast = copy.deepcopy(ae)
+    with torch.no_grad():
+        _replace(fast)
+    fast.eval()
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    return fast
+
+
+def build_fast_unet(unet: nn.Module) -> nn.Module:
+    fast = copy.deepcopy(unet)
+    fast.set_attention(True)
+    fast.eval()
+    return fast

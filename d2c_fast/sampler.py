@@ -1,0 +1,342 @@
+"""``Sampler``: the public API over one D2C model (encode, decode, sample, manipulate).
+
+Latents returned here are raw encoder-space latents (as the official code); the latent
+standardisation ``mod(z) = (z - mean) / std`` is applied only inside the diffusion steps.
+
+Randomness: every method that draws takes ``seed=`` (per-image generators seeded
+``seed + index``, so an image does not depend on the batch size or its position), or
+``generator=`` (one ``torch.Generator`` for the whole batch), or explicit noise. Without any
+of them, torch's global RNG is used.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from typing import Sequence
+
+import torch
+
+from . import diffusion as D
+from .attributes import Attribute, as_direction
+from .checkpoint import LoadedModel, load_model
+from .errors import CheckpointError
+from .models import mixture
+
+_IMPLS = ("ref", "fast")
+_BUILTIN = os.path.join(os.path.dirname(__file__), "assets", "builtin.safetensors")
+
+
+class _RNG:
+    """Per-image generators (``seed + i``), one shared generator, or the global RNG."""
+
+    def __init__(self, n: int, device: torch.device, generator=None, seed=None):
+        if generator is not None and seed is not None:
+            raise ValueError("give generator= or seed=, not both")
+        self.n, self.device = n, device
+        self.gens = None
+        self.generator = generator
+        if seed is not None:
+            if not isinstance(seed, int):
+                raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+            self.gens = []
+            for i in range(n):
+                g = torch.Generator(device=device)
+                g.manual_seed(seed + i)
+                self.gens.append(g)
+
+    def _draw(self, fn, shape, g):
+        dev = g.device if g is not None else self.device
+        out = fn(shape, generator=g, device=dev)
+        return out.to(self.device)
+
+    def randn(self, *shape) -> torch.Tensor:
+        if self.gens is not None:
+            return torch.stack([self._draw(torch.randn, shape, g) for g in self.gens])
+        return self._draw(torch.randn, (self.n, *shape), self.generator)
+
+    def rand(self, *shape) -> torch.Tensor:
+        if self.gens is not None:
+            return torch.stack([self._draw(torch.rand, shape, g) for g in self.gens])
+        return self._draw(torch.rand, (self.n, *shape), self.generator)
+
+
+class Sampler:
+    """One D2C model ready for inference.
+
+    Args:
+        ckpt: an official ``model.ckpt`` (then ``config`` is the official YAML), a native
+            ``.safetensors`` file (config inside), or ``"builtin"``.
+        config: path to the official YAML / our JSON, a dict, or a ``ModelConfig``.
+        device: where to run (``"cpu"``, ``"cuda"``, ...).
+        dtype: compute dtype of the networks (default float32). DDIM arithmetic, the latent
+            standardisation and the mixture head always run in float32.
+        impl: ``"ref"`` runs the reference modules exactly as the official code (weight norm
+            recomputed per call, unfolded BatchNorm); ``"fast"`` runs the inference plan.
+    """
+
+    def __init__(self, ckpt, config=None, *, device="cpu", dtype=None, impl: str = "fast"):
+        if impl not in _IMPLS:
+            raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
+        if isinstance(ckpt, LoadedModel):
+            loaded = ckpt
+        elif isinstance(ckpt, str) and ckpt == "builtin":
+            if not os.path.exists(_BUILTIN):
+                raise CheckpointError(_BUILTIN, "the built-in model is not shipped in this build "
+                                      "(it is produced by the training issue)")
+            loaded = load_model(_BUILTIN, config)
+        else:
+            loaded = load_model(ckpt, config)
+        self.config = loaded.config
+        self.impl = impl
+        self.device = torch.device(device)
+        self.dtype = dtype or torch.float32
+        if not self.dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating dtype, got {self.dtype}")
+        self.latent_shape = tuple(self.config.latent_shape)
+        self.resolution = self.config.resolution
+        self.image_channels = self.config.autoencoder.image_channels
+        self.num_bits = self.config.autoencoder.num_x_bits
+        self.schedule = D.Schedule.from_config(self.config.schedule)
+        self.num_timesteps = self.schedule.num_timesteps
+        self.mean = loaded.mean.to(self.device)
+        self.std = loaded.std.to(self.device)
+        ae, unet = loaded.autoencoder, loaded.unet
+        if impl == "fast":
+            from .models.plan import build_fast_autoencoder, build_fast_unet
+            ae, unet = build_fast_autoencoder(ae), build_fast_unet(unet)
+        self.autoencoder = ae.to(self.device, self.dtype)
+        self.unet_model = unet.to(self.device, self.dtype)
+        self.bernoulli = self.autoencoder.bernoulli
+
+    def __repr__(self) -> str:
+        return (f"Sampler(resolution={self.resolution}, latent={self.latent_shape}, "
+                f"impl={self.impl!r}, device={str(self.device)!r}, dtype={self.dtype})")
+
+    # ------------------------------------------------------------------ helpers
+    def _latents(self, z, name="latents") -> torch.Tensor:
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(z).__name__}")
+        if z.dim() == 3:
+            z = z.unsqueeze(0)
+        if z.dim() != 4 or tuple(z.shape[1:]) != self.latent_shape:
+            raise ValueError(f"{name} must be (B, {', '.join(map(str, self.latent_shape))}), "
+                             f"got {tuple(z.shape)}")
+        if not z.is_floating_point():
+            raise TypeError(f"{name} must be floating point, got {z.dtype}")
+        return z.to(self.device, torch.float32)
+
+    def _noise(self, noise, n, rng: _RNG, name="noise") -> torch.Tensor:
+        if noise is None:
+            return rng.randn(*self.latent_shape)
+        noise = self._latents(noise, name)
+        if noise.shape[0] != n:
+            raise ValueError(f"{name} must have batch size {n}, got {tuple(noise.shape)}")
+        return noise
+
+    def _mod(self, z):
+        return (z - self.mean) / self.std
+
+    def _unmod(self, z):
+        return z * self.std + self.mean
+
+    def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.unet_model(x.to(self.dtype), t).float()
+
+    @staticmethod
+    def _chunks(n: int, batch_size: int | None):
+        if batch_size is None or batch_size >= n:
+            yield 0, n
+            return
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for s in range(0, n, batch_size):
+            yield s, min(n, s + batch_size)
+
+    # ------------------------------------------------------------------ networks
+    @torch.inference_mode()
+    def encode(self, images, *, resize: bool = False, batch_size: int | None = None) -> torch.Tensor:
+        """Images -> raw latents ``(B, C, d, d)`` float32.
+
+        ``images``: float tensor ``(B, C, H, W)`` in [0, 1], uint8 tensor/array, PIL image(s),
+        file path(s), or a list of these (see :func:`d2c_fast.images.load_images`). A size other
+        than the model's resolution is an ``ImageError`` unless ``resize=True``.
+        """
+        from .images import load_images
+        x = load_images(images, size=self.resolution, resize=resize,
+                        channels=self.image_channels, device=self.device)
+        out = [self.autoencoder.encode(x[a:b].to(self.dtype)).float()
+               for a, b in self._chunks(x.shape[0], batch_size)]
+        return torch.cat(out)
+
+    @torch.inference_mode()
+    def decode_logits(self, latents: torch.Tensor) -> torch.Tensor:
+        """Raw latents -> decoder output ``(B, 100, H, W)`` float32 (mixture-of-logistics
+        parameters; ``(B, 1, H, W)`` Bernoulli logits for an MNIST model)."""
+        z = self._latents(latents)
+        return self.autoencoder.decode_logits(z.to(self.dtype)).float()
+
+    def _logits_to_images(self, logits, mode, rng: _RNG | None) -> torch.Tensor:
+        if mode not in ("sample", "mode"):
+            raise ValueError(f"mode must be 'sample' or 'mode', got {mode!r}")
+        if self.bernoulli:
+            p = torch.sigmoid(logits)
+            if mode == "mode":
+                return p
+            return (rng.rand(*p.shape[1:]) < p).float()
+        if mode == "mode":
+            return mixture.mode(logits)
+        B, _, H, W = logits.shape
+        u_mix = rng.rand(mixture.NUM_MIX, H, W) * (1 - 2e-5) + 1e-5
+        u_pix = rng.rand(3, H, W) * (1 - 2e-5) + 1e-5
+        return mixture.sample(logits, uniforms=(u_mix, u_pix))
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor, *, mode: str = "sample", generator=None,
+               seed: int | None = None, batch_size: int | None = None) -> torch.Tensor:
+        """Raw latents -> images ``(B, C, H, W)`` in [0, 1].
+
+        ``mode="sample"`` draws from the mixture (the official decode; draws come from
+        ``seed``/``generator`` on the model's device); ``mode="mode"`` is deterministic (each
+        pixel's most probable component's mean)."""
+        z = self._latents(latents)
+        rng = _RNG(z.shape[0], self.device, generator, seed)
+        out = []
+        for a, b in self._chunks(z.shape[0], batch_size):
+            logits = self.autoencoder.decode_logits(z[a:b].to(self.dtype)).float()
+            sub = _SubRNG(rng, a, b)
+            out.append(self._logits_to_images(logits, mode, sub))
+        return torch.cat(out)
+
+    @torch.inference_mode()
+    def unet(self, z_t: torch.Tensor, t) -> torch.Tensor:
+        """The U-Net's noise prediction for standardised noisy latents ``z_t`` at timesteps
+        ``t`` (a number or a ``(B,)`` tensor, float or int)."""
+        x = self._latents(z_t, "z_t")
+        tt = torch.as_tensor(t, dtype=torch.float32, device=self.device)
+        if tt.dim() == 0:
+            tt = tt.expand(x.shape[0])
+        if tt.shape != (x.shape[0],):
+            raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(tt.shape)}")
+        return self._eps(x, tt)
+
+    # ------------------------------------------------------------------ generation
+    def _uncond_seq(self, skip, steps, timesteps) -> list[int]:
+        if timesteps is not None:
+            if skip is not None or steps is not None:
+                raise ValueError("give one of skip=, steps=, timesteps=")
+            return D.check_sequence(timesteps, self.num_timesteps)
+        if skip is None and steps is None:
+            skip = 100
+        return D.uncond_sequence(self.num_timesteps, skip=skip, steps=steps)
+
+    def _run_ddim(self, x, seq, eta, rng: _RNG, progress):
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(seq), desc="DDIM", unit="step", leave=False)
+        try:
+            return D.ddim(self._eps, x, seq, self.schedule, eta=eta,
+                          step_noise=(lambda i: rng.randn(*self.latent_shape)) if eta > 0 else None,
+                          progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _sample_latents(self, n, seq, eta, rng: _RNG, noise, batch_size, progress):
+        zT = self._noise(noise, n, rng)
+        out = []
+        for a, b in self._chunks(n, batch_size):
+            x = self._run_ddim(zT[a:b], seq, eta, _SubRNG(rng, a, b), progress)
+            out.append(self._unmod(x))
+        return torch.cat(out)
+
+    @torch.inference_mode()
+    def sample_latents(self, n: int, *, skip: int | None = None, steps: int | None = None,
+                       timesteps: Sequence[int] | None = None, eta: float = 0.0,
+                       generator=None, seed: int | None = None, noise: torch.Tensor | None = None,
+                       batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
+        """Sample raw latents ``(n, C, d, d)`` from the diffusion prior with DDIM.
+
+        Sequence: ``skip`` (default 100: the official ``range(0, T-1, skip) + [T-1]``), or
+        ``steps`` evenly spaced U-Net calls, or explicit ``timesteps``. ``eta >= 0`` (0:
+        deterministic DDIM). ``noise``: the starting noise ``(n, C, d, d)``; otherwise drawn
+        from ``seed`` / ``generator``."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        seq = self._uncond_seq(skip, steps, timesteps)
+        rng = _RNG(n, self.device, generator, seed)
+        return self._sample_latents(n, seq, eta, rng, noise, batch_size, progress)
+
+    @torch.inference_mode()
+    def sample(self, n: int, *, skip: int | None = None, steps: int | None = None,
+               timesteps: Sequence[int] | None = None, eta: float = 0.0, generator=None,
+               seed: int | None = None, noise: torch.Tensor | None = None, mode: str = "sample",
+               batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
+        """Unconditional images ``(n, C, H, W)`` in [0, 1]: :meth:`sample_latents` then decode
+        (``mode`` as in :meth:`decode`). With ``seed``, each image's decode draws continue its
+        own generator, so image ``i`` depends only on ``seed + i``."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        seq = self._uncond_seq(skip, steps, timesteps)
+        rng = _RNG(n, self.device, generator, seed)
+        z = self._sample_latents(n, seq, eta, rng, noise, batch_size, progress)
+        out = []
+        for a, b in self._chunks(n, batch_size):
+            logits = self.autoencoder.decode_logits(z[a:b].to(self.dtype)).float()
+            out.append(self._logits_to_images(logits, mode, _SubRNG(rng, a, b)))
+        return torch.cat(out)
+
+    # ------------------------------------------------------------------ editing
+    @torch.inference_mode()
+    def manipulate_latents(self, z: torch.Tensor, attr, *, step: float, t0: int = 50,
+                           skip: int = 50, noise: torch.Tensor | None = None, generator=None,
+                           seed: int | None = None, eta: float = 0.0) -> torch.Tensor:
+        """The D2C edit in latent space (official ``manipulate_latent`` + ``postprocess_latent``):
+        ``zm = z - step * boundary``; noise ``mod(zm)`` to ``t0``; DDIM over
+        ``range(0, t0 + 1, skip)``; ``unmod``. Returns raw latents."""
+        z = self._latents(z, "z")
+        n = z.shape[0]
+        direction = as_direction(attr, self.latent_shape, self.device)
+        seq = D.manip_sequence(t0, skip, self.num_timesteps)
+        rng = _RNG(n, self.device, generator, seed)
+        eps = self._noise(noise, n, rng)
+        zn = D.add_noise(self._mod(z - float(step) * direction), seq[-1], eps, self.schedule)
+        return self._unmod(self._run_ddim(zn, seq, eta, rng, progress=False))
+
+    @torch.inference_mode()
+    def manipulate(self, images, attr, *, step: float | None = None, t0: int = 50,
+                   skip: int = 50, mode: str = "sample", noise=None, generator=None,
+                   seed: int | None = None, resize: bool = False,
+                   batch_size: int | None = None, strength: float | None = None) -> torch.Tensor:
+        """Edit images along an attribute: encode, :meth:`manipulate_latents`, decode.
+        Returns images ``(B, C, H, W)`` in [0, 1]. ``step`` is the official raw step
+        (``z - step * boundary``). ``strength`` (calibrated units) needs a fitted classifier
+        attribute and is not available for plain boundary files."""
+        if strength is not None:
+            raise ValueError("strength= needs an attribute fitted with a classifier; this "
+                             "attribute is a plain direction: use step=")
+        if step is None:
+            raise ValueError("give step= (the official raw step along the boundary)")
+        z = self.encode(images, resize=resize, batch_size=batch_size)
+        n = z.shape[0]
+        rng = _RNG(n, self.device, generator, seed)
+        out = []
+        for a, b in self._chunks(n, batch_size):
+            sub = _SubRNG(rng, a, b)
+            nz = noise[a:b] if noise is not None else sub.randn(*self.latent_shape)
+            zp = self.manipulate_latents(z[a:b], attr, step=step, t0=t0, skip=skip, noise=nz)
+            logits = self.autoencoder.decode_logits(zp.to(self.dtype)).float()
+            out.append(self._logits_to_images(logits, mode, sub))
+        return torch.cat(out)
+
+
+class _SubRNG(_RNG):
+    """Images ``[a, b)`` of a batch RNG (per-image generators keep their identity)."""
+
+    def __init__(self, parent: _RNG, a: int, b: int):
+        self.n, self.device = b - a, parent.device
+        self.generator = parent.generator
+        self.gens = parent.gens[a:b] if parent.gens is not None else None
+
+
+__all__ = ["Sampler", "Attribute"]
