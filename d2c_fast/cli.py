@@ -1,0 +1,157 @@
+"""``d2c-fast`` command line: convert, info, sample, manipulate, demo.
+
+    d2c-fast convert model.ckpt --config config.yml -o model.safetensors
+    d2c-fast info model.safetensors
+    d2c-fast sample model.safetensors -n 16 --seed 0 --grid samples.png
+    d2c-fast manipulate model.safetensors --attr blond.ckpt --step 1.5 img1.png img2.png -o edits/
+    d2c-fast demo -o demo.png
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from .errors import D2CError
+
+
+def _sampler(args):
+    from .sampler import Sampler
+    return Sampler(args.ckpt, config=args.config, device=args.device, impl=args.impl)
+
+
+def _add_model_args(p):
+    p.add_argument("ckpt", help="official model.ckpt (with --config), native .safetensors, or 'builtin'")
+    p.add_argument("--config", help="official YAML / our JSON config (needed for .ckpt)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--impl", default="fast", choices=["ref", "fast"])
+
+
+def cmd_convert(args) -> int:
+    from .checkpoint import convert
+    m = convert(args.ckpt, args.config, args.output)
+    print(f"wrote {args.output} (latent {tuple(m.config.latent_shape)}, "
+          f"resolution {m.config.resolution})")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from . import backend_info
+    s = _sampler(args)
+    ae = s.config.autoencoder
+    n_ae = sum(p.numel() for p in s.autoencoder.parameters())
+    n_un = sum(p.numel() for p in s.unet_model.parameters())
+    print(f"model: {args.ckpt}")
+    print(f"  resolution {ae.resolution}, arch {ae.arch_instance}, num_x_bits {ae.num_x_bits}")
+    print(f"  latent {s.latent_shape}, U-Net ch {s.config.unet.ch} x {s.config.unet.ch_mult}")
+    print(f"  parameters: autoencoder {n_ae / 1e6:.2f} M, U-Net {n_un / 1e6:.2f} M")
+    print(f"kernels on {args.device}:")
+    for op, info in backend_info(args.device).items():
+        print(f"  {op}: {info['kernel']} ({info['reason']})")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .images import save_grid, save_png
+    s = _sampler(args)
+    t = time.perf_counter()
+    x = s.sample(args.n, skip=args.skip, eta=args.eta, seed=args.seed, mode=args.mode,
+                 batch_size=args.batch_size, progress=True)
+    dt = time.perf_counter() - t
+    if args.output:
+        save_png(x, args.output if "{i" in args.output else os.path.join(args.output, "{i:05d}.png"))
+    if args.grid:
+        save_grid(x, args.grid, nrow=min(8, args.n))
+    print(f"{args.n} samples in {dt:.2f} s ({dt / args.n:.3f} s/image)")
+    return 0
+
+
+def cmd_manipulate(args) -> int:
+    from .attributes import Attribute
+    from .images import save_grid, save_png
+    s = _sampler(args)
+    attr = Attribute.load(args.attr)
+    t = time.perf_counter()
+    x = s.manipulate(args.images, attr, step=args.step, t0=args.t0, skip=args.skip,
+                     seed=args.seed, mode=args.mode, resize=args.resize,
+                     batch_size=args.batch_size)
+    dt = time.perf_counter() - t
+    os.makedirs(args.output, exist_ok=True)
+    names = [os.path.splitext(os.path.basename(p))[0] for p in args.images]
+    for name, img in zip(names, x):
+        save_png(img, os.path.join(args.output, f"{name}.png"))
+    if args.grid:
+        from .images import load_images
+        orig = load_images(args.images, size=s.resolution, resize=args.resize,
+                           channels=s.image_channels)
+        save_grid([orig, x], args.grid, labels=["input", f"step {args.step:g}"])
+    print(f"{len(names)} edits in {dt:.2f} s ({dt / len(names):.3f} s/image) -> {args.output}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+    return run_demo(args.output, device=args.device, impl=args.impl)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="d2c-fast", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("convert", help="official model.ckpt + YAML -> native .safetensors")
+    p.add_argument("ckpt")
+    p.add_argument("--config", required=True)
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(fn=cmd_convert)
+
+    p = sub.add_parser("info", help="describe a model and the kernels that will serve it")
+    _add_model_args(p)
+    p.set_defaults(fn=cmd_info)
+
+    p = sub.add_parser("sample", help="unconditional samples")
+    _add_model_args(p)
+    p.add_argument("-n", type=int, default=16)
+    p.add_argument("--skip", type=int, default=100)
+    p.add_argument("--eta", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", default="sample", choices=["sample", "mode"])
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("-o", "--output", help="directory or pattern with {i}, e.g. out/{i:04d}.png")
+    p.add_argument("--grid", help="also write a PNG grid here")
+    p.set_defaults(fn=cmd_sample)
+
+    p = sub.add_parser("manipulate", help="edit images along an attribute (official boundary file)")
+    _add_model_args(p)
+    p.add_argument("images", nargs="+")
+    p.add_argument("--attr", required=True, help="boundary .ckpt")
+    p.add_argument("--step", type=float, required=True)
+    p.add_argument("--t0", type=int, default=50)
+    p.add_argument("--skip", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", default="sample", choices=["sample", "mode"])
+    p.add_argument("--resize", action="store_true", help="resize inputs to the model resolution")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--grid", help="also write a before/after PNG grid here")
+    p.set_defaults(fn=cmd_manipulate)
+
+    p = sub.add_parser("demo", help="the README's first command: a PNG of encodes, edits, samples")
+    p.add_argument("-o", "--output", default="demo.png")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--impl", default="fast", choices=["ref", "fast"])
+    p.set_defaults(fn=cmd_demo)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except D2CError as e:
+        print(f"d2c-fast: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
