@@ -59,9 +59,9 @@ def uncond_sequence(num_timesteps: int, *, skip: int | None = None,
                     steps: int | None = None) -> list[int]:
     """Timesteps of unconditional DDIM sampling (ascending).
 
-    ``skip``: the official ``range(0, T - 1, skip) + [T - 1]``. ``steps``: ``steps`` U-Net
-    calls, evenly spaced from 0 to ``T - 1`` (rounded; ``steps=11`` equals ``skip=100`` for
-    ``T = 1000``). Give one of the two.
+    ``skip``: the official ``range(0, T - 1, skip) + [T - 1]``. ``steps``: exactly ``steps``
+    U-Net calls at ``round(linspace(0, T - 1, steps))`` (so ``steps=11`` for ``T = 1000`` is
+    ``[0, 100, ..., 500, 599, ..., 899, 999]``, close to but not ``skip=100``). Give one.
     """
     T = num_timesteps
     if (skip is None) == (steps is None):

@@ -42,9 +42,14 @@ class FusedBNSwish(nn.Module):
 
     def __init__(self, bn: nn.BatchNorm2d):
         super().__init__()
-        scale, shift = _bn_scale_shift(bn)
-        self.register_buffer("scale", scale)
-        self.register_buffer("shift", shift)
+        self.scale, self.shift = _bn_scale_shift(bn)  # float32 whatever the model dtype
+
+    def _apply(self, fn, recurse=True):
+        # follow device moves, never dtype casts: the op takes float32 scale/shift
+        probe = fn(torch.zeros(1, device=self.scale.device))
+        self.scale = self.scale.to(probe.device)
+        self.shift = self.shift.to(probe.device)
+        return super()._apply(fn, recurse)
 
     def forward(self, x):
         from ..ops.bn_swish import bn_swish

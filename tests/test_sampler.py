@@ -1,0 +1,209 @@
+"""Sampler semantics on a small random-weight model: DDIM against an independent
+implementation of the official formulas, randomness contracts, argument checking."""
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from d2c_fast import Attribute, Sampler
+from d2c_fast.errors import AttributeFileError, ImageError
+from d2c_fast.models import mixture
+from d2c_fast.models.random_init import random_model
+
+CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                   "d2c_fast", "configs", "tiny64.json")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(CFG, seed=3)
+
+
+@pytest.fixture(scope="module")
+def s(model):
+    return Sampler(model, impl="ref")
+
+
+def official_ddim(unet, x, seq, betas, eta=0.0, noises=None):
+    """The official generalized_steps, written out independently (float32 schedule)."""
+    b = torch.cat([torch.zeros(1), torch.tensor(betas, dtype=torch.float32)])
+    abar = (1 - b).cumprod(0)
+    seq_next = [-1] + list(seq[:-1])
+    for i, (t, tn) in enumerate(zip(reversed(seq), reversed(seq_next))):
+        at, an = abar[t + 1], abar[tn + 1]
+        e = unet(x, torch.full((x.shape[0],), float(t)))
+        x0 = (x - e * (1 - at).sqrt()) / at.sqrt()
+        c1 = eta * ((1 - at / an) * (1 - an) / (1 - at)).sqrt()
+        c2 = ((1 - an) - c1 ** 2).sqrt()
+        x = an.sqrt() * x0 + c2 * e + (c1 * noises[i] if eta > 0 else 0)
+    return x
+
+
+def rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.mark.parametrize("skip", [100, 250, 333])
+def test_ddim_matches_official_formula(s, model, skip):
+    zT = torch.randn(2, *s.latent_shape, generator=torch.Generator().manual_seed(0))
+    seq = list(range(0, 999, skip)) + [999]
+    betas = np.linspace(1e-4, 0.02, 1000)
+    with torch.no_grad():
+        want = official_ddim(model.unet, zT, seq, betas) * model.std + model.mean
+    assert rel(s.sample_latents(2, skip=skip, noise=zT), want) < 1e-5
+
+
+def test_ddim_eta_positive_matches_official_formula(s, model, monkeypatch):
+    zT = torch.randn(2, *s.latent_shape, generator=torch.Generator().manual_seed(1))
+    seq = [0, 300, 600, 999]
+    noises = [torch.randn(2, *s.latent_shape, generator=torch.Generator().manual_seed(10 + i))
+              for i in range(len(seq))]
+    from d2c_fast import diffusion as D
+    got = D.ddim(lambda x, t: model.unet(x, t), zT, seq, s.schedule, eta=0.7,
+                 step_noise=lambda i: noises[i])
+    with torch.no_grad():
+        want = official_ddim(model.unet, zT, seq, np.linspace(1e-4, 0.02, 1000), eta=0.7,
+                             noises=noises)
+    assert rel(got, want) < 1e-5
+    # and eta changes the result while eta=0 ignores noise
+    det = D.ddim(lambda x, t: model.unet(x, t), zT, seq, s.schedule, eta=0.0)
+    assert rel(got, det) > 1e-3
+
+
+def test_per_image_seeds_independent_of_batch(s):
+    a = s.sample_latents(4, skip=250, seed=7)
+    b = s.sample_latents(1, skip=250, seed=9)
+    c = s.sample_latents(4, skip=250, seed=7, batch_size=3)
+    assert torch.allclose(a[2], b[0], rtol=1e-4, atol=1e-4)
+    assert torch.allclose(a, c, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(a[0], a[1])
+
+
+def test_per_image_seeds_with_eta_and_images(s):
+    a = s.sample(3, skip=250, eta=1.0, seed=11)
+    b = s.sample(1, skip=250, eta=1.0, seed=12)
+    assert a.shape == (3, 3, 64, 64)
+    assert torch.allclose(a[1], b[0], rtol=1e-4, atol=1e-4)
+    assert 0 <= a.min() and a.max() <= 1
+
+
+def test_generator_reproducible(s):
+    a = s.sample_latents(2, skip=500, generator=torch.Generator().manual_seed(5))
+    b = s.sample_latents(2, skip=500, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError):
+        s.sample_latents(2, generator=torch.Generator(), seed=1)
+
+
+def test_manipulate_per_image_seed_and_position(s):
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    attr = Attribute(torch.randn(s.latent_shape))
+    a = s.manipulate(x, attr, step=1.0, seed=100)
+    b = s.manipulate(x[1:2], attr, step=1.0, seed=101)
+    c = s.manipulate(x, attr, step=1.0, seed=100, batch_size=2)
+    assert torch.allclose(a[1], b[0], rtol=1e-4, atol=1e-4)
+    assert torch.allclose(a, c, rtol=1e-4, atol=1e-4)
+
+
+def test_manipulate_t0_zero_is_one_denoising_step(s, model):
+    # t0 = 0: noise to t=0, then one DDIM step to t=-1 (abar = 1), i.e. the x0 prediction
+    z = s.encode(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2)))
+    n = torch.randn(2, *s.latent_shape, generator=torch.Generator().manual_seed(3))
+    zp = s.manipulate_latents(z, Attribute(torch.zeros(s.latent_shape)), step=0.0, t0=0, skip=1,
+                              noise=n)
+    a0 = 1 - 1e-4
+    zn = math.sqrt(a0) * (z - model.mean) / model.std + math.sqrt(1 - a0) * n
+    x0 = (zn - math.sqrt(1 - a0) * s.unet(zn, 0)) / math.sqrt(a0)
+    assert rel(zp, x0 * model.std + model.mean) < 1e-5
+
+
+def test_manipulation_moves_along_minus_boundary(s):
+    # the raw step is z - step * boundary before noising (official sign convention)
+    z = torch.randn(1, *s.latent_shape)
+    d = torch.randn(s.latent_shape)
+    n = torch.randn(1, *s.latent_shape)
+    a = s.manipulate_latents(z, Attribute(d), step=2.0, noise=n)
+    b = s.manipulate_latents(z - 2.0 * d, Attribute(torch.zeros_like(d)), step=0.0, noise=n)
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_unet_scalar_t_broadcasts(s):
+    x = torch.randn(3, *s.latent_shape)
+    assert torch.equal(s.unet(x, 500), s.unet(x, torch.full((3,), 500.0)))
+    with pytest.raises(ValueError):
+        s.unet(x, torch.ones(2))
+
+
+def test_decode_modes(s):
+    z = torch.randn(2, *s.latent_shape)
+    m1, m2 = s.decode(z, mode="mode"), s.decode(z, mode="mode")
+    assert torch.equal(m1, m2) and m1.shape == (2, 3, 64, 64)
+    a, b = s.decode(z, seed=3), s.decode(z, seed=3)
+    assert torch.equal(a, b) and 0 <= a.min() and a.max() <= 1
+    assert not torch.equal(a, s.decode(z, seed=4))
+    with pytest.raises(ValueError):
+        s.decode(z, mode="mean")
+
+
+def test_mixture_log_prob_normalised():
+    # Sum of probabilities over every discrete RGB value of a pixel is 1 (3-bit images).
+    torch.manual_seed(0)
+    logits = torch.randn(1, 100, 1, 1) * torch.tensor([2.0] * 10 + [1.0] * 90).view(1, 100, 1, 1)
+    levels = torch.arange(8) / 7.0
+    r, g, b = torch.meshgrid(levels, levels, levels, indexing="ij")
+    x = torch.stack([r.flatten(), g.flatten(), b.flatten()], 1).view(512, 3, 1, 1)
+    lp = mixture.log_prob(logits.expand(512, -1, -1, -1), x, num_bits=3)
+    assert abs(torch.logsumexp(lp.flatten(), 0).exp().item() - 1.0) < 1e-3
+
+
+def test_mixture_sample_concentrates_on_mode():
+    # one dominant component with a tiny scale: samples equal the mode
+    logits = torch.zeros(2, 100, 4, 4)
+    logits[:, 0] = 50.0
+    logits[:, 10:100].view(2, 3, 30, 4, 4)[:, :, 10:20] = -7.0   # log-scales -> min
+    logits[:, 10:100].view(2, 3, 30, 4, 4)[:, :, 0] = 0.3         # means of component 0
+    x = mixture.sample(logits, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(x, mixture.mode(logits), atol=0.02)
+    assert torch.allclose(mixture.mode(logits), torch.full_like(x, 0.65), atol=1e-6)
+
+
+def test_argument_errors(s, model):
+    with pytest.raises(ValueError):
+        s.decode_logits(torch.randn(2, 3, 8, 8))
+    with pytest.raises(ValueError):
+        s.sample_latents(2, eta=-1.0, skip=500)
+    with pytest.raises(ValueError):
+        s.sample_latents(0)
+    with pytest.raises(ValueError):
+        s.sample_latents(1, skip=100, steps=10)
+    with pytest.raises(ValueError):
+        s.sample_latents(1, timesteps=[5, 3])
+    with pytest.raises(ValueError):
+        Sampler(model, impl="turbo")
+    with pytest.raises(ValueError):
+        s.manipulate(torch.rand(1, 3, 64, 64), Attribute(torch.zeros(s.latent_shape)), strength=1.0)
+    with pytest.raises(AttributeFileError):
+        s.manipulate_latents(torch.randn(1, *s.latent_shape), Attribute(torch.zeros(4, 4, 4)), step=1)
+    with pytest.raises(ImageError):
+        s.encode(torch.rand(1, 3, 32, 32))
+    assert s.encode(torch.rand(1, 3, 32, 32), resize=True).shape == (1, *s.latent_shape)
+    with pytest.warns(UserWarning, match="multiple of skip"):
+        s.manipulate_latents(torch.randn(1, *s.latent_shape), Attribute(torch.zeros(s.latent_shape)),
+                             step=0.0, t0=60, skip=50, noise=torch.zeros(1, *s.latent_shape))
+
+
+def test_ddim_loop_never_reads_device_values(s, monkeypatch):
+    """No host round-trips inside the DDIM loop: item()/tolist()/cpu()/numpy() are never
+    called while sampling (they would synchronise a GPU)."""
+    def boom(*a, **k):
+        raise AssertionError("host read inside the sampling loop")
+    zT = torch.randn(2, *s.latent_shape)
+    attr = Attribute(torch.zeros(s.latent_shape))
+    for name in ("item", "tolist", "cpu", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, boom)
+    out = s.sample_latents(2, skip=250, noise=zT)
+    out2 = s.manipulate_latents(out, attr, step=0.5, noise=zT)
+    monkeypatch.undo()
+    assert torch.isfinite(out2).all()
