@@ -1,0 +1,100 @@
+"""Operators of d2c_fast: compiled kernels when available, PyTorch reference otherwise.
+
+Importing this package tries to load the compiled library ``d2c_fast._C`` (built by
+``pip install -e . --no-build-isolation``). Loading it registers the C++/CUDA kernels with the
+PyTorch dispatcher under ``torch.ops.d2c_fast``. If it cannot be loaded (not built, built against
+another torch, ...), ONE ``RuntimeWarning`` is emitted here and every operator still works: the
+schemas are then defined from Python and the reference implementation serves every device.
+
+Which kernel actually runs is decided by what is registered with the dispatcher, not by whether
+the import worked: see :func:`backend_info` and :func:`has_compiled_kernel`.
+
+Environment:
+    D2C_FAST_DISABLE_EXT=1   do not load ``d2c_fast._C`` (to exercise the reference fallback).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+__all__ = [
+    "OPS", "backend_info", "has_compiled_kernel", "extension_status",
+    "bn_swish", "bn_swish_ref", "fold_bn", "BN_SWISH_SCHEMA",
+]
+
+#: Operator names in the ``d2c_fast`` namespace.
+OPS: tuple[str, ...] = ("bn_swish",)
+
+_BUILD_HINT = "build it with `pip install -e . --no-build-isolation` from the repository root"
+
+
+def _load_extension() -> tuple[bool, str]:
+    if os.environ.get("D2C_FAST_DISABLE_EXT", "").strip() not in ("", "0"):
+        return False, "disabled by D2C_FAST_DISABLE_EXT"
+    try:
+        from .. import _C  # noqa: F401  (registers the kernels with the dispatcher)
+    except (ImportError, OSError) as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    return True, f"loaded {getattr(_C, '__file__', 'd2c_fast._C')}"
+
+
+_EXT_LOADED, _EXT_REASON = _load_extension()
+if not _EXT_LOADED:
+    warnings.warn(
+        f"d2c_fast: compiled operator library d2c_fast._C not loaded ({_EXT_REASON}); "
+        f"the PyTorch reference kernels are used instead (slower). To get the fast kernels, "
+        f"{_BUILD_HINT}.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+# Imported after the extension so that Python only defines schemas the library did not.
+from .bn_swish import BN_SWISH_SCHEMA, bn_swish, bn_swish_ref, fold_bn  # noqa: E402
+
+_DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
+_KERNEL_NAMES = {"cpu": "cpp-cpu", "cuda": "cuda"}
+
+
+def extension_status() -> tuple[bool, str]:
+    """``(loaded, reason)`` of the attempt to import ``d2c_fast._C``."""
+    return _EXT_LOADED, _EXT_REASON
+
+
+def _device_type(device) -> str:
+    return torch.device(device).type if not isinstance(device, torch.device) else device.type
+
+
+def has_compiled_kernel(op_name: str, device_type) -> bool:
+    """True if a C++/CUDA kernel of ``d2c_fast::<op_name>`` is registered for ``device_type``
+    (``"cpu"``, ``"cuda"``, a ``torch.device`` or ``"cuda:0"``). The Python reference
+    (CompositeExplicitAutograd) does not count."""
+    key = _DISPATCH_KEYS.get(_device_type(device_type))
+    if key is None:
+        return False
+    try:
+        return bool(torch._C._dispatch_has_kernel_for_dispatch_key(f"d2c_fast::{op_name}", key))
+    except RuntimeError:  # operator unknown to the dispatcher
+        return False
+
+
+def backend_info(device="cpu") -> dict[str, dict]:
+    """Map each operator to ``{"kernel": "cpp-cpu" | "cuda" | "ref", "reason": str}`` for
+    ``device``, according to the kernels registered with the dispatcher."""
+    dtype = _device_type(device)
+    info: dict[str, dict] = {}
+    for name in OPS:
+        if has_compiled_kernel(name, dtype):
+            info[name] = {"kernel": _KERNEL_NAMES[dtype],
+                          "reason": f"compiled kernel registered for {_DISPATCH_KEYS[dtype]}"}
+        elif not _EXT_LOADED:
+            info[name] = {"kernel": "ref",
+                          "reason": f"d2c_fast._C not loaded ({_EXT_REASON}); {_BUILD_HINT}"}
+        elif dtype in _DISPATCH_KEYS:
+            info[name] = {"kernel": "ref",
+                          "reason": f"d2c_fast._C has no {_DISPATCH_KEYS[dtype]} kernel for "
+                                    f"d2c_fast::{name} (built without it)"}
+        else:
+            info[name] = {"kernel": "ref", "reason": f"no compiled kernels for device type {dtype!r}"}
+    return info
