@@ -53,25 +53,69 @@ def _global_ok(module: str, name: str) -> bool:
     return False
 
 
+_STRING_OPS = ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8",
+               "SHORT_BINSTRING", "BINSTRING", "STRING")
+_MARK = object()  # a MARK on the simulated stack
+
+
 def _scan_pickle(data: bytes, path) -> None:
-    """Refuse pickles that reference anything but tensor-rebuilding globals. Executes nothing."""
-    strings: list[str] = []
+    """Refuse pickles that reference anything but tensor-rebuilding globals. Executes nothing.
+
+    The stack and the memo are simulated (strings kept, everything else opaque), so the module
+    and name a ``STACK_GLOBAL`` really receives are checked, wherever they come from (a memo
+    ``BINGET`` included); a name that is not a known string is refused."""
+    stack: list = []
+    memo: dict = {}
+
+    def pop():
+        if not stack or stack[-1] is _MARK:
+            raise ValueError("stack underflow")
+        return stack.pop()
+
     try:
         for op, arg, _ in pickletools.genops(data):
             name = op.name
-            if name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8",
-                        "SHORT_BINSTRING", "BINSTRING", "STRING"):
-                strings.append(arg if isinstance(arg, str) else str(arg))
-            elif name == "GLOBAL":
+            if name == "GLOBAL":
                 module, _, gname = str(arg).partition(" ")
                 if not _global_ok(module, gname):
                     raise CheckpointError(path, f"unsafe pickle: references {module}.{gname}")
             elif name == "STACK_GLOBAL":
-                if len(strings) < 2 or not _global_ok(strings[-2], strings[-1]):
-                    ref = ".".join(strings[-2:]) if len(strings) >= 2 else "an unknown global"
-                    raise CheckpointError(path, f"unsafe pickle: references {ref}")
+                ref = stack[-2:]
+                if len(ref) < 2 or not all(isinstance(s, str) for s in ref) \
+                        or not _global_ok(ref[0], ref[1]):
+                    shown = (".".join(ref) if len(ref) == 2 and all(isinstance(s, str) for s in ref)
+                             else "a global whose name is computed")
+                    raise CheckpointError(path, f"unsafe pickle: references {shown}")
             elif name in ("INST", "OBJ", "EXT1", "EXT2", "EXT4"):
                 raise CheckpointError(path, f"unsafe pickle: uses opcode {name}")
+            # Simulate the stack effect of the opcode.
+            if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                if not stack or stack[-1] is _MARK:
+                    raise ValueError(f"{name} with an empty stack")
+                memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                if arg not in memo:
+                    raise ValueError(f"memo key {arg!r} read before it was written")
+                stack.append(memo[arg])
+            elif name == "DUP":
+                stack.append(pop())
+                stack.append(stack[-1])
+            else:
+                before = op.stack_before
+                if pickletools.markobject in before:
+                    while stack and stack[-1] is not _MARK:
+                        stack.pop()
+                    if not stack:
+                        raise ValueError(f"{name} without a MARK")
+                    stack.pop()
+                    n = before.index(pickletools.markobject)
+                else:
+                    n = len(before)
+                for _ in range(n):
+                    pop()
+                for t in op.stack_after:
+                    stack.append(_MARK if t is pickletools.markobject
+                                 else (str(arg) if name in _STRING_OPS else None))
     except CheckpointError:
         raise
     except Exception as e:  # malformed opcode stream
@@ -94,8 +138,11 @@ def torch_load_safe(path) -> object:
     """Load a ``torch.save`` file without executing code (scan, then weights_only=True)."""
     _check_file(path)
     p = os.fspath(path)
-    with open(p, "rb") as f:
-        head = f.read(4)
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(p, f"cannot be read ({e.strerror or e})") from e
     if head.startswith(b"PK"):
         try:
             with zipfile.ZipFile(p) as z:
@@ -103,18 +150,22 @@ def torch_load_safe(path) -> object:
                 if len(pkls) != 1:
                     raise CheckpointError(p, "not a checkpoint (zip without one data.pkl)")
                 _scan_pickle(z.read(pkls[0]), p)
-        except zipfile.BadZipFile as e:
-            raise CheckpointError(p, f"truncated or corrupt file ({e})") from e
-        except (EOFError, OSError, zipfile.LargeZipFile) as e:
+        except CheckpointError:
+            raise
+        except Exception as e:  # BadZipFile, EOFError, OSError, zlib.error, NotImplementedError
             raise CheckpointError(p, f"truncated or corrupt file ({e})") from e
     else:
-        # Legacy (pre-1.6) format: consecutive pickles; scan the ones before the raw data.
-        with open(p, "rb") as f:
-            data = f.read()
+        # Legacy (pre-1.6) format: consecutive pickles (magic number, protocol version, sys
+        # info, the object itself, the storage keys), then the raw storage data.
+        try:
+            with open(p, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise CheckpointError(p, f"cannot be read ({e.strerror or e})") from e
         if not data[:1] == b"\x80":
             raise CheckpointError(p, "not a checkpoint (neither a torch zip file nor a pickle)")
         buf = io.BytesIO(data)
-        for _ in range(4):  # magic number, protocol version, sys info, the object itself
+        for _ in range(5):
             start = buf.tell()
             try:
                 for _op in pickletools.genops(buf):
@@ -172,9 +223,9 @@ def _validate_tensors(section: str, got: dict, expected: dict, path) -> dict:
         if ref.is_floating_point():
             if not v.is_floating_point():
                 raise CheckpointError(path, f"{section}.{k}: dtype {v.dtype}, expected a float")
+            v = v.to(torch.float32)  # before the check: a finite float64 may overflow float32
             if not torch.isfinite(v).all():
                 raise CheckpointError(path, f"{section}.{k}: contains NaN or Inf")
-            v = v.to(torch.float32)
         elif v.dtype != ref.dtype:
             if v.is_floating_point() or v.is_complex() or v.dtype == torch.bool:
                 raise CheckpointError(path, f"{section}.{k}: dtype {v.dtype}, expected {ref.dtype}")
@@ -185,7 +236,7 @@ def _validate_tensors(section: str, got: dict, expected: dict, path) -> dict:
 
 def _latent_mod(lm, shape, path) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(lm, dict) or set(lm) != {"mean", "std"}:
-        keys = sorted(lm) if isinstance(lm, dict) else type(lm).__name__
+        keys = sorted(map(str, lm)) if isinstance(lm, dict) else type(lm).__name__
         raise CheckpointError(path, f"latent_mod must hold exactly 'mean' and 'std', got {keys}")
     out = []
     for k in ("mean", "std"):
@@ -195,9 +246,10 @@ def _latent_mod(lm, shape, path) -> tuple[torch.Tensor, torch.Tensor]:
         if v.numel() != shape[0] or v.dim() not in (1, 4):
             raise CheckpointError(path, f"latent_mod.{k}: shape {tuple(v.shape)}, expected "
                                   f"(1, {shape[0]}, 1, 1)")
+        v = v.reshape(1, shape[0], 1, 1).float()
         if not torch.isfinite(v).all():
             raise CheckpointError(path, f"latent_mod.{k}: contains NaN or Inf")
-        out.append(v.reshape(1, shape[0], 1, 1).float())
+        out.append(v)
     if (out[1] <= 0).any():
         raise CheckpointError(path, "latent_mod.std: must be positive")
     return out[0], out[1]
@@ -224,13 +276,14 @@ def _build(cfg: ModelConfig, ae_sd: dict, unet_sd: dict, lm, path) -> LoadedMode
     for k in [k for k in ae_in if _is_alias(k)]:
         base = k[: -len("_normalized")]
         alias = ae_in.pop(k)
-        if base in ae_in and isinstance(alias, torch.Tensor) and alias.shape == ae_in[base].shape:
-            ae_in[base] = alias
-        elif base not in ae_in or not isinstance(alias, torch.Tensor):
+        if base not in ae_in or not isinstance(alias, torch.Tensor):
             raise CheckpointError(path, f"autoencoder: unexpected key {k!r}")
-        else:
+        if not isinstance(ae_in[base], torch.Tensor):
+            continue  # _validate_tensors reports the base ("expected a tensor")
+        if alias.shape != ae_in[base].shape:
             raise CheckpointError(path, f"autoencoder.{k}: shape {tuple(alias.shape)} differs from "
                                   f"{base}")
+        ae_in[base] = alias
     ae_ok = _validate_tensors("autoencoder", ae_in, ae_ref, path)
     unet_in = {(k[7:] if k.startswith("module.") else k): v for k, v in unet_sd.items()}
     unet_ok = _validate_tensors("diffusion", unet_in, unet.state_dict(), path)
@@ -265,6 +318,10 @@ def load_official(path, config) -> LoadedModel:
     for k in ("autoencoder", "diffusion"):
         if not isinstance(obj[k], dict):
             raise CheckpointError(path, f"section {k!r} is not a state dict")
+        bad = [key for key in obj[k] if not isinstance(key, str)]
+        if bad:
+            raise CheckpointError(path, f"section {k!r} is not a state dict (non-string keys "
+                                  f"{bad[:5]!r})")
     ae_sd = official_autoencoder_keys(obj["autoencoder"], path)
     return _build(cfg, ae_sd, obj["diffusion"], obj["latent_mod"], path)
 
@@ -279,7 +336,9 @@ def load_native(path) -> LoadedModel:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
-        raise CheckpointError(p, f"not a readable safetensors file ({str(e).splitlines()[0]})") from e
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(p, f"not a readable safetensors file (truncated or corrupt: "
+                              f"{msg})") from e
     if meta.get("format") != NATIVE_FORMAT:
         raise CheckpointError(p, f"safetensors file without d2c_fast metadata "
                               f"(format={meta.get('format')!r})")
@@ -289,6 +348,8 @@ def load_native(path) -> LoadedModel:
         cfg = config_from_dict(json.loads(meta["config"]))
     except (KeyError, json.JSONDecodeError) as e:
         raise CheckpointError(p, "metadata 'config' missing or not JSON") from e
+    except ConfigError as e:
+        raise CheckpointError(p, f"metadata 'config' is not a valid config: {e}") from e
     sections: dict[str, dict] = {"autoencoder": {}, "diffusion": {}, "latent_mod": {}}
     for k, v in tensors.items():
         sec, _, rest = k.partition(".")
@@ -302,8 +363,11 @@ def load_model(ckpt, config=None) -> LoadedModel:
     """Dispatch on the file: ``.safetensors`` -> native; anything else -> official pickle."""
     p = os.fspath(ckpt)
     _check_file(p)
-    with open(p, "rb") as f:
-        head = f.read(16)
+    try:
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise CheckpointError(p, f"cannot be read ({e.strerror or e})") from e
     if p.endswith(".safetensors") or (len(head) >= 9 and head[8:9] == b"{"):
         if config is not None:
             cfg = load_config(config)
@@ -365,11 +429,14 @@ def load_boundary(path) -> torch.Tensor:
                                  f"'boundary')")
     if not isinstance(b, torch.Tensor) or not b.is_floating_point() or b.dim() not in (3, 4) \
             or (b.dim() == 4 and b.shape[0] != 1):
-        raise AttributeFileError(f"{os.fspath(path)}: 'boundary' must be a float tensor "
-                                 f"(1, C, H, W)")
+        got = (f"{b.dtype} shape {tuple(b.shape)}" if isinstance(b, torch.Tensor)
+               else type(b).__name__)
+        raise AttributeFileError(f"{os.fspath(path)}: 'boundary' must be a float tensor of shape "
+                                 f"(1, C, H, W), got {got}")
+    b = b.reshape(b.shape[-3:]).float()
     if not torch.isfinite(b).all():
         raise AttributeFileError(f"{os.fspath(path)}: 'boundary' contains NaN or Inf")
-    return b.reshape(b.shape[-3:]).float()
+    return b
 
 
 __all__ = ["LoadedModel", "load_model", "load_official", "load_native", "save_native", "convert",

@@ -339,6 +339,8 @@ def _validate_diffusion(d: dict, ae: dict) -> None:
                 raise ConfigError(f"diffusion.model.{k}", f"entries must be positive ints, got {v!r}")
     if not m["ch_mult"]:
         raise ConfigError("diffusion.model.ch_mult", "must not be empty")
+    if m["ch"] < 1:
+        raise ConfigError("diffusion.model.ch", f"must be >= 1, got {m['ch']}")
     if m["ch"] % 32 or any((m["ch"] * c) % 32 for c in m["ch_mult"]):
         raise ConfigError("diffusion.model.ch", "ch * every ch_mult must be divisible by 32 "
                           "(GroupNorm with 32 groups)")
