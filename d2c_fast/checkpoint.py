@@ -243,7 +243,7 @@ def _latent_mod(lm, shape, path) -> tuple[torch.Tensor, torch.Tensor]:
         v = lm[k]
         if not isinstance(v, torch.Tensor) or not v.is_floating_point():
             raise CheckpointError(path, f"latent_mod.{k}: expected a float tensor")
-        if v.numel() != shape[0] or v.dim() not in (1, 4):
+        if tuple(v.shape) not in ((1, shape[0], 1, 1), (shape[0],)):
             raise CheckpointError(path, f"latent_mod.{k}: shape {tuple(v.shape)}, expected "
                                   f"(1, {shape[0]}, 1, 1)")
         v = v.reshape(1, shape[0], 1, 1).float()

@@ -160,6 +160,11 @@ def _check_type(path: str, value, typ):
     elif typ is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif typ is float:
+        if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok:
             value = float(value)
@@ -307,6 +312,10 @@ def _validate_ae(ae: dict) -> None:
             raise ConfigError(f"autoencoder.{k}", f"must be >= 0, got {ae[k]}")
     if ae["num_x_bits"] > 8:
         raise ConfigError("autoencoder.num_x_bits", f"must be in 1..8, got {ae['num_x_bits']}")
+    if ae["num_latent_scales"] == 1 and ae["num_groups_per_scale"] == 1:
+        raise ConfigError("autoencoder.num_groups_per_scale",
+                          "the official 'vanilla VAE' layout (1 scale, 1 group) has no working "
+                          "decoder; use more than one group")
     if ae["num_nf"] != 0:
         raise ConfigError("autoencoder.num_nf", "D2C uses no normalising flows (num_nf must be 0)")
     down = ae["num_preprocess_blocks"] + ae["num_latent_scales"] - 1
@@ -331,6 +340,12 @@ def _validate_diffusion(d: dict, ae: dict) -> None:
     if s["beta_schedule"] not in _BETA_SCHEDULES:
         raise ConfigError("diffusion.diffusion.beta_schedule",
                           f"must be one of {_BETA_SCHEDULES}, got {s['beta_schedule']!r}")
+    if not (0 <= s["beta_start"] <= s["beta_end"] < 1 and s["beta_end"] > 0):
+        raise ConfigError("diffusion.diffusion.beta_end",
+                          f"need 0 <= beta_start <= beta_end < 1 and beta_end > 0, got {s['beta_start']}, "
+                          f"{s['beta_end']}")
+    if not 0 <= m["dropout"] < 1:
+        raise ConfigError("diffusion.model.dropout", f"must be in [0, 1), got {m['dropout']}")
     if s["num_diffusion_timesteps"] < 2:
         raise ConfigError("diffusion.diffusion.num_diffusion_timesteps", "must be >= 2")
     for k in ("ch_mult", "attn_resolutions"):
@@ -407,7 +422,12 @@ def load_config(src) -> ModelConfig:
     if isinstance(src, ModelConfig):
         return src
     if isinstance(src, dict):
+        if "config" in src and "autoencoder" not in src:
+            src = src["config"]
         return config_from_dict(src)
+    if not isinstance(src, (str, os.PathLike)):
+        raise ConfigError("<config>", f"expected a path, a dict or a ModelConfig, got "
+                          f"{type(src).__name__}")
     path = os.fspath(src)
     try:
         with open(path, "rb") as f:

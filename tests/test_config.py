@@ -301,7 +301,7 @@ def test_missing_required_field_is_refused(dotted, make_tiny_config):
     ("autoencoder.use_se", 1),                       # int for bool
     ("autoencoder.ada_groups", "false"),             # string for bool
     ("autoencoder.dataset", 64),                     # int for str
-    ("autoencoder.moco_m", "0.999"),                 # string for float
+    ("autoencoder.moco_m", [0.999]),                 # list for float
     ("diffusion.data.image_size", "8"),
     ("diffusion.data.channels", None),
     ("diffusion.model.ch", 32.0),
@@ -312,7 +312,7 @@ def test_missing_required_field_is_refused(dotted, make_tiny_config):
     ("diffusion.model.attn_resolutions", 4),
     ("diffusion.model.resamp_with_conv", "yes"),
     ("diffusion.model.dropout", None),
-    ("diffusion.diffusion.beta_start", "1e-4"),      # what YAML 1.1 makes of 1e-4
+    ("diffusion.diffusion.beta_start", "small"),     # a numeric string ("1e-4") is accepted
     ("diffusion.diffusion.beta_end", True),          # bool for float
     ("diffusion.diffusion.num_diffusion_timesteps", 1000.0),
     ("diffusion.training.batch_size", "64"),
@@ -489,3 +489,44 @@ def test_mnist_is_one_channel_with_bernoulli_logits():
     assert z.shape == (2, 4, 8, 8) and logits.shape == (2, 1, 32, 32)
     assert torch.isfinite(logits).all()
     assert load_config(tiny32()).autoencoder.image_channels == 3
+
+
+def test_yaml_exponent_string_is_a_float(make_tiny_config):
+    from d2c_fast.config import config_from_dict
+    cfg = make_tiny_config()
+    cfg["diffusion"]["diffusion"]["beta_start"] = "1e-4"  # what PyYAML gives for 1e-4
+    assert config_from_dict(cfg).schedule.beta_start == 1e-4
+
+
+@pytest.mark.parametrize("where,value,field", [
+    (("diffusion", "diffusion", "beta_end"), 1.5, "diffusion.diffusion.beta_end"),
+    (("diffusion", "diffusion", "beta_start"), 0.5, "diffusion.diffusion.beta_end"),
+    (("diffusion", "model", "dropout"), 1.0, "diffusion.model.dropout"),
+])
+def test_value_ranges(make_tiny_config, where, value, field):
+    from d2c_fast.config import config_from_dict
+    cfg = make_tiny_config()
+    d = cfg
+    for k in where[:-1]:
+        d = d[k]
+    d[where[-1]] = value
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(cfg)
+    assert e.value.field == field
+
+
+def test_vanilla_vae_layout_refused_at_config_time(make_tiny_config):
+    from d2c_fast.config import config_from_dict
+    cfg = make_tiny_config()
+    cfg["autoencoder"].update(num_latent_scales=1, num_groups_per_scale=1, latent_dim=32)
+    cfg["diffusion"]["data"]["image_size"] = 32
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(cfg)
+    assert "vanilla" in str(e.value)
+
+
+def test_load_config_wrapper_dict_and_bad_type(make_tiny_config):
+    from d2c_fast.config import load_config
+    assert load_config({"config": make_tiny_config()}).latent_shape == (4, 8, 8)
+    with pytest.raises(ConfigError):
+        load_config(5)
