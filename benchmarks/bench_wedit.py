@@ -48,7 +48,7 @@ def test_accuracy_gate(samplers, inputs):
     assert _rel(fast.decode_logits(zr), ref.decode_logits(zr)) <= 1e-4
 
 
-@pytest.mark.parametrize("batch", [1])
+@pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("impl", ["ref", "fast"])
 def test_wedit(benchmark, samplers, inputs, impl, batch):
     x, attr = inputs
