@@ -13,13 +13,9 @@ __version__ = "0.1.0"
 
 from . import errors
 from .errors import AttributeFileError, CheckpointError, ConfigError, D2CError, ImageError
-
-
-def backend_info(device="cpu") -> dict:
-    """Which kernel serves each fused op on ``device`` ("cpp-cpu", "cuda", "triton" or "ref")
-    and why. Importing the compiled library happens on first use."""
-    from .ops import backend_info as _bi
-    return _bi(device)
+# Loads the compiled library d2c_fast._C (one RuntimeWarning, and the reference kernels, when
+# it is missing) so that every op is registered before any model runs.
+from .ops import backend_info
 
 
 def __getattr__(name):
