@@ -6,6 +6,11 @@ What it changes (each exact in real arithmetic, so fast == ref to float rounding
 - the MBConv input BatchNorm is folded into the following 1x1 convolution;
 - BatchNorm + Swish before a padded convolution (``res_bnswish`` cells) becomes one fused op,
   ``d2c_fast::bn_swish`` (C++ on CPU when built, reference elsewhere);
+- MBConv up cells expand at the low resolution, then up-sample the hidden tensor (nearest
+  up-sampling commutes with per-pixel ops); the up-sampling skip applies its 1x1 conv before
+  the bilinear up-sampling (exact: bilinear weights sum to one);
+- activations are channels-last on CPU, and 1x1/depthwise conv + Swish run as one oneDNN
+  primitive;
 - U-Net attention uses ``scaled_dot_product_attention``.
 The reference modules are left untouched (the plan works on a deep copy).
 """
@@ -17,7 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import BatchNormWrap, BNSwish, BNSwishConv, Conv2D, ConvBNSwish, InvertedResidual
+from .layers import (BatchNormWrap, BNSwish, BNSwishConv, Conv2D, ConvBNSwish, InvertedResidual,
+                     UpSample)
 
 
 def _bn_scale_shift(bn: nn.BatchNorm2d):
@@ -56,13 +62,27 @@ class FusedBNSwish(nn.Module):
         return bn_swish(x, self.scale, self.shift)
 
 
+_MKLDNN_CONV_SWISH = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+
+
 class ConvSwish(nn.Module):
+    """Convolution + bias + Swish. On CPU it is one oneDNN primitive with a Swish post-op
+    (no extra pass over the, often 6x expanded, output); elsewhere conv then SiLU."""
+
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
         self.conv = conv
+        c = conv
+        self._args = (list(c.padding), list(c.stride), list(c.dilation), c.groups)
 
     def forward(self, x):
-        return F.silu(self.conv(x))
+        c = self.conv
+        if _MKLDNN_CONV_SWISH is not None and x.device.type == "cpu" \
+                and x.dtype == c.weight.dtype:
+            pad, stride, dil, groups = self._args
+            return _MKLDNN_CONV_SWISH(x, c.weight, c.bias, pad, stride, dil, groups, "swish",
+                                      [], "")
+        return F.silu(c(x), inplace=True)
 
 
 def _fold_conv_bn(conv: Conv2D, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -96,12 +116,24 @@ def _plan_mbconv(m: InvertedResidual) -> nn.Sequential:
     e = _fold_bn_into_1x1(bn_in.bn, e)
     d = _fold_conv_bn(dw.conv[0], dw.conv[1])
     p = _fold_conv_bn(project, bn_out.bn)
-    return nn.Sequential(*up, ConvSwish(e), ConvSwish(d), p)
+    # Nearest up-sampling commutes with the per-pixel BN + 1x1 expand + Swish: expanding at
+    # the low resolution does a quarter of the work, then the hidden tensor is up-sampled.
+    return nn.Sequential(ConvSwish(e), *up, ConvSwish(d), p)
+
+
+def _plan_up_skip(seq: nn.Sequential) -> nn.Sequential:
+    """``conv1x1(bilinear_x2(x))`` -> ``bilinear_x2(conv1x1(x))``: exact (bilinear weights sum
+    to one), with a quarter of the convolution work and half the up-sampled channels."""
+    up, conv = seq[0], seq[1]
+    return nn.Sequential(_plain_conv(conv), up)
 
 
 def _replace(module: nn.Module) -> None:
     for name, child in list(module.named_children()):
-        if isinstance(child, InvertedResidual):
+        if isinstance(child, nn.Sequential) and len(child) == 2 and isinstance(child[0], UpSample) \
+                and isinstance(child[1], Conv2D) and child[1].kernel_size == (1, 1):
+            setattr(module, name, _plan_up_skip(child))
+        elif isinstance(child, InvertedResidual):
             setattr(module, name, _plan_mbconv(child))
         elif isinstance(child, BNSwishConv):
             child.bn_act = FusedBNSwish(child.bn_act)
@@ -116,11 +148,36 @@ def _replace(module: nn.Module) -> None:
             _replace(child)
 
 
-def build_fast_autoencoder(ae: nn.Module) -> nn.Module:
+class FastAutoEncoder(nn.Module):
+    """The planned autoencoder: channels-last activations on CPU (oneDNN's fast layout), the
+    same ``encode`` / ``decode_logits`` interface as the reference."""
+
+    def __init__(self, ae: nn.Module, channels_last: bool = True):
+        super().__init__()
+        self.ae = ae
+        self.channels_last = channels_last
+        self.bernoulli = ae.bernoulli
+        if channels_last:
+            self.ae.to(memory_format=torch.channels_last)
+
+    def _layout(self, x):
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def encode(self, x):
+        return self.ae.encode(self._layout(x)).contiguous()
+
+    def decode_logits(self, z):
+        return self.ae.decode_logits(self._layout(z)).contiguous()
+
+
+def build_fast_autoencoder(ae: nn.Module, channels_last: bool = True) -> nn.Module:
     """A deep copy of the reference autoencoder with the inference plan applied."""
     fast = copy.deepcopy(ae)
     with torch.no_grad():
         _replace(fast)
+    fast = FastAutoEncoder(fast, channels_last)
     fast.eval()
     for p in fast.parameters():
         p.requires_grad_(False)

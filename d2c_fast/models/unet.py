@@ -185,7 +185,8 @@ class UNet(nn.Module):
         if x.shape[2] != self.resolution or x.shape[3] != self.resolution:
             raise ValueError(f"U-Net expects {self.resolution}x{self.resolution} latents, "
                              f"got {tuple(x.shape[2:])}")
-        temb = self.temb.dense[1](swish(self.temb.dense[0](timestep_embedding(t, self.ch))))
+        emb = timestep_embedding(t, self.ch).to(self.temb.dense[0].weight.dtype)
+        temb = self.temb.dense[1](swish(self.temb.dense[0](emb)))
         hs = [self.conv_in(x)]
         for i in range(self.num_resolutions):
             for j in range(self.num_res_blocks):

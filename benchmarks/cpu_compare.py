@@ -1,0 +1,130 @@
+"""Interleaved same-run comparison on CPU (A B A B ..., medians): the numbers RESULTS.md quotes.
+
+    python benchmarks/cpu_compare.py --workload wedit --batch 1 --rounds 5 --out build/cpu_wedit.json
+
+Candidates: B0 = impl="ref" fp32 (the official cost model), B1 = torch.compile of the reference
+modules (fp32, default mode; compile time reported separately), ours = impl="fast" in fp32 and
+bf16. Workloads (ARCH-256, random weights): decoder, encoder, unet, wedit, wgen.
+Accuracy gate first: fast vs ref relative L2 (latents and logits).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import machine_info  # noqa: E402
+
+
+class CompiledModules:
+    """B1: the reference modules under torch.compile, behind the Sampler's module interface."""
+
+    def __init__(self, ae, unet, mode="default"):
+        self.bernoulli = ae.bernoulli
+        self.encode = torch.compile(ae.encode, mode=mode)
+        self.decode_logits = torch.compile(ae.decode_logits, mode=mode)
+        self._unet = torch.compile(unet, mode=mode)
+
+    def __call__(self, x, t):
+        return self._unet(x, t)
+
+
+def make_samplers(model, which):
+    from d2c_fast import Sampler
+    out = {}
+    if "B0" in which:
+        out["B0"] = Sampler(model, impl="ref")
+    if "B1" in which:
+        s = Sampler(model, impl="ref")
+        cm = CompiledModules(s.autoencoder, s.unet_model)
+        s.autoencoder, s.unet_model = cm, cm
+        out["B1"] = s
+    if "fast" in which:
+        out["fast"] = Sampler(model, impl="fast")
+    if "fast-bf16" in which:
+        out["fast-bf16"] = Sampler(model, impl="fast", dtype=torch.bfloat16)
+    return out
+
+
+def workload(name, s, x, z, attr):
+    if name == "decoder":
+        return lambda: s.decode_logits(z)
+    if name == "encoder":
+        return lambda: s.encode(x)
+    if name == "unet":
+        return lambda: s.unet(z, 50)
+    if name == "wedit":
+        return lambda: s.manipulate(x, attr, step=1.0, seed=0)
+    if name == "wgen":
+        return lambda: s.sample(x.shape[0], skip=100, seed=0)
+    raise ValueError(name)
+
+
+def rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workload", default="wedit",
+                    choices=["decoder", "encoder", "unet", "wedit", "wgen"])
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--candidates", default="B0,B1,fast,fast-bf16")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    from d2c_fast import Attribute
+    from d2c_fast.models.random_init import arch256_config_path, random_model
+    model = random_model(arch256_config_path(), seed=0)
+    cands = args.candidates.split(",")
+    ss = make_samplers(model, cands)
+    ref = ss.get("B0") or make_samplers(model, ["B0"])["B0"]
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(args.batch, 3, ref.resolution, ref.resolution, generator=g)
+    z = ref.encode(x)
+    attr = Attribute(torch.randn(ref.latent_shape, generator=g))
+    noise = torch.randn(args.batch, *ref.latent_shape, generator=g)
+
+    accuracy, warm = {}, {}
+    zr = ref.manipulate_latents(z, attr, step=1.0, noise=noise)
+    lr = ref.decode_logits(zr)
+    for k, s in ss.items():
+        t = time.perf_counter()
+        zk = s.manipulate_latents(s.encode(x), attr, step=1.0, noise=noise)
+        lk = s.decode_logits(zr)
+        workload(args.workload, s, x, z, attr)()
+        warm[k] = time.perf_counter() - t
+        accuracy[k] = {"latents_rel_l2": rel(zk, zr), "logits_rel_l2": rel(lk, lr)}
+    times = {k: [] for k in ss}
+    fns = {k: workload(args.workload, s, x, z, attr) for k, s in ss.items()}
+    for _ in range(args.rounds):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    res = {"workload": args.workload, "batch": args.batch, "rounds": args.rounds,
+           "machine": machine_info(), "median_s": med, "all_s": times,
+           "warmup_incl_compile_s": warm, "accuracy": accuracy,
+           "ratios_vs": {b: {k: med[b] / med[k] for k in med} for b in ("B0", "B1") if b in med}}
+    print(f"{args.workload} batch {args.batch} ({args.rounds} interleaved rounds, medians)")
+    for k in med:
+        r = "  ".join(f"{b}/{k} {res['ratios_vs'][b][k]:.2f}x" for b in res["ratios_vs"])
+        a = accuracy[k]
+        print(f"  {k:10s} {med[k]:8.3f} s   {r}   latents {a['latents_rel_l2']:.1e} "
+              f"logits {a['logits_rel_l2']:.1e}   warm-up {warm[k]:.1f} s")
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+    return res
+
+
+if __name__ == "__main__":
+    main()
