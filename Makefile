@@ -31,7 +31,7 @@ cmake: $(STAMP)
 	cmake --build build/cmake -j2
 
 bench: $(STAMP)
-	cd benchmarks && ../$(PY) -m pytest -q bench_wedit.py bench_op_bn_swish.py --benchmark-only \
+	cd benchmarks && ../$(PY) -m pytest -q bench_cpu.py bench_op_bn_swish.py --benchmark-only \
 	  --benchmark-group-by=group --benchmark-json=../build/bench.json
 
 clean:
