@@ -66,6 +66,44 @@ def workload(name, s, x, z, attr):
     raise ValueError(name)
 
 
+def _memory_child(args):
+    import resource
+    from d2c_fast import Attribute
+    from d2c_fast.models.random_init import arch256_config_path, random_model
+    model = random_model(arch256_config_path(), seed=0)
+    s = make_samplers(model, [args._child])[args._child]
+    del model  # as with Sampler(path): only what the sampler keeps stays alive
+    import gc
+    gc.collect()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(args.batch, 3, s.resolution, s.resolution, generator=g)
+    attr = Attribute(torch.randn(s.latent_shape, generator=g))
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn = workload(args.workload, s, x, s.encode(x), attr)
+    fn()
+    fn()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"candidate": args._child, "peak_rss_mb": peak / 1024,
+                      "after_load_mb": base / 1024}))
+
+
+def _memory(args):
+    import subprocess
+    out = {}
+    for c in args.candidates.split(","):
+        r = subprocess.run([sys.executable, os.path.abspath(__file__), "--workload", args.workload,
+                            "--batch", str(args.batch), "--_child", c],
+                           capture_output=True, text=True, check=True)
+        out[c] = json.loads(r.stdout.strip().splitlines()[-1])
+        print(f"  {c:10s} peak RSS {out[c]['peak_rss_mb']:8.0f} MB "
+              f"(after model load {out[c]['after_load_mb']:.0f} MB)")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"workload": args.workload, "batch": args.batch, "memory": out,
+                       "machine": machine_info()}, f, indent=1)
+    return out
+
+
 def rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
@@ -78,7 +116,15 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--candidates", default="B0,B1,fast,fast-bf16")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--memory", action="store_true",
+                    help="instead of timing: peak resident memory of each candidate, each in a "
+                         "fresh process (model load + 2 runs of the workload)")
+    ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args._child:
+        return _memory_child(args)
+    if args.memory:
+        return _memory(args)
     from d2c_fast import Attribute
     from d2c_fast.models.random_init import arch256_config_path, random_model
     model = random_model(arch256_config_path(), seed=0)
