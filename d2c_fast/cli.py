@@ -141,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--impl", default="fast", choices=["ref", "fast"])
     p.set_defaults(fn=cmd_demo)
+
+    from .eval.cli import add_parser as add_eval
+    from .train.cli import add_parser as add_train
+    add_train(sub)   # train, export
+    add_eval(sub)    # train-oracle, evaluate
     return ap
 
 

@@ -1,0 +1,62 @@
+"""``d2c-fast train-oracle`` and ``d2c-fast evaluate`` (wired in by ``add_parser``).
+
+    d2c-fast train-oracle -o oracle.safetensors [--resolution 32] [--epochs 6]
+    d2c-fast evaluate model.safetensors --oracle oracle.safetensors [--json out.json]
+"""
+from __future__ import annotations
+
+import json
+
+
+def cmd_train_oracle(args) -> int:
+    from .oracle import train_oracle
+    m = train_oracle(args.resolution, n_train=args.n_train, n_val=args.n_val,
+                     epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                     width=args.width, seed=args.seed, max_minutes=args.max_minutes,
+                     threads=args.threads, workers=args.workers)
+    m.save(args.output)
+    print(json.dumps(m.metrics, indent=1))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .report import evaluate
+    r = evaluate(args.model, args.oracle, n_heldout=args.n_heldout, n_probe=args.n_probe,
+                 n_samples=args.n_samples, sample_steps=args.steps, seed=args.seed)
+    text = json.dumps(r, indent=1)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("train-oracle", help="train the attribute oracle of the built-in "
+                              "faces (classifier + FD_oracle features)")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--n-train", type=int, default=8000)
+    p.add_argument("--n-val", type=int, default=2000)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--workers", type=int, default=0, help="rendering worker processes")
+    p.set_defaults(fn=cmd_train_oracle)
+
+    p = subparsers.add_parser("evaluate", help="quality targets of a model on the built-in faces "
+                              "(PSNR, latent probe, sample attribute rates, FD_oracle)")
+    p.add_argument("model", help="native .safetensors")
+    p.add_argument("--oracle", required=True, help="oracle .safetensors (d2c-fast train-oracle)")
+    p.add_argument("--n-heldout", type=int, default=1000)
+    p.add_argument("--n-probe", type=int, default=100)
+    p.add_argument("--n-samples", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps per sample")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the results here")
+    p.set_defaults(fn=cmd_evaluate)

@@ -1,0 +1,82 @@
+"""Quality measures used to judge a trained model: reconstruction PSNR and a latent linear
+probe (logistic regression, trained with L-BFGS in float64)."""
+from __future__ import annotations
+
+import torch
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of images in [0, 1] ``(B, C, H, W)``."""
+    mse = (a.double() - b.double()).square().flatten(1).mean(dim=1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-20))
+
+
+@torch.no_grad()
+def reconstruct(sampler_or_ae, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """Deterministic reconstructions (``mixture.mode``) of images in [0, 1]."""
+    from ..models.mixture import mode
+    out = []
+    for s in range(0, images.shape[0], batch_size):
+        x = images[s:s + batch_size]
+        if hasattr(sampler_or_ae, "decode") and hasattr(sampler_or_ae, "latent_shape"):
+            z = sampler_or_ae.encode(x)
+            out.append(sampler_or_ae.decode(z, mode="mode").cpu())
+        else:
+            ae = sampler_or_ae
+            out.append(mode(ae.decode_logits(ae.encode(x))).cpu())
+    return torch.cat(out)
+
+
+def reconstruction_psnr(sampler_or_ae, images: torch.Tensor, batch_size: int = 128) -> float:
+    """Mean per-image PSNR (dB) of deterministic reconstructions."""
+    return float(psnr(reconstruct(sampler_or_ae, images, batch_size), images).mean())
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2, iters: int = 200):
+    """Binary logistic regression on standardised features; -> (w, b, mean, std)."""
+    x = x.double().flatten(1)
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
+    xs = (x - mean) / std
+    y = y.double()
+    w = torch.zeros(xs.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=iters, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        z = xs @ w + b
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y) + l2 * w.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach(), mean, std
+
+
+def linear_probe(train_x, train_y, test_x, test_y, l2: float = 1e-2) -> float:
+    """Held-out accuracy of a logistic-regression probe (one binary attribute)."""
+    w, b, mean, std = fit_logistic(train_x, train_y, l2)
+    z = ((test_x.double().flatten(1) - mean) / std) @ w + b
+    return float(((z > 0).double() == test_y.double()).double().mean())
+
+
+def probe_l2_select(train_x, train_y, test_x, test_y, grid=(1e-3, 1e-2, 1e-1, 1.0)):
+    """Probe accuracy with L2 picked by 5-fold cross-validation on the training part only."""
+    n = train_x.shape[0]
+    folds = torch.arange(n) % 5
+    best, best_l2 = -1.0, grid[0]
+    for l2 in grid:
+        accs = []
+        for f in range(5):
+            tr, va = folds != f, folds == f
+            if train_y[tr].min() == train_y[tr].max():
+                continue
+            accs.append(linear_probe(train_x[tr], train_y[tr], train_x[va], train_y[va], l2))
+        acc = sum(accs) / max(1, len(accs))
+        if acc > best:
+            best, best_l2 = acc, l2
+    return linear_probe(train_x, train_y, test_x, test_y, best_l2), best_l2
+
+
+__all__ = ["psnr", "reconstruct", "reconstruction_psnr", "fit_logistic", "linear_probe",
+           "probe_l2_select"]

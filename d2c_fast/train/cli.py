@@ -1,0 +1,58 @@
+"""``d2c-fast train``: the training command (wired into ``d2c_fast.cli`` by ``add_parser``).
+
+    d2c-fast train d2c_fast/configs/builtin_train.json -o runs/builtin [--resume]
+        [--stage ae|diffusion|all] [--max-minutes M] [--threads N] [--export PATH]
+    torchrun --nproc_per_node=2 -m d2c_fast train CONFIG -o OUT      # data-parallel
+"""
+from __future__ import annotations
+
+import sys
+
+
+def cmd_train(args) -> int:
+    from .engine import TrainConfig
+    from .pipeline import train
+    tc = TrainConfig.load(args.config)
+    if args.threads is not None:
+        tc.threads = args.threads
+    if args.device is not None:
+        tc.device = args.device
+    if args.no_progress:
+        tc.progress = False
+    try:
+        path = train(tc, args.output, resume=args.resume, stage=args.stage,
+                     max_minutes=args.max_minutes, export_path=args.export)
+    except FileExistsError as e:
+        print(f"error: {e} (pass --resume to continue it)", file=sys.stderr)
+        return 2
+    if path:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .pipeline import export_run
+    print(f"wrote {export_run(args.run_dir, args.output)}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a D2C model (autoencoder + MoCo, latent "
+                              "diffusion, export)")
+    p.add_argument("config", help="training config JSON (see d2c_fast/configs/builtin_train.json)")
+    p.add_argument("-o", "--output", required=True, help="run folder (checkpoints, logs, export)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUTPUT (finished stages are skipped)")
+    p.add_argument("--stage", default="all", choices=["all", "ae", "diffusion"])
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="total wall-clock budget (overrides the config's max_minutes)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    p.add_argument("--device", default=None, help="cpu, cuda, auto (default: config)")
+    p.add_argument("--export", default=None, help="export path (default OUTPUT/model.safetensors)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_train)
+
+    p = subparsers.add_parser("export", help="export a training run folder to .safetensors")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", default=None)
+    p.set_defaults(fn=cmd_export)

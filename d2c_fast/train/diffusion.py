@@ -1,0 +1,168 @@
+"""Stage 2: the DDIM latent prior.
+
+As the official release (``train/save_latents.py``, ``d2c/diffusion/runners/diffusion.py``,
+``functions/losses.py``, ``models/ema.py``), re-implemented:
+
+* latents: the trained encoder in eval mode over the training set and its horizontal flips;
+  per-channel ``mean`` / ``std`` over (N, H, W) (population std, ``np.std``), shape
+  ``(1, C, 1, 1)``; the U-Net trains on ``(z - mean) / std``.
+* loss ``sum_{c,h,w} (eps - model(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t))^2``, mean over
+  the batch, ``abar`` the float32 cumulative product of ``1 - beta``.
+* antithetic timesteps: ``t ~ U{0..T-1}`` for ``n // 2 + 1`` items, then ``T - 1 - t``,
+  truncated to ``n``.
+* Adam (``optim``: lr, beta1, eps, weight decay, amsgrad), gradient-norm clipping at
+  ``optim.grad_clip``, EMA of the parameters at ``model.ema_rate`` after every step; the
+  exported U-Net carries the EMA weights (the official sampler's ``ema`` path).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn as nn
+
+from ..diffusion import beta_schedule
+from ..models.unet import UNet
+from .engine import (EMA, DataOrder, DistInfo, StageTrainer, TrainConfig, barrier,
+                     load_checkpoint, lr_at, save_checkpoint, set_lr, step_generator, step_seed)
+
+
+@torch.no_grad()
+def encode_latents(ae, images: torch.Tensor, batch_size: int = 128, flip: bool = True,
+                   device="cpu", progress: bool = False) -> torch.Tensor:
+    """Latents of uint8 ``images`` ``(N, C, R, R)`` (and, with ``flip``, of their mirror
+    images, appended after them): ``(N or 2N, c, d, d)`` float32, encoder in eval mode."""
+    was = ae.training
+    ae.eval()
+    out, flips = [], []
+    rng = range(0, images.shape[0], batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        rng = tqdm(rng, desc="encode latents", dynamic_ncols=True)
+    for s in rng:
+        x = images[s:s + batch_size].to(device).float() / 255.0
+        out.append(ae.encode(x).float().cpu())
+        if flip:
+            flips.append(ae.encode(torch.flip(x, dims=[-1])).float().cpu())
+    ae.train(was)
+    return torch.cat(out + flips)
+
+
+def latent_stats(z: torch.Tensor):
+    """Per-channel mean and population std, ``(1, C, 1, 1)`` each (computed in float64)."""
+    zd = z.double()
+    mean = zd.mean(dim=(0, 2, 3), keepdim=True)
+    std = zd.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
+    return mean.float(), std.float()
+
+
+def antithetic_timesteps(n: int, T: int, g: torch.Generator, device="cpu") -> torch.Tensor:
+    """Official antithetic sampling: ``t`` for ``n // 2 + 1`` items, then ``T - 1 - t``."""
+    t = torch.randint(0, T, (n // 2 + 1,), generator=g, device=device)
+    return torch.cat([t, T - 1 - t])[:n]
+
+
+def alphas_cumprod(sched) -> torch.Tensor:
+    b = torch.from_numpy(beta_schedule(sched.beta_schedule, beta_start=sched.beta_start,
+                                       beta_end=sched.beta_end,
+                                       num_timesteps=sched.num_diffusion_timesteps)).float()
+    return (1 - b).cumprod(dim=0)
+
+
+def noise_estimation_loss(model, x0, t, e, abar) -> torch.Tensor:
+    a = abar.index_select(0, t).view(-1, 1, 1, 1)
+    x = x0 * a.sqrt() + e * (1.0 - a).sqrt()
+    out = model(x, t.float())
+    return (e - out).square().sum(dim=(1, 2, 3)).mean(dim=0)
+
+
+class DiffusionTrainer(StageTrainer):
+    stage = "diffusion"
+
+    def __init__(self, tc: TrainConfig, model_cfg, latents: torch.Tensor, out_dir: str,
+                 info: DistInfo, max_seconds=None):
+        super().__init__(tc, out_dir, info, tc.diffusion.steps, max_seconds)
+        st = tc.diffusion
+        raw = model_cfg.raw["diffusion"]
+        self.st, self.model_cfg = st, model_cfg
+        self.optim_cfg = raw["optim"]
+        self.batch_size = st.batch_size or raw["training"]["batch_size"]
+        self.lr = st.lr if st.lr is not None else self.optim_cfg["lr"]
+        dev = info.device
+        self.latents = latents  # standardised, on CPU
+        self.abar = alphas_cumprod(model_cfg.schedule).to(dev)
+        self.T = model_cfg.schedule.num_diffusion_timesteps
+        torch.manual_seed(step_seed(tc.seed, "init", 2))
+        self.unet = UNet(model_cfg.unet).to(dev)
+        self.unet.train()
+        torch.manual_seed(step_seed(tc.seed, "init", 3, info.rank))  # dropout, per rank
+        self.ddp = self.unet
+        if info.distributed:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.unet, device_ids=[dev.index] if dev.type == "cuda" else None)
+        o = self.optim_cfg
+        if o["optimizer"] != "Adam":
+            raise ValueError(f"diffusion.optim.optimizer {o['optimizer']!r}: only Adam "
+                             "(the official runner's choice) is implemented")
+        self.opt = torch.optim.Adam(self.unet.parameters(), lr=self.lr,
+                                    weight_decay=o["weight_decay"], betas=(o["beta1"], 0.999),
+                                    amsgrad=o["amsgrad"], eps=o["eps"])
+        m = raw["model"]
+        self.ema = EMA(self.unet, m["ema_rate"], warmup=st.ema_warmup) if m["ema"] else None
+        self.order = DataOrder(latents.shape[0], self.batch_size, tc.seed, "diffusion",
+                               info.rank, info.world)
+
+    def train_step(self, step: int):
+        dev = self.info.device
+        x0 = self.latents[self.order.indices(step)].to(dev)
+        n = x0.shape[0]
+        g = step_generator(self.tc.seed, "diffusion", step, self.info.rank, device=dev)
+        t = antithetic_timesteps(n, self.T, g, dev)
+        e = torch.randn(x0.shape, generator=g, device=dev)
+        lr = lr_at(step, self.budget.total(), self.lr, self.st.warmup_steps, self.st.cosine,
+                   self.st.min_lr_ratio)
+        set_lr(self.opt, lr)
+        loss = noise_estimation_loss(self.ddp, x0, t, e, self.abar)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.optim_cfg["grad_clip"])
+        self.opt.step()
+        if self.ema is not None:
+            self.ema.update(self.unet)
+        return {"loss": float(loss.detach()), "grad_norm": float(gn), "lr": lr}, n
+
+    def state_dict(self) -> dict:
+        sd = {"unet": self.unet.state_dict(), "optimizer": self.opt.state_dict()}
+        if self.ema is not None:
+            sd["ema"] = self.ema.state_dict()
+        return sd
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.unet.load_state_dict(sd["unet"])
+        self.opt.load_state_dict(sd["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(sd["ema"])
+
+    def ema_unet(self) -> UNet:
+        """A copy of the U-Net with the EMA weights (or the raw weights without EMA)."""
+        import copy
+        u = copy.deepcopy(self.unet)
+        if self.ema is not None:
+            self.ema.copy_to(u)
+        return u.eval()
+
+
+def prepare_latents(out_dir: str, ae, images: torch.Tensor, st, info: DistInfo,
+                    progress: bool = True):
+    """Encode (rank 0, once: ``out_dir/latents.pt``), then every rank loads the file.
+    -> (standardised latents, mean, std)."""
+    path = os.path.join(out_dir, "latents.pt")
+    if info.is_main and not os.path.exists(path):
+        z = encode_latents(ae, images, st.encode_batch_size, st.flip, info.device,
+                           progress=progress)
+        mean, std = latent_stats(z)
+        save_checkpoint(path, {"latents": z, "mean": mean, "std": std})
+    barrier(info)
+    d = load_checkpoint(path)
+    z, mean, std = d["latents"], d["mean"], d["std"]
+    return ((z - mean) / std).contiguous(), mean, std

@@ -1,0 +1,650 @@
+"""Shared pieces of the training loops: the training config, checkpoints (atomic, with RNG
+states), deterministic data order, time budgets, progress bars, learning-rate schedules and
+``torch.distributed`` helpers.
+
+Determinism contract (what makes a killed-and-resumed run bitwise equal to a straight one on
+CPU): every random draw of a step comes either from a generator seeded by
+``(seed, stage, step, rank)`` (data order, augmentations, diffusion timesteps and noise) or
+from the global torch RNG (dropout), whose state is saved in every checkpoint with the numpy
+and Python states. The data order is a pure function of ``(seed, step)``, so the position in
+the data is the step counter itself.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..errors import ConfigError
+
+STAGES = ("ae", "diffusion")
+_STAGE_TAG = {"ae": 1, "diffusion": 2, "data": 3, "init": 4, "queue": 5}
+
+
+# --------------------------------------------------------------------------- config
+@dataclass
+class AugmentConfig:
+    """MoCo-v2 style augmentations (torch, on tensors). Official celeba_64 values are
+    ``crop_scale (0.25, 1)``, jitter ``(0.4, 0.4, 0.4, 0.1)`` with p 0.5, grayscale p 0.2,
+    flip p 0.5."""
+    crop_scale: list = field(default_factory=lambda: [0.25, 1.0])
+    crop_ratio: list = field(default_factory=lambda: [3 / 4, 4 / 3])
+    flip_p: float = 0.5
+    jitter_p: float = 0.5
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    gray_p: float = 0.2
+
+
+@dataclass
+class AEStageConfig:
+    steps: int = 1000                 # planned optimiser steps (upper bound with max_minutes)
+    max_minutes: Optional[float] = None
+    batch_size: int = 32              # global batch (all ranks together), as the official -b
+    optimizer: str = "adamw"          # official train_cifar.sh: adamw, lr 1e-3, wd 1e-4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 0
+    cosine: bool = True               # cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 0.0            # 0: off (the official stage 1 does not clip)
+    recon_loss_weight: float = 17500.0  # loss = mean(-log p(x)) / recon_loss_weight + InfoNCE
+    moco_weight: float = 1.0
+    recon_view: str = "query"         # "query" (official) or "clean" (un-augmented image)
+    mlp: bool = True                  # official --mlp head
+    mlp_hidden: Optional[int] = None  # None: latent numel (official dim_mlp_next default)
+    bn_recalib_batches: int = 0       # re-estimate BN running stats on clean images at the end
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class DiffusionStageConfig:
+    steps: int = 1000
+    max_minutes: Optional[float] = None
+    batch_size: int = 128             # None -> the model config's diffusion.training.batch_size
+    lr: Optional[float] = None        # None -> the model config's diffusion.optim.lr
+    warmup_steps: int = 0
+    cosine: bool = False              # the official DDIM runner uses a constant LR
+    min_lr_ratio: float = 0.0
+    flip: bool = True                 # encode horizontal flips too (official save_latents)
+    encode_batch_size: int = 128
+    ema_warmup: bool = False          # EMA rate min(rate, (1 + n) / (10 + n)); official: off
+
+
+@dataclass
+class DataConfig:
+    kind: str = "faces"               # "faces" (built-in), "folder", "celeba", "synthetic"
+    n: int = 10000
+    seed: int = 0
+    split: str = "train"
+    root: Optional[str] = None        # for folder / celeba
+    cache: bool = True                # render / decode once into a uint8 tensor in out_dir
+    workers: int = 0                  # worker processes for building the cache
+
+
+@dataclass
+class TrainConfig:
+    model: Any = None                 # model config: path (relative to this file) or dict
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    ae: AEStageConfig = field(default_factory=AEStageConfig)
+    diffusion: DiffusionStageConfig = field(default_factory=DiffusionStageConfig)
+    max_minutes: Optional[float] = None  # total budget (both stages + export)
+    ae_share: float = 0.65            # share of the remaining total budget given to stage 1
+    checkpoint_every_steps: int = 500
+    checkpoint_every_minutes: float = 5.0
+    log_every: int = 10
+    threads: Optional[int] = None     # torch.set_num_threads
+    device: str = "auto"              # "auto": cuda:<local_rank> when available, else cpu
+    progress: bool = True
+    base_dir: Optional[str] = field(default=None, repr=False)  # where relative paths resolve
+
+    # ---------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("base_dir", None)
+        return d
+
+    def save(self, path) -> None:
+        text = json.dumps(self.to_dict(), indent=1, sort_keys=True)
+        atomic_write_bytes(path, text.encode())
+
+    @classmethod
+    def from_dict(cls, raw: dict, base_dir: Optional[str] = None) -> "TrainConfig":
+        return _from_dict(cls, raw, "train", base_dir)
+
+    @classmethod
+    def load(cls, path) -> "TrainConfig":
+        path = os.fspath(path)
+        try:
+            with open(path) as f:
+                raw = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError("<file>", f"cannot read training config {path}: {e}") from e
+        return cls.from_dict(raw, base_dir=os.path.dirname(os.path.abspath(path)))
+
+    def model_config(self):
+        """The validated :class:`~d2c_fast.config.ModelConfig`."""
+        from ..config import load_config
+        m = self.model
+        if m is None:
+            raise ConfigError("train.model", "missing: a model config path or dict")
+        if isinstance(m, str):
+            if not os.path.isabs(m):
+                cands = [os.path.join(self.base_dir or os.getcwd(), m),
+                         os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", m)]
+                m = next((c for c in cands if os.path.exists(c)), cands[0])
+            return load_config(m)
+        return load_config(m)
+
+
+def _from_dict(cls, raw, prefix, base_dir=None):
+    if not isinstance(raw, dict):
+        raise ConfigError(prefix, f"expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in raw.items():
+        if k not in fields or k == "base_dir":
+            raise ConfigError(f"{prefix}.{k}", "unknown field")
+        sub = {"data": DataConfig, "ae": AEStageConfig, "diffusion": DiffusionStageConfig,
+               "augment": AugmentConfig}.get(k)
+        if sub is not None and isinstance(v, dict):
+            v = _from_dict(sub, v, f"{prefix}.{k}")
+        kwargs[k] = v
+    obj = cls(**kwargs)
+    if cls is TrainConfig:
+        obj.base_dir = base_dir
+        _validate(obj)
+    return obj
+
+
+def _validate(c: TrainConfig) -> None:
+    if c.ae.optimizer not in ("adamw", "adam", "adamax", "sgd"):
+        raise ConfigError("train.ae.optimizer", f"unknown optimizer {c.ae.optimizer!r}")
+    if c.ae.recon_view not in ("query", "clean"):
+        raise ConfigError("train.ae.recon_view", "must be 'query' or 'clean'")
+    for name, st in (("ae", c.ae), ("diffusion", c.diffusion)):
+        if not isinstance(st.steps, int) or st.steps < 0:
+            raise ConfigError(f"train.{name}.steps", "must be an int >= 0")
+        if st.batch_size is not None and st.batch_size < 1:
+            raise ConfigError(f"train.{name}.batch_size", "must be >= 1")
+    if c.data.kind not in ("faces", "folder", "celeba", "synthetic"):
+        raise ConfigError("train.data.kind", f"unknown dataset kind {c.data.kind!r}")
+    if not 0 < c.ae_share <= 1:
+        raise ConfigError("train.ae_share", "must be in (0, 1]")
+
+
+def as_train_config(src) -> TrainConfig:
+    if isinstance(src, TrainConfig):
+        return copy.deepcopy(src)
+    if isinstance(src, dict):
+        return TrainConfig.from_dict(src)
+    return TrainConfig.load(src)
+
+
+# --------------------------------------------------------------------------- atomic files
+def atomic_write_bytes(path, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data))
+
+
+def _atomic(path, write) -> None:
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path, state: dict) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``: a run
+    killed while saving leaves the previous checkpoint intact."""
+    _atomic(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path) -> dict:
+    """Load a training checkpoint written by :func:`save_checkpoint` (tensors, numbers,
+    strings only: ``weights_only=True``)."""
+    return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+
+
+# --------------------------------------------------------------------------- RNG states
+def rng_state() -> dict:
+    """The global RNG states (torch CPU/CUDA, numpy, Python) as tensors and numbers only."""
+    np_state = np.random.get_state()
+    py = random.getstate()
+    st = {
+        "torch": torch.random.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]), "numpy_has_gauss": int(np_state[3]),
+        "numpy_gauss": float(np_state[4]),
+        "python_version": int(py[0]),
+        "python_state": torch.tensor(py[1], dtype=torch.int64),
+        "python_gauss": py[2] if py[2] is None else float(py[2]),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    torch.random.set_rng_state(st["torch"])
+    np.random.set_state(("MT19937", st["numpy_keys"].numpy().astype(np.uint32),
+                         st["numpy_pos"], st["numpy_has_gauss"], st["numpy_gauss"]))
+    random.setstate((st["python_version"], tuple(int(v) for v in st["python_state"].tolist()),
+                     st["python_gauss"]))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def step_seed(seed: int, stage: str, step: int, rank: int = 0) -> int:
+    """A 63-bit seed that depends on ``(seed, stage, step, rank)`` only."""
+    ss = np.random.SeedSequence([seed, _STAGE_TAG[stage], step, rank])
+    return int(ss.generate_state(2, np.uint32).astype(np.uint64) @ np.array([1, 2 ** 31],
+                                                                            dtype=np.uint64))
+
+
+def step_generator(seed: int, stage: str, step: int, rank: int = 0,
+                   device="cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(step_seed(seed, stage, step, rank))
+
+
+# --------------------------------------------------------------------------- data order
+def epoch_permutation(n: int, seed: int, stage: str, epoch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(step_seed(seed, "data", epoch, _STAGE_TAG[stage]))
+    return torch.randperm(n, generator=g)
+
+
+class DataOrder:
+    """Which items a rank trains on at a step: epoch-wise random permutations of ``n`` items
+    (seeded by ``(seed, stage, epoch)``), global batches of ``batch_size`` taken in order
+    (incomplete tail dropped, as ``drop_last=True``), each rank taking its strided shard
+    ``batch[rank::world]``. A pure function of the step, so resuming needs only the step."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, stage: str, rank: int = 0,
+                 world: int = 1):
+        if batch_size % world:
+            raise ConfigError(f"train.{stage}.batch_size",
+                              f"global batch {batch_size} is not divisible by {world} ranks")
+        self.n, self.batch_size, self.seed, self.stage = n, min(batch_size, n), seed, stage
+        self.rank, self.world = rank, world
+        if self.batch_size % world:
+            raise ConfigError(f"train.{stage}.batch_size", "dataset smaller than the batch")
+        self.per_epoch = n // self.batch_size
+        self._cache = (None, None)
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, within = divmod(step, self.per_epoch)
+        if self._cache[0] != epoch:
+            self._cache = (epoch, epoch_permutation(self.n, self.seed, self.stage, epoch))
+        b = self._cache[1][within * self.batch_size:(within + 1) * self.batch_size]
+        return b[self.rank::self.world]
+
+
+# --------------------------------------------------------------------------- LR schedule
+def lr_at(step: int, total: int, base: float, warmup: int = 0, cosine: bool = True,
+          min_ratio: float = 0.0) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay from ``base`` to
+    ``min_ratio * base`` at ``total`` (constant when ``cosine`` is false)."""
+    if warmup > 0 and step < warmup:
+        return base * (step + 1) / warmup
+    if not cosine or total <= warmup:
+        return base
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+# --------------------------------------------------------------------------- EMA
+class EMA:
+    """Exponential moving average of parameters (official ``EMAHelper``):
+    ``shadow = (1 - mu) * param + mu * shadow`` after each step, over parameters that
+    require gradients. ``warmup`` uses ``min(mu, (1 + n) / (10 + n))`` (not official)."""
+
+    def __init__(self, module: torch.nn.Module, mu: float, warmup: bool = False):
+        self.mu, self.warmup, self.num_updates = float(mu), bool(warmup), 0
+        self.shadow = {n: p.detach().clone() for n, p in module.named_parameters()
+                       if p.requires_grad}
+
+    def rate(self) -> float:
+        if self.warmup:
+            return min(self.mu, (1 + self.num_updates) / (10 + self.num_updates))
+        return self.mu
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        mu = self.rate()
+        for n, p in module.named_parameters():
+            if n in self.shadow:
+                self.shadow[n].mul_(mu).add_(p.detach(), alpha=1 - mu)
+        self.num_updates += 1
+
+    @torch.no_grad()
+    def copy_to(self, module: torch.nn.Module) -> None:
+        for n, p in module.named_parameters():
+            if n in self.shadow:
+                p.copy_(self.shadow[n])
+
+    def state_dict(self) -> dict:
+        return {"shadow": dict(self.shadow), "num_updates": self.num_updates, "mu": self.mu}
+
+    def load_state_dict(self, sd: dict) -> None:
+        for n, t in sd["shadow"].items():
+            self.shadow[n].copy_(t)
+        self.num_updates = int(sd["num_updates"])
+
+
+# --------------------------------------------------------------------------- distributed
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    initialised_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1): NCCL on
+    GPUs, gloo on CPU. Otherwise a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        dev = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    else:
+        dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device(f"cuda:{local}")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    info = DistInfo(rank=rank, world=world, local_rank=local, device=dev)
+    if world > 1 and not (dist.is_available() and dist.is_initialized()):
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        info.initialised_here = True
+    return info
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+@torch.no_grad()
+def concat_all_gather(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """All ranks' ``x`` concatenated along dim 0 in rank order (no gradient)."""
+    if not info.distributed:
+        return x
+    out = [torch.empty_like(x) for _ in range(info.world)]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)
+
+
+def all_reduce_mean(x: float, info: DistInfo) -> float:
+    if not info.distributed:
+        return x
+    t = torch.tensor([x], dtype=torch.float64,
+                     device=info.device if info.device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return float(t.item()) / info.world
+
+
+def broadcast_object(obj, info: DistInfo):
+    if not info.distributed:
+        return obj
+    lst = [obj]
+    dist.broadcast_object_list(lst, src=0)
+    return lst[0]
+
+
+# --------------------------------------------------------------------------- budget/progress
+class Budget:
+    """Wall-clock budget of a stage, carried across resumes (``elapsed`` is checkpointed).
+    With ``max_minutes``, the planned number of steps (which the cosine schedule spans) is
+    fixed once, after ``calib_steps`` steps, from the measured time per step; it is saved
+    in the checkpoint so a resumed run keeps the same schedule."""
+
+    def __init__(self, steps: int, max_seconds: Optional[float], calib_steps: int = 20,
+                 safety: float = 0.97):
+        self.steps, self.max_seconds = steps, max_seconds
+        self.calib_steps, self.safety = calib_steps, safety
+        self.planned: Optional[int] = None if max_seconds is not None else steps
+        self.elapsed = 0.0
+        self._t0 = None
+        self._step_times: list = []
+
+    def total(self) -> int:
+        return self.planned if self.planned is not None else self.steps
+
+    def start(self):
+        self._t0 = time.perf_counter()
+
+    def now(self) -> float:
+        return self.elapsed + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+
+    def after_step(self, step_done: int, info: DistInfo) -> None:
+        """Called after each step (``step_done`` steps completed)."""
+        if self.planned is None and step_done >= self.calib_steps:
+            per = self.now() / step_done
+            plan = min(self.steps, max(step_done, int(self.safety * self.max_seconds / per)))
+            self.planned = int(broadcast_object(plan, info))
+
+    def out_of_time(self, info: DistInfo) -> bool:
+        if self.max_seconds is None:
+            return False
+        flag = self.now() >= self.max_seconds
+        return bool(broadcast_object(flag, info)) if info.distributed else flag
+
+    def state_dict(self) -> dict:
+        return {"planned": -1 if self.planned is None else self.planned, "elapsed": self.now()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.planned = None if sd["planned"] < 0 else int(sd["planned"])
+        self.elapsed = float(sd["elapsed"])
+
+
+class Progress:
+    """tqdm bar (rank 0 only) with loss and images/s, plus a JSON-lines log in ``out_dir``."""
+
+    def __init__(self, desc: str, total: int, initial: int, enabled: bool, log_path=None,
+                 log_every: int = 10):
+        self.bar = None
+        self.log_path, self.log_every = log_path, max(1, log_every)
+        self.ema_loss = None
+        self._last_t, self._imgs = time.perf_counter(), 0
+        self.rate = 0.0
+        if enabled:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
+                            file=sys.stderr, smoothing=0.1)
+
+    def set_total(self, total: int) -> None:
+        if self.bar is not None and self.bar.total != total:
+            self.bar.total = total
+            self.bar.refresh()
+
+    def update(self, step: int, n_images: int, metrics: dict, extra: Optional[dict] = None):
+        self._imgs += n_images
+        loss = metrics.get("loss")
+        if loss is not None:
+            self.ema_loss = loss if self.ema_loss is None else 0.9 * self.ema_loss + 0.1 * loss
+        if step % self.log_every == 0:
+            now = time.perf_counter()
+            self.rate = self._imgs / max(now - self._last_t, 1e-9)
+            self._last_t, self._imgs = now, 0
+            if self.bar is not None:
+                post = {k: f"{v:.4g}" for k, v in metrics.items()}
+                post["img/s"] = f"{self.rate:.1f}"
+                self.bar.set_postfix(post, refresh=False)
+            if self.log_path is not None:
+                rec = {"step": step, **{k: float(v) for k, v in metrics.items()},
+                       "img_per_s": self.rate, **(extra or {})}
+                with open(self.log_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def log_event(out_dir, info: DistInfo, **rec) -> None:
+    """Append one JSON record to ``out_dir/log.jsonl`` (rank 0) and print it."""
+    if not info.is_main:
+        return
+    rec = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), **rec}
+    with open(os.path.join(out_dir, "log.jsonl"), "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print("[d2c-fast train] " + " ".join(f"{k}={v}" for k, v in rec.items() if k != "time"),
+          file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- stage loop
+class StageTrainer:
+    """Base of the two stages: the step loop with budget, progress, periodic atomic
+    checkpoints and resume. Subclasses define ``train_step(step) -> (metrics, n_images)``,
+    ``state_dict()`` / ``load_state_dict()`` (model, optimiser, EMA, queue ...) and
+    ``finish()``."""
+
+    stage = "ae"
+
+    def __init__(self, tc: TrainConfig, out_dir: str, info: DistInfo, steps: int,
+                 max_seconds: Optional[float]):
+        self.tc, self.out_dir, self.info = tc, out_dir, info
+        self.step = 0
+        self.done = False
+        self.budget = Budget(steps, max_seconds)
+
+    @property
+    def ckpt_path(self) -> str:
+        return os.path.join(self.out_dir, f"ckpt-{self.stage}.pt")
+
+    # subclass hooks
+    def train_step(self, step: int):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load_state_dict(self, sd: dict) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        pass
+
+    def extra_log(self) -> dict:
+        return {}
+
+    # checkpoints
+    def _gather_rng(self):
+        st = rng_state()
+        if not self.info.distributed:
+            return [st]
+        out = [None] * self.info.world
+        dist.all_gather_object(out, st)
+        return out
+
+    def save(self) -> None:
+        rngs = self._gather_rng()
+        if self.info.is_main:
+            save_checkpoint(self.ckpt_path, {
+                "stage": self.stage, "step": self.step, "done": self.done,
+                "world": self.info.world, "state": self.state_dict(),
+                "budget": self.budget.state_dict(), "rng": rngs,
+                "train_config": json.dumps(self.tc.to_dict(), sort_keys=True),
+            })
+        barrier(self.info)
+
+    def try_resume(self) -> bool:
+        if not os.path.exists(self.ckpt_path):
+            return False
+        ck = load_checkpoint(self.ckpt_path)
+        self.load_state_dict(ck["state"])
+        self.step, self.done = int(ck["step"]), bool(ck["done"])
+        self.budget.load_state_dict(ck["budget"])
+        rngs = ck["rng"]
+        if len(rngs) == self.info.world:
+            set_rng_state(rngs[self.info.rank])
+        else:  # a different world size: the order stays exact, dropout draws do not
+            set_rng_state(rngs[0])
+        return True
+
+    def run(self, resume: bool = True) -> None:
+        if resume and self.try_resume() and self.done:
+            return
+        tc, info = self.tc, self.info
+        prog = Progress(f"{self.stage}", self.budget.total(), self.step,
+                        enabled=tc.progress and info.is_main,
+                        log_path=os.path.join(self.out_dir, f"log-{self.stage}.jsonl")
+                        if info.is_main else None, log_every=tc.log_every)
+        self.budget.start()
+        last_save = time.perf_counter()
+        try:
+            stop = False
+            while self.step < self.budget.total() and not stop:
+                metrics, n_img = self.train_step(self.step)
+                self.step += 1
+                self.budget.after_step(self.step, info)
+                prog.set_total(self.budget.total())
+                prog.update(self.step, n_img * info.world, metrics, self.extra_log())
+                now = time.perf_counter()
+                save_due = bool((tc.checkpoint_every_steps
+                                 and self.step % tc.checkpoint_every_steps == 0)
+                                or (tc.checkpoint_every_minutes
+                                    and now - last_save >= 60 * tc.checkpoint_every_minutes))
+                out = self.budget.max_seconds is not None \
+                    and self.budget.now() >= self.budget.max_seconds
+                if info.distributed:  # rank 0 decides for everyone (clocks differ)
+                    save_due, out = broadcast_object((save_due, out), info)
+                stop = out
+                if save_due and self.step < self.budget.total() and not stop:
+                    self.save()
+                    last_save = time.perf_counter()
+        finally:
+            prog.close()
+        self.last_rate = prog.rate
+        self.finish()
+        self.done = True
+        self.save()

@@ -1,0 +1,174 @@
+"""``train()``: stage 1 (autoencoder + MoCo), stage 2 (latent diffusion), export.
+
+Run folder layout (``out_dir``)::
+
+    train_config.json   the TrainConfig of the run (as given, defaults filled in)
+    model_config.json   the model config (official layout)
+    data-*.pt           the training images as uint8 (cache)
+    ckpt-ae.pt          stage-1 checkpoint (model, key encoder, queue, optimiser, RNG, step)
+    autoencoder.pt      the trained query autoencoder (after BN recalibration)
+    latents.pt          encoded training latents (+ flips), mean, std
+    ckpt-diffusion.pt   stage-2 checkpoint (U-Net, EMA, optimiser, RNG, step)
+    model.safetensors   the export: d2c_fast.Sampler(out_dir + "/model.safetensors")
+    log.jsonl, log-ae.jsonl, log-diffusion.jsonl
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Optional
+
+import torch
+
+from ..errors import ConfigError
+from .engine import (DistInfo, TrainConfig, as_train_config, atomic_write_bytes, barrier,
+                     init_distributed, log_event)
+
+EXPORT_RESERVE_S = 30.0
+
+
+def _stage_seconds(tc_minutes, total_left, share):
+    s = None if tc_minutes is None else 60.0 * tc_minutes
+    if total_left is not None:
+        t = max(1.0, total_left * share)
+        s = t if s is None else min(s, t)
+    return s
+
+
+def train(config, out_dir, resume: bool = True, *, stage: str = "all",
+          max_minutes: Optional[float] = None, dataset=None, progress: Optional[bool] = None,
+          export_path: Optional[str] = None) -> Optional[str]:
+    """Train a D2C model: ``config`` is a :class:`TrainConfig`, a dict, or a JSON path.
+
+    ``stage``: ``"ae"`` (stage 1 only), ``"diffusion"`` (stage 2 + export; needs a finished
+    stage 1 in ``out_dir``) or ``"all"``. ``max_minutes`` overrides the config's total
+    budget. ``dataset``: an optional ``Dataset`` of ``(image, ...)`` items used instead of
+    ``config.data``. With ``resume`` (default), finished stages are skipped and an
+    interrupted stage continues from its last checkpoint; without it, a folder that already
+    holds checkpoints is refused. Returns the exported ``.safetensors`` path (rank 0) or
+    None when no export happened (``stage="ae"``).
+    """
+    t_start = time.perf_counter()
+    tc = as_train_config(config)
+    if stage not in ("all", "ae", "diffusion"):
+        raise ConfigError("stage", f"must be 'all', 'ae' or 'diffusion', got {stage!r}")
+    if max_minutes is not None:
+        tc.max_minutes = float(max_minutes)
+    if progress is not None:
+        tc.progress = bool(progress)
+    model_cfg = tc.model_config()
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    info = init_distributed(tc.device)
+    threads_before = torch.get_num_threads()
+    if tc.threads:
+        torch.set_num_threads(int(tc.threads))
+    try:
+        return _train(tc, model_cfg, out_dir, info, resume, stage, dataset, export_path,
+                      t_start)
+    finally:
+        torch.set_num_threads(threads_before)
+        if info.initialised_here:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+
+
+def _train(tc: TrainConfig, model_cfg, out_dir, info: DistInfo, resume, stage, dataset,
+           export_path, t_start):
+    from .autoencoder import AETrainer, load_trained_autoencoder
+    from .data import load_images
+    from .diffusion import DiffusionTrainer, prepare_latents
+
+    if info.is_main:
+        os.makedirs(out_dir, exist_ok=True)
+        existing = [f for f in ("ckpt-ae.pt", "ckpt-diffusion.pt")
+                    if os.path.exists(os.path.join(out_dir, f))]
+        if existing and not resume:
+            raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; resume, or "
+                                  "use an empty folder")
+        atomic_write_bytes(os.path.join(out_dir, "train_config.json"),
+                           json.dumps(tc.to_dict(), indent=1, sort_keys=True).encode())
+        model_cfg.save(os.path.join(out_dir, "model_config.json"))
+    barrier(info)
+    total = None if tc.max_minutes is None else 60.0 * tc.max_minutes
+
+    def left():
+        return None if total is None else total - (time.perf_counter() - t_start) \
+            - EXPORT_RESERVE_S
+
+    log_event(out_dir, info, event="start", stage=stage, world=info.world,
+              device=str(info.device), threads=torch.get_num_threads(),
+              max_minutes=tc.max_minutes)
+    t0 = time.perf_counter()
+    images = load_images(tc.data, model_cfg.resolution, out_dir, info, dataset=dataset,
+                         progress=tc.progress)
+    log_event(out_dir, info, event="data", n=int(images.shape[0]),
+              seconds=round(time.perf_counter() - t0, 1))
+
+    if stage in ("all", "ae"):
+        t0 = time.perf_counter()
+        share = tc.ae_share if stage == "all" else 1.0
+        ae_tr = AETrainer(tc, model_cfg, images, out_dir, info,
+                          max_seconds=_stage_seconds(tc.ae.max_minutes, left(), share))
+        ae_tr.run(resume=resume)
+        log_event(out_dir, info, event="ae_done", step=ae_tr.step,
+                  seconds=round(time.perf_counter() - t0, 1),
+                  img_per_s=round(getattr(ae_tr, "last_rate", 0.0), 2))
+        del ae_tr
+        if stage == "ae":
+            return None
+
+    if not os.path.exists(os.path.join(out_dir, "autoencoder.pt")):
+        raise FileNotFoundError(f"{out_dir}/autoencoder.pt missing: run stage 'ae' first")
+    t0 = time.perf_counter()
+    ae = load_trained_autoencoder(out_dir, model_cfg, info.device)
+    latents, mean, std = prepare_latents(out_dir, ae, images, tc.diffusion, info,
+                                         progress=tc.progress and info.is_main)
+    del images
+    log_event(out_dir, info, event="latents", n=int(latents.shape[0]),
+              seconds=round(time.perf_counter() - t0, 1),
+              mean=[round(v, 4) for v in mean.flatten().tolist()],
+              std=[round(v, 4) for v in std.flatten().tolist()])
+    t0 = time.perf_counter()
+    dif = DiffusionTrainer(tc, model_cfg, latents, out_dir, info,
+                           max_seconds=_stage_seconds(tc.diffusion.max_minutes, left(), 1.0))
+    dif.run(resume=resume)
+    log_event(out_dir, info, event="diffusion_done", step=dif.step,
+              seconds=round(time.perf_counter() - t0, 1),
+              img_per_s=round(getattr(dif, "last_rate", 0.0), 2))
+    path = export_path or os.path.join(out_dir, "model.safetensors")
+    if info.is_main:
+        export(path, model_cfg, ae, dif.ema_unet(), mean, std)
+        log_event(out_dir, info, event="export", path=path,
+                  total_seconds=round(time.perf_counter() - t_start, 1))
+    barrier(info)
+    return path if info.is_main else None
+
+
+def export(path, model_cfg, ae, unet, mean, std) -> None:
+    """The native ``.safetensors`` that ``d2c_fast.Sampler(path)`` loads (MoCo head, key
+    encoder and queue are not part of it)."""
+    from ..checkpoint import save_native
+    save_native(path, model_cfg, ae.cpu().eval(), unet.cpu().eval(), mean.cpu(), std.cpu())
+
+
+def export_run(out_dir, path=None) -> str:
+    """Export a run folder whose stages have finished (or the latest checkpoints)."""
+    from ..config import load_config
+    from .autoencoder import load_trained_autoencoder
+    from .diffusion import DiffusionTrainer
+    from .engine import load_checkpoint
+    cfg = load_config(os.path.join(out_dir, "model_config.json"))
+    ae = load_trained_autoencoder(out_dir, cfg)
+    lat = load_checkpoint(os.path.join(out_dir, "latents.pt"))
+    ck = load_checkpoint(os.path.join(out_dir, "ckpt-diffusion.pt"))["state"]
+    from ..models.unet import UNet
+    unet = UNet(cfg.unet)
+    unet.load_state_dict(ck["unet"])
+    if "ema" in ck:
+        for n, p in unet.named_parameters():
+            if n in ck["ema"]["shadow"]:
+                p.data.copy_(ck["ema"]["shadow"][n])
+    path = path or os.path.join(out_dir, "model.safetensors")
+    export(path, cfg, ae, unet, lat["mean"], lat["std"])
+    return path

@@ -1,0 +1,52 @@
+"""``d2c-fast train`` / ``train-oracle`` argument parsing and a tiny CLI run; time budgets."""
+import argparse
+import json
+
+import pytest
+
+from d2c_fast.train.cli import add_parser as add_train
+from d2c_fast.eval.cli import add_parser as add_eval
+from d2c_fast.train.engine import Budget, DistInfo
+from d2c_fast.train.testing import tiny_train_dict
+
+
+def _parser():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="command", required=True)
+    add_train(sub)
+    add_eval(sub)
+    return ap
+
+
+def test_cli_train_tiny_and_resume_flag(tmp_path, capsys):
+    cfg = tmp_path / "t.json"
+    cfg.write_text(json.dumps(tiny_train_dict(ae_steps=2, diffusion_steps=2)))
+    out = tmp_path / "run"
+    args = _parser().parse_args(["train", str(cfg), "-o", str(out), "--no-progress"])
+    assert args.fn(args) == 0
+    assert (out / "model.safetensors").exists() and (out / "train_config.json").exists()
+    assert args.fn(args) == 2                                  # exists: needs --resume
+    args = _parser().parse_args(["train", str(cfg), "-o", str(out), "--resume",
+                                 "--stage", "diffusion", "--max-minutes", "5"])
+    assert args.fn(args) == 0                                  # finished stages skipped
+    log = [json.loads(line) for line in open(out / "log.jsonl")]
+    assert [r["event"] for r in log].count("export") == 2
+
+
+def test_cli_oracle_args():
+    a = _parser().parse_args(["train-oracle", "-o", "o.safetensors", "--epochs", "2"])
+    assert a.epochs == 2 and a.resolution == 32 and callable(a.fn)
+
+
+def test_budget_plans_steps_from_measured_speed():
+    b = Budget(steps=10000, max_seconds=100.0, calib_steps=20)
+    assert b.total() == 10000 and b.planned is None
+    b.start()
+    b.elapsed, b._t0 = 10.0, __import__("time").perf_counter()   # 20 steps took 10 s
+    b.after_step(20, DistInfo())
+    assert b.planned == pytest.approx(int(0.97 * 100 / 0.5), abs=2)
+    b2 = Budget(steps=50, max_seconds=100.0, calib_steps=20)
+    b2.start()
+    b2.after_step(20, DistInfo())
+    assert b2.planned == 50                                    # steps stay the upper bound
+    assert Budget(steps=7, max_seconds=None).total() == 7

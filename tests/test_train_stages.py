@@ -1,0 +1,167 @@
+"""Stage 1 (MoCo autoencoder) and stage 2 (latent diffusion) pieces on tiny models."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from d2c_fast.config import config_from_dict
+from d2c_fast.train.augment import augment
+from d2c_fast.train.autoencoder import AETrainer, MoCoAE, recalibrate_bn
+from d2c_fast.train.diffusion import (DiffusionTrainer, alphas_cumprod, antithetic_timesteps,
+                                      encode_latents, latent_stats, noise_estimation_loss)
+from d2c_fast.train.data import SyntheticShapes, dataset_to_uint8
+from d2c_fast.train.engine import AugmentConfig, DistInfo, TrainConfig
+from d2c_fast.train.testing import tiny_model_dict, tiny_train_dict
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _cfg():
+    return config_from_dict(tiny_model_dict())
+
+
+def test_moco_momentum_update_math():
+    m = MoCoAE(_cfg())
+    q0 = [p.detach().clone() for p in m.query_params()]
+    k0 = [p.detach().clone() for p in m.key_params()]
+    assert all(torch.equal(a, b) for a, b in zip(q0, k0))       # key starts as a copy
+    assert not any(p.requires_grad for p in m.key_params())
+    with torch.no_grad():
+        for p in m.query_params():
+            p.add_(1.0)
+    m.momentum_update()
+    for a, k in zip(q0, m.key_params()):
+        assert torch.allclose(k, m.m * a + (1 - m.m) * (a + 1.0), atol=1e-6)
+
+
+def test_moco_queue_enqueue_wraps():
+    m = MoCoAE(_cfg())                       # K = 24, dim 8
+    assert torch.allclose(m.queue.norm(dim=0), torch.ones(24), atol=1e-5)
+    k1 = F.normalize(torch.randn(16, 8), dim=1)
+    m.enqueue(k1)
+    assert int(m.queue_ptr) == 16 and torch.equal(m.queue[:, :16], k1.T)
+    k2 = F.normalize(torch.randn(16, 8), dim=1)
+    m.enqueue(k2)                            # 8 at the end, 8 wrap to the front
+    assert int(m.queue_ptr) == 8
+    assert torch.equal(m.queue[:, 16:], k2[:8].T) and torch.equal(m.queue[:, :8], k2[8:].T)
+
+
+def test_moco_forward_logits():
+    torch.manual_seed(0)
+    m = MoCoAE(_cfg())
+    x = torch.rand(4, 3, 16, 16)
+    nll, logits, k = m(x, x)
+    assert nll.shape == (4,) and logits.shape == (4, 25) and k.shape == (4, 8)
+    assert torch.allclose(k.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert (logits.abs() <= 1 / m.T + 1e-4).all()               # cosine / T
+    assert (nll > 0).all()
+
+
+def test_augment_deterministic_and_valid():
+    x = torch.rand(6, 3, 16, 16)
+    cfg = AugmentConfig()
+    a = augment(x, cfg, torch.Generator().manual_seed(1))
+    b = augment(x, cfg, torch.Generator().manual_seed(1))
+    c = augment(x, cfg, torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= 0 and a.max() <= 1
+    ident = AugmentConfig(crop_scale=[1.0, 1.0], crop_ratio=[1.0, 1.0], flip_p=0.0,
+                          jitter_p=0.0, gray_p=0.0)
+    assert torch.allclose(augment(x, ident, torch.Generator().manual_seed(0)), x, atol=1e-5)
+    flip = AugmentConfig(crop_scale=[1.0, 1.0], crop_ratio=[1.0, 1.0], flip_p=1.0,
+                         jitter_p=0.0, gray_p=0.0)
+    assert torch.allclose(augment(x, flip, torch.Generator().manual_seed(0)), x.flip(-1),
+                          atol=1e-5)
+    gray = AugmentConfig(crop_scale=[1.0, 1.0], crop_ratio=[1.0, 1.0], flip_p=0.0,
+                         jitter_p=0.0, gray_p=1.0)
+    y = augment(x, gray, torch.Generator().manual_seed(0))
+    assert torch.allclose(y[:, 0], y[:, 1]) and torch.allclose(y[:, 1], y[:, 2])
+
+
+def _images(n=48, res=16):
+    return dataset_to_uint8(SyntheticShapes(n, resolution=res))
+
+
+def test_ae_losses_decrease(tmp_path):
+    d = tiny_train_dict(ae_steps=30)
+    d["ae"].update(lr=3e-3, batch_size=16)
+    tc = TrainConfig.from_dict(d)
+    tr = AETrainer(tc, tc.model_config(), _images(), str(tmp_path), DistInfo())
+    m = [tr.train_step(s)[0] for s in range(30)]
+    first = sum(r["nll_bpd"] for r in m[:5]) / 5
+    last = sum(r["nll_bpd"] for r in m[-5:]) / 5
+    assert last < 0.9 * first, (first, last)
+    assert all(math.isfinite(r["loss"]) for r in m)
+
+
+def test_bn_recalibration_uses_clean_batches():
+    torch.manual_seed(0)
+    m = MoCoAE(_cfg())
+    ae = m.encoder_q
+    x = torch.rand(16, 3, 16, 16) * 0.5
+    recalibrate_bn(ae, [x[:8], x[8:]])
+    bn = next(mod for mod in ae.modules() if isinstance(mod, torch.nn.BatchNorm2d))
+    assert bn.momentum is not None and int(bn.num_batches_tracked) == 2
+
+
+def test_antithetic_timesteps():
+    g = torch.Generator().manual_seed(0)
+    t = antithetic_timesteps(7, 1000, g)
+    assert t.shape == (7,) and t.min() >= 0 and t.max() < 1000
+    assert torch.equal(t[4:7], 999 - t[:3])
+    t = antithetic_timesteps(8, 1000, torch.Generator().manual_seed(0))
+    assert torch.equal(t[5:], 999 - t[:3])
+
+
+def test_noise_estimation_loss_formula():
+    cfg = _cfg()
+    abar = alphas_cumprod(cfg.schedule)
+    assert abar.dtype == torch.float32 and abar[0] == pytest.approx(1 - 1e-4)
+    x0, e = torch.randn(3, 4, 4, 4), torch.randn(3, 4, 4, 4)
+    t = torch.tensor([0, 500, 999])
+    seen = {}
+
+    def model(x, tt):
+        seen["x"], seen["t"] = x, tt
+        return torch.zeros_like(x)
+
+    loss = noise_estimation_loss(model, x0, t, e, abar)
+    a = abar[t].view(-1, 1, 1, 1)
+    assert torch.allclose(seen["x"], a.sqrt() * x0 + (1 - a).sqrt() * e)
+    assert seen["t"].dtype == torch.float32
+    assert loss.item() == pytest.approx(float(e.square().sum() / 3), rel=1e-5)
+
+
+def test_latent_stats_and_flips():
+    torch.manual_seed(0)
+    from d2c_fast.models.autoencoder import AutoEncoder
+    ae = AutoEncoder(_cfg().autoencoder).eval()
+    imgs = _images(10)
+    z = encode_latents(ae, imgs, batch_size=4, flip=True)
+    assert z.shape == (20, 4, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(z[10:11], ae.encode(imgs[:1].float().div(255).flip(-1)), atol=1e-5)
+    mean, std = latent_stats(z)
+    assert mean.shape == std.shape == (1, 4, 1, 1)
+    zs = (z - mean) / std
+    assert torch.allclose(zs.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(zs.std(dim=(0, 2, 3), unbiased=False), torch.ones(4), atol=1e-4)
+
+
+def test_diffusion_loss_decreases(tmp_path):
+    d = tiny_train_dict(diffusion_steps=40)
+    tc = TrainConfig.from_dict(d)
+    lat = torch.randn(64, 4, 4, 4) * 0.3 + torch.linspace(-1, 1, 4).view(1, 4, 1, 1)
+    tr = DiffusionTrainer(tc, tc.model_config(), lat, str(tmp_path), DistInfo())
+    m = [tr.train_step(s)[0]["loss"] for s in range(40)]
+    assert sum(m[-8:]) / 8 < 0.8 * sum(m[:8]) / 8, m
+    # EMA moved away from the initial weights but lags the live ones
+    p = dict(tr.unet.named_parameters())["conv_out.weight"]
+    assert not torch.equal(tr.ema.shadow["conv_out.weight"], p)
