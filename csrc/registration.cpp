@@ -2,6 +2,8 @@
 // declared to the PyTorch dispatcher (TORCH_LIBRARY). Kernels live elsewhere and attach
 // themselves with TORCH_LIBRARY_IMPL:
 //   csrc/cpu/bn_swish.cpp          -> CPU
+//   csrc/cpu/dwconv.cpp            -> CPU (dwconv_bias_swish)
+//   csrc/cpu/se_residual.cpp       -> CPU (se_residual)
 //   csrc/cuda/bn_swish_launch.cpp  -> CUDA (only in builds against a CUDA torch)
 // d2c_fast/ops/bn_swish.py adds a CompositeExplicitAutograd reference implementation, a fake
 // (meta) implementation and an autograd formula from Python.
@@ -25,6 +27,16 @@ TORCH_LIBRARY(d2c_fast, m) {
   // y = swish(x * scale[c] + shift[c]), swish(v) = v * sigmoid(v); c = dim 1 of x (N,C,H,W)
   // or (N,C). Inference BatchNorm folded to per-channel float32 scale/shift, then Swish.
   m.def("bn_swish(Tensor x, Tensor scale, Tensor shift) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  // Depthwise k x k conv (groups == C, zero padding) + bias (+ Swish if `swish`); x (N,C,H,W)
+  // float32/bfloat16, weight (C,1,k,k) and bias (C,) float32; output in x's memory format.
+  // CPU kernel: csrc/cpu/dwconv.cpp.
+  m.def("dwconv_bias_swish(Tensor x, Tensor weight, Tensor bias, int stride, int padding, int dilation, bool swish) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  // Squeeze-excitation + residual: skip + alpha * s * sigmoid(w2 @ relu(w1 @ mean_hw(s) + b1)
+  // + b2) per image; s, skip (N,C,H,W) float32/bfloat16, FC parameters float32; output in s's
+  // memory format. CPU kernel: csrc/cpu/se_residual.cpp.
+  m.def("se_residual(Tensor s, Tensor skip, Tensor w1, Tensor b1, Tensor w2, Tensor b2, float alpha) -> Tensor",
         {at::Tag::pt2_compliant_tag});
 }
 

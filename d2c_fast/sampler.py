@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from . import diffusion as D
-from .attributes import Attribute, as_direction
+from .attributes import Attribute
 from .checkpoint import LoadedModel, load_model
 from .errors import CheckpointError
 from .models import mixture
@@ -87,6 +87,8 @@ class Sampler:
         else:
             loaded = load_model(ckpt, config)
         self.config = loaded.config
+        from .attributes import model_fingerprint  # fitted attributes record it (fp32 weights)
+        self._fingerprint = model_fingerprint(loaded)
         self.impl = impl
         self.device = torch.device(device)
         self.dtype = dtype or torch.float32
@@ -107,6 +109,11 @@ class Sampler:
         self.autoencoder = ae.to(self.device, self.dtype)
         self.unet_model = unet.to(self.device, self.dtype)
         self.bernoulli = self.autoencoder.bernoulli
+        self._gpu = None
+        if impl == "fast" and self.device.type == "cuda":
+            # Triton U-Net + graph-captured DDIM loop (d2c_fast/gpu.py)
+            from .gpu import attach_gpu_path
+            attach_gpu_path(self, loaded)
 
     def __repr__(self) -> str:
         return (f"Sampler(resolution={self.resolution}, latent={self.latent_shape}, "
@@ -230,6 +237,8 @@ class Sampler:
         return D.uncond_sequence(self.num_timesteps, skip=skip, steps=steps)
 
     def _run_ddim(self, x, seq, eta, rng: _RNG, progress):
+        if self._gpu is not None and not progress:
+            return self._gpu.run_ddim(x, seq, eta, lambda i: rng.randn(*self.latent_shape))
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -288,46 +297,78 @@ class Sampler:
 
     # ------------------------------------------------------------------ editing
     @torch.inference_mode()
-    def manipulate_latents(self, z: torch.Tensor, attr, *, step: float, t0: int = 50,
-                           skip: int = 50, noise: torch.Tensor | None = None, generator=None,
+    def manipulate_latents(self, z: torch.Tensor, attr, *, step=None, strength=None,
+                           t0: int = 50, skip: int | None = None, method: str = "d2c",
+                           preserve=None, noise: torch.Tensor | None = None, generator=None,
                            seed: int | None = None, eta: float = 0.0) -> torch.Tensor:
         """The D2C edit in latent space (official ``manipulate_latent`` + ``postprocess_latent``):
         ``zm = z - step * boundary``; noise ``mod(zm)`` to ``t0``; DDIM over
-        ``range(0, t0 + 1, skip)``; ``unmod``. Returns raw latents."""
-        z = self._latents(z, "z")
-        n = z.shape[0]
-        direction = as_direction(attr, self.latent_shape, self.device)
-        seq = D.manip_sequence(t0, skip, self.num_timesteps)
-        rng = _RNG(n, self.device, generator, seed)
-        eps = self._noise(noise, n, rng)
-        zn = D.add_noise(self._mod(z - float(step) * direction), seq[-1], eps, self.schedule)
-        return self._unmod(self._run_ddim(zn, seq, eta, rng, progress=False))
+        ``range(0, t0 + 1, skip)`` (``skip`` default 50); ``unmod``. Returns raw latents.
+
+        ``attr``: an :class:`Attribute`, a path, a tensor, or a list of them (with a list of
+        ``step``/``strength`` values). ``step``: official raw step(s). ``strength``:
+        calibrated units (fitted attributes): the classifier's logit changes by ``strength``
+        (before the clean-up). ``preserve``: fitted attributes whose logits the edit must not
+        change. ``method``: ``"d2c"`` (default), ``"nvae"`` (step only) or ``"ddim"`` (DDIM
+        inversion over the sampling sequence with ``skip`` default 100, step in noise space,
+        regenerate). See :mod:`d2c_fast.edit`."""
+        from .edit import manipulate_latents
+        return manipulate_latents(self, z, attr, step=step, strength=strength, t0=t0,
+                                  skip=skip, method=method, preserve=preserve, noise=noise,
+                                  generator=generator, seed=seed, eta=eta)
 
     @torch.inference_mode()
-    def manipulate(self, images, attr, *, step: float | None = None, t0: int = 50,
-                   skip: int = 50, mode: str = "sample", noise=None, generator=None,
-                   seed: int | None = None, resize: bool = False,
-                   batch_size: int | None = None, strength: float | None = None) -> torch.Tensor:
-        """Edit images along an attribute: encode, :meth:`manipulate_latents`, decode.
+    def manipulate(self, images, attr, *, step=None, t0: int = 50, skip: int | None = None,
+                   mode: str = "sample", noise=None, generator=None, seed: int | None = None,
+                   resize: bool = False, batch_size: int | None = None, strength=None,
+                   method: str = "d2c", preserve=None) -> torch.Tensor:
+        """Edit images along attribute(s): encode, :meth:`manipulate_latents`, decode.
         Returns images ``(B, C, H, W)`` in [0, 1]. ``step`` is the official raw step
-        (``z - step * boundary``). ``strength`` (calibrated units) needs a fitted classifier
-        attribute and is not available for plain boundary files."""
-        if strength is not None:
-            raise ValueError("strength= needs an attribute fitted with a classifier; this "
-                             "attribute is a plain direction: use step=")
-        if step is None:
-            raise ValueError("give step= (the official raw step along the boundary)")
-        z = self.encode(images, resize=resize, batch_size=batch_size)
-        n = z.shape[0]
-        rng = _RNG(n, self.device, generator, seed)
-        out = []
-        for a, b in self._chunks(n, batch_size):
-            sub = _SubRNG(rng, a, b)
-            nz = noise[a:b] if noise is not None else sub.randn(*self.latent_shape)
-            zp = self.manipulate_latents(z[a:b], attr, step=step, t0=t0, skip=skip, noise=nz)
-            logits = self.autoencoder.decode_logits(zp.to(self.dtype)).float()
-            out.append(self._logits_to_images(logits, mode, sub))
-        return torch.cat(out)
+        (``z - step * boundary``); ``strength`` (calibrated logit units, ``> 0`` adds the
+        attribute) needs an attribute fitted with a classifier (:meth:`fit_attribute`) and is
+        not available for plain boundary files. ``t0``/``skip``/``method``/``preserve`` as in
+        :meth:`manipulate_latents`."""
+        from .edit import manipulate
+        return manipulate(self, images, attr, step=step, strength=strength, t0=t0, skip=skip,
+                          method=method, preserve=preserve, mode=mode, noise=noise,
+                          generator=generator, seed=seed, resize=resize, batch_size=batch_size)
+
+    # ------------------------------------------------------------------ attributes
+    @property
+    def fingerprint(self) -> str:
+        """``"<config hash>-<weights hash>"`` of this model (see
+        :func:`d2c_fast.attributes.model_fingerprint`); fitted attributes record it."""
+        return self._fingerprint
+
+    def fit_attribute(self, positives, negatives=None, *, unlabelled=None, name=None,
+                      prior=None, l2_grid=None, folds: int = 5, seed: int = 0,
+                      batch_size: int = 256) -> Attribute:
+        """Fit an attribute (linear classifier on standardised latents) from labelled
+        ``positives``/``negatives``, or positives + ``unlabelled`` (PU mode). Inputs are
+        images (anything :meth:`encode` accepts) or raw latents. See
+        :func:`d2c_fast.attributes.fit_attribute`."""
+        from .attributes import DEFAULT_L2_GRID, fit_attribute
+        return fit_attribute(self, positives, negatives, unlabelled=unlabelled, name=name,
+                             prior=prior, l2_grid=l2_grid or DEFAULT_L2_GRID, folds=folds,
+                             seed=seed, batch_size=batch_size)
+
+    @torch.inference_mode()
+    def sample_conditional(self, attrs, n: int, *, seed: int = 0, batch_size: int = 64,
+                           max_draws: int | None = None, threshold=None,
+                           return_probs: bool = True, skip: int = 100, mode: str = "sample",
+                           return_stats: bool = False, progress: bool = False):
+        """Conditional samples by the paper's rejection sampling: prior latents (DDIM,
+        ``skip``) accepted with the classifier's probability (product over ``attrs``), or
+        when every probability is ``>= threshold``. Returns ``images`` or ``(images, probs)``
+        (``probs`` ``(n, len(attrs))``), plus ``stats`` with ``return_stats``. Image ``k``
+        depends only on ``(seed, k)``. ``RareAttributeError`` (a ``ValueError``) with the
+        observed acceptance rate when ``max_draws`` (default ``100 * n + 1000``) is not
+        enough. See :mod:`d2c_fast.conditional`."""
+        from .conditional import sample_conditional
+        return sample_conditional(self, attrs, n, seed=seed, batch_size=batch_size,
+                                  max_draws=max_draws, threshold=threshold,
+                                  return_probs=return_probs, skip=skip, mode=mode,
+                                  return_stats=return_stats, progress=progress)
 
 
 class _SubRNG(_RNG):

@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import (BatchNormWrap, BNSwish, BNSwishConv, Conv2D, ConvBNSwish, InvertedResidual,
-                     UpSample)
+from .layers import (BatchNormWrap, BNSwish, BNSwishConv, Cell, Conv2D, ConvBNSwish,
+                     InvertedResidual, UpSample)
 
 
 def _bn_scale_shift(bn: nn.BatchNorm2d):
@@ -43,19 +43,28 @@ def _plain_conv(conv: Conv2D, weight=None, bias=None) -> nn.Conv2d:
     return out
 
 
-class FusedBNSwish(nn.Module):
+class _Fp32Consts(nn.Module):
+    """Holds float32 constants (named in ``_FP32``) that follow device moves but never dtype
+    casts: the fused ops take float32 weights whatever the activation dtype."""
+
+    _FP32: tuple[str, ...] = ()
+
+    def _apply(self, fn, recurse=True):
+        for name in self._FP32:
+            t = getattr(self, name)
+            probe = fn(torch.zeros(1, device=t.device))
+            setattr(self, name, t.to(probe.device))
+        return super()._apply(fn, recurse)
+
+
+class FusedBNSwish(_Fp32Consts):
     """Eval BatchNorm folded to ``scale, shift`` + Swish, through the ``bn_swish`` op."""
+
+    _FP32 = ("scale", "shift")
 
     def __init__(self, bn: nn.BatchNorm2d):
         super().__init__()
-        self.scale, self.shift = _bn_scale_shift(bn)  # float32 whatever the model dtype
-
-    def _apply(self, fn, recurse=True):
-        # follow device moves, never dtype casts: the op takes float32 scale/shift
-        probe = fn(torch.zeros(1, device=self.scale.device))
-        self.scale = self.scale.to(probe.device)
-        self.shift = self.shift.to(probe.device)
-        return super()._apply(fn, recurse)
+        self.scale, self.shift = _bn_scale_shift(bn)
 
     def forward(self, x):
         from ..ops.bn_swish import bn_swish
@@ -83,6 +92,55 @@ class ConvSwish(nn.Module):
             return _MKLDNN_CONV_SWISH(x, c.weight, c.bias, pad, stride, dil, groups, "swish",
                                       [], "")
         return F.silu(c(x), inplace=True)
+
+
+class DWConvSwish(_Fp32Consts):
+    """Depthwise conv + bias + Swish: the ``dwconv_bias_swish`` op on CPU (one pass, weights
+    in registers), oneDNN/cuDNN conv + SiLU elsewhere."""
+
+    _FP32 = ("weight", "bias")
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        assert conv.groups == conv.in_channels == conv.out_channels
+        self.weight = conv.weight.detach().float().clone()
+        self.bias = conv.bias.detach().float().clone()
+        self.stride, self.padding, self.dilation = conv.stride[0], conv.padding[0], conv.dilation[0]
+
+    def forward(self, x):
+        if x.device.type == "cpu":
+            from ..ops.dwconv_bias_swish import dwconv_bias_swish
+            return dwconv_bias_swish(x, self.weight, self.bias, self.stride, self.padding,
+                                     self.dilation, True)
+        y = F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype), self.stride,
+                     self.padding, self.dilation, x.shape[1])
+        return F.silu(y, inplace=True)
+
+
+class FastCell(_Fp32Consts):
+    """A planned residual cell: ``skip(s) + 0.1 * SE(ops(s))`` with the squeeze-excitation,
+    the scaling and the residual add in one op (``se_residual``)."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.cell_type = cell.cell_type
+        self.skip = cell.skip
+        self._ops = cell._ops
+        self.use_se = cell.use_se
+        if self.use_se:
+            fc1, fc2 = cell.se.se[0], cell.se.se[2]
+            self.w1, self.b1 = fc1.weight.detach().float(), fc1.bias.detach().float()
+            self.w2, self.b2 = fc2.weight.detach().float(), fc2.bias.detach().float()
+            self._FP32 = ("w1", "b1", "w2", "b2")
+
+    def forward(self, s):
+        skip = self.skip(s)
+        for op in self._ops:
+            s = op(s)
+        if not self.use_se:
+            return skip + 0.1 * s
+        from ..ops.se_residual import se_residual
+        return se_residual(s, skip, self.w1, self.b1, self.w2, self.b2, 0.1)
 
 
 def _fold_conv_bn(conv: Conv2D, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -118,7 +176,8 @@ def _plan_mbconv(m: InvertedResidual) -> nn.Sequential:
     p = _fold_conv_bn(project, bn_out.bn)
     # Nearest up-sampling commutes with the per-pixel BN + 1x1 expand + Swish: expanding at
     # the low resolution does a quarter of the work, then the hidden tensor is up-sampled.
-    return nn.Sequential(ConvSwish(e), *up, ConvSwish(d), p)
+    dws = DWConvSwish(d) if d.groups == d.in_channels == d.out_channels else ConvSwish(d)
+    return nn.Sequential(ConvSwish(e), *up, dws, p)
 
 
 def _plan_up_skip(seq: nn.Sequential) -> nn.Sequential:
@@ -133,6 +192,9 @@ def _replace(module: nn.Module) -> None:
         if isinstance(child, nn.Sequential) and len(child) == 2 and isinstance(child[0], UpSample) \
                 and isinstance(child[1], Conv2D) and child[1].kernel_size == (1, 1):
             setattr(module, name, _plan_up_skip(child))
+        elif isinstance(child, Cell):
+            _replace(child)
+            setattr(module, name, FastCell(child))
         elif isinstance(child, InvertedResidual):
             setattr(module, name, _plan_mbconv(child))
         elif isinstance(child, BNSwishConv):

@@ -22,10 +22,15 @@ import torch
 __all__ = [
     "OPS", "backend_info", "has_compiled_kernel", "extension_status",
     "bn_swish", "bn_swish_ref", "fold_bn", "BN_SWISH_SCHEMA",
+    "group_norm_silu", "group_norm_silu_ref", "GROUP_NORM_SILU_SCHEMA",
+    "ddim_step", "ddim_step_ref", "DDIM_STEP_SCHEMA",
+    "dwconv_bias_swish", "dwconv_bias_swish_ref", "DWCONV_BIAS_SWISH_SCHEMA",
+    "se_residual", "se_residual_ref", "SE_RESIDUAL_SCHEMA",
 ]
 
 #: Operator names in the ``d2c_fast`` namespace.
-OPS: tuple[str, ...] = ("bn_swish",)
+OPS: tuple[str, ...] = ("bn_swish", "group_norm_silu", "ddim_step", "dwconv_bias_swish",
+                        "se_residual")
 
 _BUILD_HINT = "build it with `pip install -e . --no-build-isolation` from the repository root"
 
@@ -52,6 +57,20 @@ if not _EXT_LOADED:
 
 # Imported after the extension so that Python only defines schemas the library did not.
 from .bn_swish import BN_SWISH_SCHEMA, bn_swish, bn_swish_ref, fold_bn  # noqa: E402
+from .dwconv_bias_swish import (  # noqa: E402
+    DWCONV_BIAS_SWISH_SCHEMA, dwconv_bias_swish, dwconv_bias_swish_ref)
+from .se_residual import SE_RESIDUAL_SCHEMA, se_residual, se_residual_ref  # noqa: E402
+# Triton-backed ops: schemas from Python (FRAGMENT), Triton kernels for CUDA when available.
+from . import ddim_step as _ddim_step_mod  # noqa: E402
+from . import group_norm_silu as _gns_mod  # noqa: E402
+from .ddim_step import DDIM_STEP_SCHEMA, ddim_step, ddim_step_ref  # noqa: E402
+from .group_norm_silu import GROUP_NORM_SILU_SCHEMA, group_norm_silu, group_norm_silu_ref  # noqa: E402
+
+#: Ops served by Triton on CUDA: name -> (registered, reason) of the CUDA registration.
+_TRITON_OPS: dict[str, tuple[bool, str]] = {
+    "group_norm_silu": _gns_mod.TRITON_REGISTERED,
+    "ddim_step": _ddim_step_mod.TRITON_REGISTERED,
+}
 
 _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 _KERNEL_NAMES = {"cpu": "cpp-cpu", "cuda": "cuda"}
@@ -80,11 +99,22 @@ def has_compiled_kernel(op_name: str, device_type) -> bool:
 
 
 def backend_info(device="cpu") -> dict[str, dict]:
-    """Map each operator to ``{"kernel": "cpp-cpu" | "cuda" | "ref", "reason": str}`` for
-    ``device``, according to the kernels registered with the dispatcher."""
+    """Map each operator to ``{"kernel": "cpp-cpu" | "cuda" | "triton" | "ref", "reason": str}``
+    for ``device``, according to the kernels registered with the dispatcher ("triton": a Triton
+    kernel registered for CUDA by ``group_norm_silu.py`` / ``ddim_step.py``)."""
     dtype = _device_type(device)
     info: dict[str, dict] = {}
     for name in OPS:
+        if name in _TRITON_OPS:
+            registered, why = _TRITON_OPS[name]
+            if dtype == "cuda" and registered:
+                info[name] = {"kernel": "triton", "reason": why}
+            elif dtype == "cuda":
+                info[name] = {"kernel": "ref", "reason": f"no Triton kernel: {why}"}
+            else:
+                info[name] = {"kernel": "ref",
+                              "reason": f"the Triton kernel serves CUDA only (device type {dtype!r})"}
+            continue
         if has_compiled_kernel(name, dtype):
             info[name] = {"kernel": _KERNEL_NAMES[dtype],
                           "reason": f"compiled kernel registered for {_DISPATCH_KEYS[dtype]}"}

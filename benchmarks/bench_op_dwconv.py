@@ -1,0 +1,90 @@
+"""Benchmark of d2c_fast::dwconv_bias_swish: ours vs oneDNN's fused depthwise conv + Swish vs the
+PyTorch reference, with a plain copy of the input as the memory-bandwidth yardstick.
+
+    pytest benchmarks/bench_op_dwconv.py --benchmark-only -q
+
+One benchmark group per (shape, dtype): the depthwise 5x5 activations of the ARCH-256 decoder
+(batch 1, channels-last). Entries:
+  ref     dwconv_bias_swish_ref (F.conv2d(groups=C) + SiLU in float32, the eager baseline)
+  onednn  torch.ops.mkldnn._convolution_pointwise(..., "swish") (bf16: bf16 weights/bias, as
+          oneDNN requires one dtype)
+  fast    torch.ops.d2c_fast.dwconv_bias_swish (the C++ kernel when d2c_fast._C is built)
+  clone   x.clone() (one read + one write of the same number of bytes: the bandwidth yardstick)
+extra_info: bytes moved (read x + write y), GB/s and, for every entry, `frac_of_clone_bw`
+(clone's median time / this entry's median time, both measured in this test run).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+import torch
+
+from d2c_fast.ops import backend_info, dwconv_bias_swish, dwconv_bias_swish_ref
+
+from machine import machine_info
+
+SHAPES = [(1, 288, 128, 128), (1, 576, 64, 64), (1, 1152, 32, 32), (1, 144, 256, 256)]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+K, STRIDE, PAD, DIL = 5, 1, 2, 1
+_CLONE_MEDIAN: dict = {}
+
+
+def _clone_median(x: torch.Tensor) -> float:
+    key = (tuple(x.shape), x.dtype)
+    if key not in _CLONE_MEDIAN:
+        for _ in range(3):
+            x.clone()
+        times = []
+        for _ in range(21):
+            t0 = time.perf_counter()
+            x.clone()
+            times.append(time.perf_counter() - t0)
+        _CLONE_MEDIAN[key] = statistics.median(times)
+    return _CLONE_MEDIAN[key]
+
+
+@pytest.mark.parametrize("impl", ["ref", "onednn", "fast", "clone"])
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_dwconv_bias_swish(benchmark, shape, dtype_name, impl):
+    dtype = DTYPES[dtype_name]
+    C = shape[1]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(C, 1, K, K, generator=g) * 0.2
+    b = torch.randn(C, generator=g) * 0.5
+    wd, bd = w.to(dtype), b.to(dtype)
+
+    if impl == "ref":
+        def run():
+            return dwconv_bias_swish_ref(x, w, b, STRIDE, PAD, DIL, True)
+    elif impl == "onednn":
+        def run():
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, wd, bd, [PAD, PAD], [STRIDE, STRIDE], [DIL, DIL], C, "swish", [], "")
+    elif impl == "fast":
+        def run():
+            return dwconv_bias_swish(x, w, b, STRIDE, PAD, DIL, True)
+    else:
+        def run():
+            return x.clone()
+
+    benchmark.group = f"dwconv_bias_swish {'x'.join(map(str, shape))} {dtype_name} cl k{K}"
+    with torch.inference_mode():
+        benchmark.pedantic(run, warmup_rounds=3, rounds=25, iterations=1)
+        clone_s = _clone_median(x)
+    nbytes = 2 * x.numel() * x.element_size()  # stride 1, same padding: |y| == |x|
+    median_s = benchmark.stats.stats.median
+    benchmark.extra_info.update({
+        "impl": impl,
+        "kernel": backend_info("cpu")["dwconv_bias_swish"]["kernel"] if impl == "fast" else impl,
+        "dtype": str(dtype),
+        "shape": list(shape),
+        "layout": "channels_last",
+        "bytes_moved": nbytes,
+        "GB_per_s": nbytes / median_s / 1e9,
+        "frac_of_clone_bw": clone_s / median_s,
+        **machine_info("cpu"),
+    })

@@ -1,0 +1,146 @@
+// CPU kernel of d2c_fast::dwconv_bias_swish(Tensor x, Tensor weight, Tensor bias, int stride,
+//                                          int padding, int dilation, bool swish) -> Tensor.
+//
+// What it fuses: the depthwise k x k convolution of an MBConv cell (groups == channels, zero
+// padding, square kernel, BatchNorm folded into weight/bias) with its bias add and Swish:
+//     v[n,c,oh,ow] = bias[c] + sum_{kh,kw} weight[c,0,kh,kw] * x[n,c,oh*s-p+kh*d, ow*s-p+kw*d]
+//     y = swish ? v * sigmoid(v) : v
+// One read of x and one write of y (oneDNN's fused depthwise+swish primitive is several times
+// slower than that on the decoder's shapes).
+//
+// Layouts: x is (N, C, H, W) in any strides. Channels-last contiguous is the fast path (the
+//   kernel vectorises over C). Any other layout is first made channels-last contiguous (one
+//   extra pass over x). The output is channels-last iff x is: x.is_contiguous(ChannelsLast) and
+//   not x.is_contiguous(), or, for a tensor dense in neither format, stride(1) < stride(3)
+//   (channel-innermost-like strides). Otherwise it is contiguous NCHW (written through a
+//   channels-last temporary). d2c_fast/ops/dwconv_bias_swish.py's fake kernel applies the same
+//   rule.
+// Dtypes: x float32 or bfloat16 (y has x's dtype; float32 accumulation, bf16 rounded once on
+//   store); weight (C, 1, k, k) and bias (C,) float32 on x's device.
+// Parameters: k >= 1 (specialised for 3, 5, 7 at stride 1/2, dilation 1; any other k up to 63,
+//   stride, dilation use a generic loop), stride >= 1, padding >= 0, dilation >= 1; Ho/Wo are
+//   the standard conv sizes floor((H + 2p - d(k-1) - 1) / s) + 1 and must be >= 1. Swish(-inf)
+//   gives -inf (PyTorch: NaN); NaN propagates.
+// Vectorisation/threads: see dwconv_kernel.h (at::vec, per-ISA copies chosen at run time like
+//   bn_swish, at::parallel_for over output rows with a per-thread ring buffer of input rows).
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#define D2C_ISA_NS cpu_default
+#include "dwconv_kernel.h"
+#undef D2C_ISA_NS
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define D2C_X86_ISA_COPIES 1
+namespace d2c_fast {
+namespace cpu_avx2 { void dwconv_kernel(const DwConvArgs& a); }
+namespace cpu_avx512 { void dwconv_kernel(const DwConvArgs& a); }
+}  // namespace d2c_fast
+#endif
+
+namespace d2c_fast {
+namespace {
+
+#ifdef D2C_X86_ISA_COPIES
+int dw_cpu_capability_level() {
+  const std::string cap = at::get_cpu_capability();
+  if (cap == "AVX512") return 2;
+  if (cap == "AVX2") return 1;
+  return 0;
+}
+#endif
+
+constexpr const char* kOp = "d2c_fast::dwconv_bias_swish: ";
+
+void check_inputs(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                  int64_t stride, int64_t padding, int64_t dilation) {
+  TORCH_CHECK(x.dim() == 4, kOp, "x must be 4-D (N, C, H, W), got ", x.dim(),
+              "-D tensor of shape ", x.sizes());
+  TORCH_CHECK(x.device().is_cpu(), kOp, "(CPU kernel) x must be on CPU, got ", x.device());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, kOp,
+              "x must be float32 or bfloat16, got ", x.scalar_type());
+  const int64_t C = x.size(1);
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == C && weight.size(1) == 1 &&
+                  weight.size(2) == weight.size(3) && weight.size(2) >= 1,
+              kOp, "weight must be (C, 1, k, k) with C=", C, ", got shape ", weight.sizes());
+  TORCH_CHECK(weight.size(2) <= 63, kOp, "kernel size k must be <= 63, got ", weight.size(2));
+  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == C, kOp, "bias must be 1-D of size C=", C,
+              ", got shape ", bias.sizes());
+  TORCH_CHECK(weight.scalar_type() == at::kFloat, kOp, "weight must be float32, got ",
+              weight.scalar_type());
+  TORCH_CHECK(bias.scalar_type() == at::kFloat, kOp, "bias must be float32, got ",
+              bias.scalar_type());
+  TORCH_CHECK(weight.device() == x.device() && bias.device() == x.device(), kOp,
+              "weight and bias must be on x's device ", x.device());
+  TORCH_CHECK(stride >= 1, kOp, "stride must be >= 1, got ", stride);
+  TORCH_CHECK(padding >= 0, kOp, "padding must be >= 0, got ", padding);
+  TORCH_CHECK(dilation >= 1, kOp, "dilation must be >= 1, got ", dilation);
+  const int64_t k = weight.size(2);
+  const int64_t Ho = (x.size(2) + 2 * padding - dilation * (k - 1) - 1) / stride + 1;
+  const int64_t Wo = (x.size(3) + 2 * padding - dilation * (k - 1) - 1) / stride + 1;
+  TORCH_CHECK(x.size(2) + 2 * padding - dilation * (k - 1) - 1 >= 0 &&
+                  x.size(3) + 2 * padding - dilation * (k - 1) - 1 >= 0 && Ho >= 1 && Wo >= 1,
+              kOp, "output size is too small: input ", x.sizes(), ", k=", k, ", padding=",
+              padding, ", dilation=", dilation);
+}
+
+bool output_channels_last(const at::Tensor& x) {
+  if (x.is_contiguous()) return false;
+  if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) return true;
+  return x.stride(1) < x.stride(3);
+}
+
+at::Tensor dwconv_bias_swish_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                 const at::Tensor& bias, int64_t stride, int64_t padding,
+                                 int64_t dilation, bool swish) {
+  check_inputs(x, weight, bias, stride, padding, dilation);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t k = weight.size(2);
+  const int64_t Ho = (H + 2 * padding - dilation * (k - 1) - 1) / stride + 1;
+  const int64_t Wo = (W + 2 * padding - dilation * (k - 1) - 1) / stride + 1;
+  const auto fmt = output_channels_last(x) ? at::MemoryFormat::ChannelsLast
+                                           : at::MemoryFormat::Contiguous;
+  at::Tensor y = at::empty({N, C, Ho, Wo}, x.options().memory_format(fmt));
+  if (y.numel() == 0) return y;
+
+  const at::Tensor xc = x.contiguous(at::MemoryFormat::ChannelsLast);
+  // y itself when its memory is already (N, Ho, Wo, C)-ordered (always for channels-last; also
+  // NCHW with C == 1 or Ho*Wo == 1), otherwise a channels-last temporary copied back.
+  at::Tensor yc = y.is_contiguous(at::MemoryFormat::ChannelsLast)
+                      ? y
+                      : at::empty({N, C, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const at::Tensor wc = weight.contiguous();
+  const at::Tensor bc = bias.contiguous();
+
+  DwConvArgs a;
+  a.x = xc.const_data_ptr();
+  a.y = yc.mutable_data_ptr();
+  a.weight = wc.const_data_ptr<float>();
+  a.bias = bc.const_data_ptr<float>();
+  a.N = N; a.C = C; a.H = H; a.W = W; a.Ho = Ho; a.Wo = Wo;
+  a.k = k; a.stride = stride; a.pad = padding; a.dil = dilation;
+  a.swish = swish;
+  a.dtype = x.scalar_type() == at::kFloat ? 0 : 1;
+#ifdef D2C_X86_ISA_COPIES
+  static const int cap = dw_cpu_capability_level();
+  if (cap >= 2) {
+    cpu_avx512::dwconv_kernel(a);
+  } else if (cap >= 1) {
+    cpu_avx2::dwconv_kernel(a);
+  } else {
+    cpu_default::dwconv_kernel(a);
+  }
+#else
+  cpu_default::dwconv_kernel(a);
+#endif
+  if (!yc.is_same(y)) y.copy_(yc);
+  return y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(d2c_fast, CPU, m) {
+  m.impl("dwconv_bias_swish", &dwconv_bias_swish_cpu);
+}
+
+}  // namespace d2c_fast

@@ -1,0 +1,156 @@
+"""``d2c_fast::dwconv_bias_swish``: depthwise k x k convolution + bias (+ Swish), fused.
+
+    v[n, c] = bias[c] + conv2d(x[n, c], weight[c, 0], stride, padding, dilation)   (groups == C)
+    y = v * sigmoid(v) if swish else v
+
+This is the middle of every MBConv cell of the decoder (the BatchNorm after the depthwise conv is
+folded into ``weight``/``bias``). ``x`` is ``(N, C, H, W)`` float32 or bfloat16 in any layout
+(channels-last is the fast path), ``weight`` ``(C, 1, k, k)`` and ``bias`` ``(C,)`` float32,
+zero padding. The output has the standard conv size and is channels-last exactly when
+:func:`output_memory_format` says so (channels-last input -> channels-last output, NCHW -> NCHW).
+Kernels:
+
+* CPU: C++ (``csrc/cpu/dwconv.cpp``) when ``d2c_fast._C`` is built;
+* anything else / no library: :func:`dwconv_bias_swish_ref`, registered as the
+  CompositeExplicitAutograd implementation, so every device works.
+
+A fake (meta) implementation makes the op traceable by ``torch.compile``. No autograd formula:
+the op is inference-only (the engine runs under ``torch.no_grad()``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["DWCONV_BIAS_SWISH_SCHEMA", "dwconv_bias_swish", "dwconv_bias_swish_ref",
+           "dwconv_output_size", "output_memory_format"]
+
+#: The schema, identical to the string in csrc/registration.cpp (a test checks both).
+DWCONV_BIAS_SWISH_SCHEMA = ("dwconv_bias_swish(Tensor x, Tensor weight, Tensor bias, int stride, "
+                            "int padding, int dilation, bool swish) -> Tensor")
+_QUALNAME = "d2c_fast::dwconv_bias_swish"
+_OP = "d2c_fast::dwconv_bias_swish: "
+_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def dwconv_output_size(size: int, k: int, stride: int, padding: int, dilation: int) -> int:
+    """Standard convolution output length ``floor((size + 2p - d(k-1) - 1) / s) + 1``."""
+    return (size + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+def output_memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The output layout rule shared with the C++ kernel: channels-last iff ``x`` is
+    channels-last contiguous and not NCHW contiguous, or (dense in neither) its channel stride is
+    smaller than its W stride."""
+    if x.is_contiguous():
+        return torch.contiguous_format
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.channels_last if x.stride(1) < x.stride(3) else torch.contiguous_format
+
+
+def _check_inputs(x, weight, bias, stride, padding, dilation) -> None:
+    """Same conditions (and wording) as the C++ kernel; raises RuntimeError like TORCH_CHECK."""
+    if x.dim() != 4:
+        raise RuntimeError(f"{_OP}x must be 4-D (N, C, H, W), got {x.dim()}-D tensor of shape "
+                           f"{list(x.shape)}")
+    if x.dtype not in _DTYPES:
+        raise RuntimeError(f"{_OP}x must be float32 or bfloat16, got {x.dtype}")
+    C = x.shape[1]
+    if not (weight.dim() == 4 and weight.shape[0] == C and weight.shape[1] == 1
+            and weight.shape[2] == weight.shape[3] and weight.shape[2] >= 1):
+        raise RuntimeError(f"{_OP}weight must be (C, 1, k, k) with C={C}, got shape "
+                           f"{list(weight.shape)}")
+    if weight.shape[2] > 63:
+        raise RuntimeError(f"{_OP}kernel size k must be <= 63, got {weight.shape[2]}")
+    if not (bias.dim() == 1 and bias.shape[0] == C):
+        raise RuntimeError(f"{_OP}bias must be 1-D of size C={C}, got shape {list(bias.shape)}")
+    if weight.dtype != torch.float32:
+        raise RuntimeError(f"{_OP}weight must be float32, got {weight.dtype}")
+    if bias.dtype != torch.float32:
+        raise RuntimeError(f"{_OP}bias must be float32, got {bias.dtype}")
+    if weight.device != x.device or bias.device != x.device:
+        raise RuntimeError(f"{_OP}weight and bias must be on x's device {x.device}")
+    if stride < 1:
+        raise RuntimeError(f"{_OP}stride must be >= 1, got {stride}")
+    if padding < 0:
+        raise RuntimeError(f"{_OP}padding must be >= 0, got {padding}")
+    if dilation < 1:
+        raise RuntimeError(f"{_OP}dilation must be >= 1, got {dilation}")
+    k = weight.shape[2]
+    for size in x.shape[2:]:
+        if size + 2 * padding - dilation * (k - 1) - 1 < 0:
+            raise RuntimeError(f"{_OP}output size is too small: input {list(x.shape)}, k={k}, "
+                               f"padding={padding}, dilation={dilation}")
+
+
+def dwconv_bias_swish_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                          stride: int = 1, padding: int = 0, dilation: int = 1,
+                          swish: bool = True) -> torch.Tensor:
+    """Plain-PyTorch reference: ``F.conv2d(groups=C)`` + bias (+ SiLU) in float32, returned in
+    ``x.dtype`` (layout: whatever F.conv2d returns)."""
+    _check_inputs(x, weight, bias, stride, padding, dilation)
+    v = F.conv2d(x.float(), weight, bias, stride=stride, padding=padding, dilation=dilation,
+                 groups=x.shape[1])
+    if swish:
+        v = F.silu(v)
+    return v.to(x.dtype)
+
+
+# --- dispatcher registration -------------------------------------------------------------------
+
+def _schema_defined() -> bool:
+    try:
+        torch._C._dispatch_find_schema_or_throw(_QUALNAME, "")
+        return True
+    except RuntimeError:
+        return False
+
+
+_LIBS: list[torch.library.Library] = []  # keep the registrations alive
+
+if not _schema_defined():  # the compiled library is absent: define the schema from Python
+    _def_lib = torch.library.Library("d2c_fast", "FRAGMENT")
+    _def_lib.define(DWCONV_BIAS_SWISH_SCHEMA, tags=(torch.Tag.pt2_compliant_tag,))
+    _LIBS.append(_def_lib)
+
+
+def _empty_output(x, weight, stride, padding, dilation) -> torch.Tensor:
+    k = weight.shape[2]
+    ho = dwconv_output_size(x.shape[2], k, stride, padding, dilation)
+    wo = dwconv_output_size(x.shape[3], k, stride, padding, dilation)
+    return x.new_empty((x.shape[0], x.shape[1], ho, wo)).contiguous(
+        memory_format=output_memory_format(x))
+
+
+def _composite(x, weight, bias, stride, padding, dilation, swish):
+    y = dwconv_bias_swish_ref(x, weight, bias, stride, padding, dilation, swish)
+    out = _empty_output(x, weight, stride, padding, dilation)  # strides of the C++ kernel
+    return out.copy_(y)
+
+
+_impl_lib = torch.library.Library("d2c_fast", "IMPL")
+_impl_lib.impl("dwconv_bias_swish", _composite, "CompositeExplicitAutograd")
+_LIBS.append(_impl_lib)
+
+
+@torch.library.register_fake(_QUALNAME)
+def _fake(x, weight, bias, stride, padding, dilation, swish):
+    _check_inputs(x, weight, bias, stride, padding, dilation)
+    return _empty_output(x, weight, stride, padding, dilation)
+
+
+def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                      stride: int = 1, padding: int | None = None, dilation: int = 1,
+                      swish: bool = True, *, impl: str = "fast") -> torch.Tensor:
+    """Depthwise conv + bias (+ Swish). ``padding=None`` means "same" for stride 1:
+    ``dilation * (k - 1) // 2``. ``impl="fast"`` dispatches ``torch.ops.d2c_fast.dwconv_bias_swish``
+    (compiled kernel where registered, reference elsewhere); ``impl="ref"`` runs
+    :func:`dwconv_bias_swish_ref` directly."""
+    if padding is None:
+        padding = dilation * (weight.shape[-1] - 1) // 2
+    if impl == "fast":
+        return torch.ops.d2c_fast.dwconv_bias_swish(x, weight, bias, stride, padding, dilation, swish)
+    if impl == "ref":
+        return dwconv_bias_swish_ref(x, weight, bias, stride, padding, dilation, swish)
+    raise ValueError(f"dwconv_bias_swish: impl must be 'fast' or 'ref', got {impl!r}")

@@ -1,0 +1,226 @@
+"""d2c_fast/gpu.py: the fast U-Net and the graph-captured DDIM loop.
+
+CPU part (runs everywhere): the eager fallback in fp32 reproduces ``Sampler(impl="ref")``.
+CUDA part (skipped without a GPU): bf16 + Triton + CUDA graphs against the fp32 reference with the
+low-precision rule (error at most 2x that of plain PyTorch in the same precision, plus a floor),
+graph replay vs eager, zero host synchronisations in the loop, batch-size independence.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+
+from d2c_fast import Sampler
+from d2c_fast.gpu import GRAPH_ERRORS, FastUNet, GpuSampler, UNetCallGraph
+from d2c_fast.models.random_init import arch256_config_path, random_model
+
+TINY = "d2c_fast/configs/tiny64.json"
+HAS_CUDA = torch.cuda.is_available()
+cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from pathlib import Path
+    return random_model(str(Path(__file__).resolve().parents[1] / TINY), seed=1)
+
+
+@pytest.fixture(scope="module")
+def cpu_pair(tiny):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Sampler(copy.deepcopy(tiny), impl="ref"), GpuSampler(tiny, device="cpu")
+
+
+# --- CPU: the eager fallback --------------------------------------------------------------------
+
+def test_cpu_fallback_matches_reference_sampler(cpu_pair):
+    ref, gs = cpu_pair
+    assert gs.dtype == torch.float32 and not gs.use_graphs
+    zT = torch.randn(3, *ref.latent_shape, generator=torch.Generator().manual_seed(0))
+    want = ref.sample_latents(3, noise=zT)
+    got = gs.sample_latents(3, noise=zT)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    assert _rel(got, want) <= 1e-4
+    torch.testing.assert_close(got, want, atol=1e-4 * want.abs().max().item(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("kw", [dict(skip=200, eta=1.0, seed=5), dict(steps=4, seed=2),
+                                dict(timesteps=[0, 30, 400, 999], eta=0.5, seed=9)],
+                         ids=["skip200-eta1", "steps4", "timesteps-eta0.5"])
+def test_cpu_fallback_sequences_and_eta(cpu_pair, kw):
+    ref, gs = cpu_pair
+    assert _rel(gs.sample_latents(2, **kw), ref.sample_latents(2, **kw)) <= 1e-4
+
+
+def test_cpu_unet_and_images(cpu_pair):
+    ref, gs = cpu_pair
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, *ref.latent_shape, generator=g)
+    t = torch.tensor([3.0, 871.0])
+    assert _rel(gs.unet_eps(x, t), ref.unet(x, t)) <= 1e-5
+    img_ref = ref.sample(2, skip=250, seed=3, mode="mode")
+    img = gs.sample(2, skip=250, seed=3, mode="mode")
+    assert img.shape == img_ref.shape
+    assert (img - img_ref).abs().max().item() <= 1e-3
+
+
+def test_cpu_batch_independence(cpu_pair):
+    ref, gs = cpu_pair
+    zT = torch.randn(4, *ref.latent_shape, generator=torch.Generator().manual_seed(7))
+    full = gs.sample_latents(4, noise=zT, skip=250)
+    one = gs.sample_latents(1, noise=zT[2:3], skip=250)
+    assert _rel(one, full[2:3]) <= 1e-5
+
+
+def test_fast_unet_keeps_fp32_norms_and_bias(tiny):
+    fu = FastUNet(tiny.unet, dtype=torch.bfloat16, channels_last=True)
+    assert fu.conv_in.weight.dtype == torch.bfloat16
+    assert fu.temb.proj_w.dtype == torch.float32
+    assert fu.down[0].block[0].gn.n1w.dtype == torch.float32
+    fu.to(torch.float16)  # a later cast moves the convolutions only
+    assert fu.conv_in.weight.dtype == torch.float16 and fu.norm_out.w.dtype == torch.float32
+    assert fu.bias_width == sum(m.cout for m in fu.modules() if hasattr(m, "cout"))
+    # the reference module is untouched
+    assert next(tiny.unet.parameters()).dtype == torch.float32
+
+
+def test_cpu_unet_call_graph_fallback(tiny):
+    fu = FastUNet(tiny.unet, dtype=torch.float32, channels_last=False)
+    call = UNetCallGraph(fu, 2, tiny.config.unet.in_channels)
+    assert call.graph is None
+    x = torch.randn(2, tiny.config.unet.in_channels, fu.resolution, fu.resolution)
+    call.load(x, 250)
+    want = tiny.unet(x, torch.full((2,), 250.0))
+    assert _rel(call(), want) <= 1e-5
+
+
+# --- CUDA -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def arch():
+    return random_model(arch256_config_path(), seed=0)
+
+
+@pytest.fixture
+def no_tf32():
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@cuda
+@torch.inference_mode()
+def test_cuda_fast_unet_bf16_low_precision_rule(arch, no_tf32):
+    """ARCH-256 U-Net, batch 2: ours (bf16, Triton, SDPA, channels-last) vs the fp32 reference,
+    at most 2x the error of the reference module itself run in bf16, plus a floor."""
+    dev = "cuda"
+    ref32 = copy.deepcopy(arch.unet).to(dev)
+    ref16 = copy.deepcopy(arch.unet).to(dev, torch.bfloat16)
+    ours = FastUNet(arch.unet, dtype=torch.bfloat16).to(dev)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, *arch.config.latent_shape, generator=g).to(dev)
+    t = torch.tensor([17.0, 640.0], device=dev)
+    want = ref32(x, t)
+    err_torch = _rel(ref16(x.bfloat16(), t).float(), want)
+    err_ours = _rel(ours(x, t).float(), want)
+    assert err_ours <= 2 * err_torch + 1e-3, (err_ours, err_torch)
+
+
+@cuda
+@torch.inference_mode()
+def test_cuda_fp32_graph_matches_reference(tiny, no_tf32):
+    ref = Sampler(copy.deepcopy(tiny), impl="ref", device="cuda")  # impl="ref" moves it in place
+    gs = GpuSampler(tiny, device="cuda", dtype=torch.float32)
+    assert gs.use_graphs
+    zT = torch.randn(3, *ref.latent_shape, generator=torch.Generator().manual_seed(0)).cuda()
+    assert _rel(gs.sample_latents(3, noise=zT), ref.sample_latents(3, noise=zT)) <= 1e-4
+    kw = dict(skip=200, eta=1.0, seed=5)
+    assert _rel(gs.sample_latents(2, **kw), ref.sample_latents(2, **kw)) <= 1e-4
+
+
+@cuda
+@torch.inference_mode()
+def test_cuda_bf16_sampler_low_precision_rule(arch, no_tf32):
+    """W-gen latents (skip 100, 11 U-Net calls) of ours in bf16 vs the fp32 reference, against
+    the reference run in bf16."""
+    ref32 = Sampler(copy.deepcopy(arch), impl="ref", device="cuda")
+    ref16 = Sampler(copy.deepcopy(arch), impl="ref", device="cuda", dtype=torch.bfloat16)
+    gs = GpuSampler(arch, device="cuda")
+    zT = torch.randn(2, *ref32.latent_shape, generator=torch.Generator().manual_seed(1)).cuda()
+    want = ref32.sample_latents(2, noise=zT)
+    err_torch = _rel(ref16.sample_latents(2, noise=zT), want)
+    err_ours = _rel(gs.sample_latents(2, noise=zT), want)
+    assert err_ours <= 2 * err_torch + 1e-3, (err_ours, err_torch)
+
+
+@cuda
+@torch.inference_mode()
+def test_cuda_graph_replay_equals_eager_and_new_sequence(tiny):
+    eager = GpuSampler(tiny, device="cuda", use_graphs=False)
+    graph = GpuSampler(tiny, device="cuda")
+    zT = torch.randn(2, *eager.latent_shape, generator=torch.Generator().manual_seed(2)).cuda()
+    for kw in (dict(skip=100), dict(timesteps=list(range(0, 999, 100)) + [990]),
+               dict(skip=100, eta=0.7, seed=3)):
+        a = graph.sample_latents(2, **({"noise": zT} if "seed" not in kw else {}), **kw)
+        b = eager.sample_latents(2, **({"noise": zT} if "seed" not in kw else {}), **kw)
+        assert _rel(a, b) <= 1e-3, kw
+    # the two 11-step sequences share one captured loop; nothing fell back to eager
+    assert len(graph._loops) == 2
+    assert all(loop.graph is not None for loop in graph._loops.values())
+    assert not GRAPH_ERRORS, GRAPH_ERRORS
+
+
+@cuda
+@torch.inference_mode()
+def test_cuda_no_host_sync_in_loop(tiny):
+    gs = GpuSampler(tiny, device="cuda")
+    zT = torch.randn(4, *gs.latent_shape, device="cuda")
+    gs.sample_latents(4, noise=zT)  # capture + tables
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = gs.sample_latents(4, noise=zT)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.shape == (4, *gs.latent_shape)
+
+
+@cuda
+@torch.inference_mode()
+def test_cuda_batch_independence(tiny):
+    gs = GpuSampler(tiny, device="cuda")
+    zT = torch.randn(8, *gs.latent_shape, generator=torch.Generator().manual_seed(3)).cuda()
+    full = gs.sample_latents(8, noise=zT)
+    one = gs.sample_latents(1, noise=zT[5:6])
+    assert _rel(one, full[5:6]) <= 1e-2
+
+
+def test_attach_gpu_path_cpu(tiny, cpu_pair):
+    """The hook proposed for Sampler.__init__ / _run_ddim, exercised on CPU (eager loop)."""
+    from d2c_fast.gpu import attach_gpu_path
+    from d2c_fast import diffusion as D
+    ref, _ = cpu_pair
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = Sampler(copy.deepcopy(tiny), impl="fast")
+    loaded = copy.deepcopy(tiny)
+    gs = attach_gpu_path(s, loaded)
+    assert s.unet_model is gs.unet and s._gpu is gs
+    zT = torch.randn(2, *ref.latent_shape, generator=torch.Generator().manual_seed(11))
+    seq = D.uncond_sequence(1000, skip=200)
+    noises = torch.randn(len(seq), 2, *ref.latent_shape, generator=torch.Generator().manual_seed(12))
+    for eta in (0.0, 1.0):
+        x = gs.run_ddim(zT, seq, eta, lambda i: noises[i])
+        want = D.ddim(ref._eps, zT, seq, ref.schedule, eta=eta, step_noise=lambda i: noises[i])
+        assert _rel(x, want) <= 1e-4
+    t = torch.tensor([5.0, 600.0])
+    assert _rel(s.unet(zT, t), ref.unet(zT, t)) <= 1e-5
