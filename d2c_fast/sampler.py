@@ -180,7 +180,7 @@ class Sampler:
         """Raw latents -> decoder output ``(B, 100, H, W)`` float32 (mixture-of-logistics
         parameters; ``(B, 1, H, W)`` Bernoulli logits for an MNIST model)."""
         z = self._latents(latents)
-        return self.autoencoder.decode_logits(z.to(self.dtype)).float()
+        return self.autoencoder.decode_logits(z.to(self.dtype)).float().contiguous()
 
     def _logits_to_images(self, logits, mode, rng: _RNG | None) -> torch.Tensor:
         if mode not in ("sample", "mode"):

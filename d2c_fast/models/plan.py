@@ -32,9 +32,24 @@ def _bn_scale_shift(bn: nn.BatchNorm2d):
     return scale.float(), shift.float()
 
 
+_MKLDNN_CONV = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+
+
+class OneDNNConv(nn.Conv2d):
+    """A convolution that always runs as a oneDNN primitive on CPU (eager PyTorch falls back to
+    its slow im2col path for some fp32 shapes, e.g. with one thread)."""
+
+    def forward(self, x):
+        if _MKLDNN_CONV is not None and x.device.type == "cpu" and x.dtype == self.weight.dtype \
+                and isinstance(self.padding, tuple):
+            return _MKLDNN_CONV(x, self.weight, self.bias, list(self.padding), list(self.stride),
+                                list(self.dilation), self.groups, "none", [], "")
+        return super().forward(x)
+
+
 def _plain_conv(conv: Conv2D, weight=None, bias=None) -> nn.Conv2d:
-    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                    conv.padding, conv.dilation, conv.groups, bias=True)
+    out = OneDNNConv(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                     conv.padding, conv.dilation, conv.groups, bias=True)
     w = conv.normalized_weight().detach() if weight is None else weight
     if bias is None:
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
@@ -71,9 +86,6 @@ class FusedBNSwish(_Fp32Consts):
         return bn_swish(x, self.scale, self.shift)
 
 
-_MKLDNN_CONV_SWISH = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
-
-
 class ConvSwish(nn.Module):
     """Convolution + bias + Swish. On CPU it is one oneDNN primitive with a Swish post-op
     (no extra pass over the, often 6x expanded, output); elsewhere conv then SiLU."""
@@ -86,10 +98,10 @@ class ConvSwish(nn.Module):
 
     def forward(self, x):
         c = self.conv
-        if _MKLDNN_CONV_SWISH is not None and x.device.type == "cpu" \
+        if _MKLDNN_CONV is not None and x.device.type == "cpu" \
                 and x.dtype == c.weight.dtype:
             pad, stride, dil, groups = self._args
-            return _MKLDNN_CONV_SWISH(x, c.weight, c.bias, pad, stride, dil, groups, "swish",
+            return _MKLDNN_CONV(x, c.weight, c.bias, pad, stride, dil, groups, "swish",
                                       [], "")
         return F.silu(c(x), inplace=True)
 
@@ -157,7 +169,7 @@ def _fold_bn_into_1x1(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
     w = conv.weight.detach()
     new_w = w * scale.view(1, -1, 1, 1)
     new_b = conv.bias.detach() + (w[:, :, 0, 0] @ shift)
-    out = nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride, 0, 1, 1, bias=True)
+    out = OneDNNConv(conv.in_channels, conv.out_channels, 1, conv.stride, 0, 1, 1, bias=True)
     out.weight.data.copy_(new_w)
     out.bias.data.copy_(new_b)
     return out
@@ -231,7 +243,8 @@ class FastAutoEncoder(nn.Module):
         return self.ae.encode(self._layout(x)).contiguous()
 
     def decode_logits(self, z):
-        return self.ae.decode_logits(self._layout(z)).contiguous()
+        # channels-last logits: the mixture head reads them through views (no transpose pass)
+        return self.ae.decode_logits(self._layout(z))
 
 
 def build_fast_autoencoder(ae: nn.Module, channels_last: bool = True) -> nn.Module:
