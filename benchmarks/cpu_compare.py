@@ -1,6 +1,7 @@
 """Interleaved same-run comparison on CPU (A B A B ..., medians): the numbers RESULTS.md quotes.
 
-    python benchmarks/cpu_compare.py --workload wedit --batch 1 --rounds 5 --out build/cpu_wedit.json
+    python benchmarks/cpu_compare.py --workload decoder,encoder,wedit,wgen --batch 1,4 \
+        --rounds 5 --out build/cpu_compare.json
 
 Candidates: B0 = impl="ref" fp32 (the official cost model), B1 = torch.compile of the reference
 modules (fp32, default mode; compile time reported separately), ours = impl="fast" in fp32 and
@@ -76,7 +77,7 @@ def _memory_child(args):
     import gc
     gc.collect()
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch, 3, s.resolution, s.resolution, generator=g)
+    x = torch.rand(int(args.batch), 3, s.resolution, s.resolution, generator=g)
     attr = Attribute(torch.randn(s.latent_shape, generator=g))
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     fn = workload(args.workload, s, x, s.encode(x), attr)
@@ -111,8 +112,8 @@ def rel(a, b):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--workload", default="wedit",
-                    choices=["decoder", "encoder", "unet", "wedit", "wgen"])
-    ap.add_argument("--batch", type=int, default=1)
+                    help="comma list of decoder, encoder, unet, wedit, wgen")
+    ap.add_argument("--batch", default="1", help="comma list of batch sizes")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--candidates", default="B0,B1,fast,fast-bf16")
     ap.add_argument("--out", default=None)
@@ -131,45 +132,59 @@ def main(argv=None):
     cands = args.candidates.split(",")
     ss = make_samplers(model, cands)
     ref = ss.get("B0") or make_samplers(model, ["B0"])["B0"]
+    batches = [int(b) for b in str(args.batch).split(",")]
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch, 3, ref.resolution, ref.resolution, generator=g)
-    z = ref.encode(x)
+    xall = torch.rand(max(batches), 3, ref.resolution, ref.resolution, generator=g)
     attr = Attribute(torch.randn(ref.latent_shape, generator=g))
-    noise = torch.randn(args.batch, *ref.latent_shape, generator=g)
+    noise = torch.randn(1, *ref.latent_shape, generator=g)
 
+    # accuracy gate (and warm-up / compilation) on one image
     accuracy, warm = {}, {}
-    zr = ref.manipulate_latents(z, attr, step=1.0, noise=noise)
+    z1 = ref.encode(xall[:1])
+    zr = ref.manipulate_latents(z1, attr, step=1.0, noise=noise)
     lr = ref.decode_logits(zr)
     for k, s in ss.items():
         t = time.perf_counter()
-        zk = s.manipulate_latents(s.encode(x), attr, step=1.0, noise=noise)
+        zk = s.manipulate_latents(s.encode(xall[:1]), attr, step=1.0, noise=noise)
         lk = s.decode_logits(zr)
-        workload(args.workload, s, x, z, attr)()
         warm[k] = time.perf_counter() - t
         accuracy[k] = {"latents_rel_l2": rel(zk, zr), "logits_rel_l2": rel(lk, lr)}
-    times = {k: [] for k in ss}
-    fns = {k: workload(args.workload, s, x, z, attr) for k, s in ss.items()}
-    for _ in range(args.rounds):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    res = {"workload": args.workload, "batch": args.batch, "rounds": args.rounds,
-           "machine": machine_info(), "median_s": med, "all_s": times,
-           "warmup_incl_compile_s": warm, "accuracy": accuracy,
-           "ratios_vs": {b: {k: med[b] / med[k] for k in med} for b in ("B0", "B1") if b in med}}
-    print(f"{args.workload} batch {args.batch} ({args.rounds} interleaved rounds, medians)")
-    for k in med:
-        r = "  ".join(f"{b}/{k} {res['ratios_vs'][b][k]:.2f}x" for b in res["ratios_vs"])
+    results = []
+    for name in args.workload.split(","):
+        for batch in batches:
+            x = xall[:batch]
+            z = ref.encode(x)
+            fns = {k: workload(name, s, x, z, attr) for k, s in ss.items()}
+            for fn in fns.values():  # warm-up at this shape
+                fn()
+            times = {k: [] for k in ss}
+            for _ in range(args.rounds):
+                for k, fn in fns.items():
+                    t = time.perf_counter()
+                    fn()
+                    times[k].append(time.perf_counter() - t)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            res = {"workload": name, "batch": batch, "rounds": args.rounds, "median_s": med,
+                   "all_s": times,
+                   "ratios_vs": {b: {k: med[b] / med[k] for k in med} for b in ("B0", "B1")
+                                 if b in med}}
+            results.append(res)
+            print(f"{name} batch {batch} ({args.rounds} interleaved rounds, medians)", flush=True)
+            for k in med:
+                r = "  ".join(f"{b}/{k} {res['ratios_vs'][b][k]:.2f}x" for b in res["ratios_vs"])
+                print(f"  {k:10s} {med[k]:8.3f} s   {r}", flush=True)
+    print("accuracy vs B0 (W-edit latents, decoder logits) and warm-up incl. compile:")
+    for k in ss:
         a = accuracy[k]
-        print(f"  {k:10s} {med[k]:8.3f} s   {r}   latents {a['latents_rel_l2']:.1e} "
-              f"logits {a['logits_rel_l2']:.1e}   warm-up {warm[k]:.1f} s")
+        print(f"  {k:10s} latents {a['latents_rel_l2']:.1e}  logits {a['logits_rel_l2']:.1e}  "
+              f"warm-up {warm[k]:.1f} s")
+    out = {"machine": machine_info(), "results": results, "accuracy": accuracy,
+           "warmup_incl_compile_s": warm}
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
-            json.dump(res, f, indent=1)
-    return res
+            json.dump(out, f, indent=1)
+    return out
 
 
 if __name__ == "__main__":

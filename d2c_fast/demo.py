@@ -26,15 +26,44 @@ def example_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.stack(out).clamp(0, 1)
 
 
+def _builtin_attributes(s, n_fit: int = 100):
+    """The built-in attributes: shipped files when present, else fitted now from ``n_fit``
+    labelled faces per attribute (a few seconds)."""
+    from .attributes import Attribute
+    from .data.faces import ATTRIBUTES, FacesDataset
+    out = {}
+    adir = os.path.join(os.path.dirname(_BUILTIN_PATH()), "attributes")
+    ds = None
+    for i, name in enumerate(ATTRIBUTES):
+        path = os.path.join(adir, f"{name}.safetensors")
+        if os.path.exists(path):
+            out[name] = Attribute.load(path, model=s)
+            continue
+        if ds is None:
+            ds = FacesDataset(4000, resolution=s.resolution, seed=0, split="val")
+            labels = ds.all_labels()
+        pos = [j for j in range(len(ds)) if labels[j, i] > 0.5][:n_fit // 2]
+        neg = [j for j in range(len(ds)) if labels[j, i] < 0.5][:n_fit // 2]
+        out[name] = s.fit_attribute(torch.stack([ds[j][0] for j in pos]),
+                                    torch.stack([ds[j][0] for j in neg]), name=name)
+    return out
+
+
+def _BUILTIN_PATH():
+    from .sampler import _BUILTIN
+    return _BUILTIN
+
+
 def run_demo(output: str = "demo.png", *, device: str = "cpu", impl: str = "fast") -> int:
     from .attributes import Attribute
     from .images import save_grid
-    from .sampler import _BUILTIN, Sampler
+    from .sampler import Sampler
 
     t_load = time.perf_counter()
-    if os.path.exists(_BUILTIN):
+    builtin = os.path.exists(_BUILTIN_PATH())
+    if builtin:
         s = Sampler("builtin", device=device, impl=impl)
-        note = "built-in model"
+        note = "built-in model (trained on the built-in procedural faces)"
     else:
         from .models.random_init import random_model
         cfg = os.path.join(os.path.dirname(__file__), "configs", "tiny64.json")
@@ -42,24 +71,39 @@ def run_demo(output: str = "demo.png", *, device: str = "cpu", impl: str = "fast
         note = ("RANDOMLY INITIALISED 64x64 model (the built-in trained model is not shipped "
                 "yet): images are not meaningful; this run shows the pipeline and its speed")
     t_load = time.perf_counter() - t_load
-    n = 4
-    x = example_images(n, s.resolution)
-    g = torch.Generator().manual_seed(1)
-    attr = Attribute(torch.randn(s.latent_shape, generator=g), name="random-direction")
-
+    n = 6
+    rows, labels = [], []
     with torch.inference_mode():
+        if builtin:
+            from .data.faces import FacesDataset
+            ds = FacesDataset(n, resolution=s.resolution, seed=1, split="test")
+            x = torch.stack([ds[i][0] for i in range(n)])
+            attrs = _builtin_attributes(s)
+        else:
+            x = example_images(n, s.resolution)
+            g = torch.Generator().manual_seed(1)
+            attrs = {"random-direction": Attribute(torch.randn(s.latent_shape, generator=g))}
         z = s.encode(x)
-        recon = s.decode(z, mode="mode")
-        s.manipulate(x[:1], attr, step=1.0, seed=0)  # warm-up
-        t = time.perf_counter()
-        edits = s.manipulate(x, attr, step=1.5, seed=0, mode="mode")
-        t_edit = (time.perf_counter() - t) / n
-        samples = s.sample(n, skip=100, seed=0, mode="mode")
-    save_grid([x, recon, edits, samples], output,
-              labels=["input", "recon", "edit", "sample"])
+        rows += [x, s.decode(z, mode="mode")]
+        labels += ["input", "recon"]
+        first = next(iter(attrs.values()))
+        kw = (lambda a: {"strength": a.recommended_strength[1]}) if builtin else \
+            (lambda a: {"step": 1.5})
+        s.manipulate(x[:1], first, seed=0, **kw(first))  # warm-up
+        t_edit, n_edit = 0.0, 0
+        for name, a in attrs.items():
+            t = time.perf_counter()
+            rows.append(s.manipulate(x, a, seed=0, mode="mode", **kw(a)))
+            t_edit += time.perf_counter() - t
+            n_edit += n
+            labels.append(f"+{name}")
+        rows.append(s.sample(n, skip=100, seed=0, mode="mode"))
+        labels.append("sample")
+    save_grid(rows, output, labels=labels)
     print(f"d2c_fast demo ({note})")
-    print(f"  model load {t_load:.2f} s, impl={impl}, device={device}")
-    print(f"  W-edit (encode + 2 U-Net calls + decode): {t_edit * 1000:.1f} ms per image "
-          f"at batch {n}")
+    print(f"  model load {t_load:.2f} s, impl={impl}, device={device}, "
+          f"resolution {s.resolution}")
+    print(f"  W-edit (encode + 2 U-Net calls + decode): {t_edit / n_edit * 1000:.1f} ms per "
+          f"image at batch {n}")
     print(f"  wrote {os.path.abspath(output)}")
     return 0
