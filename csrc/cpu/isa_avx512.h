@@ -1,0 +1,36 @@
+// Switches the rest of the including translation unit to AVX512 code generation and selects
+// at::vec's AVX512 specialisations (ATen's per-capability namespace at::vec::AVX512). Include it
+// FIRST in a per-ISA copy of a kernel, inside `#if defined(__x86_64__) && defined(__GNUC__)`,
+// then include the kernel body. The switch is a pragma rather than a command-line flag because
+// setuptools applies one set of flags to every source of an extension. GCC's target pragma
+// enables code generation but not the feature macros that the torch / Sleef headers test, so
+// those are defined too (matching the pragma's feature list).
+#pragma once
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#ifndef __AVX__
+#define __AVX__ 1
+#endif
+#ifndef __AVX2__
+#define __AVX2__ 1
+#endif
+#ifndef __FMA__
+#define __FMA__ 1
+#endif
+#ifndef __F16C__
+#define __F16C__ 1
+#endif
+#ifndef __AVX512F__
+#define __AVX512F__ 1
+#endif
+#ifndef __AVX512BW__
+#define __AVX512BW__ 1
+#endif
+#ifndef __AVX512VL__
+#define __AVX512VL__ 1
+#endif
+#ifndef __AVX512DQ__
+#define __AVX512DQ__ 1
+#endif
+#define CPU_CAPABILITY AVX512
+#define CPU_CAPABILITY_AVX512 1
+#define D2C_ISA_NS cpu_avx512
