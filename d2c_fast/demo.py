@@ -73,12 +73,12 @@ def run_demo(output: str = "demo.png", *, device: str = "cpu", impl: str = "fast
     t_load = time.perf_counter() - t_load
     n = 6
     rows, labels = [], []
+    attrs = _builtin_attributes(s) if builtin else None  # fitting needs autograd
     with torch.inference_mode():
         if builtin:
             from .data.faces import FacesDataset
             ds = FacesDataset(n, resolution=s.resolution, seed=1, split="test")
             x = torch.stack([ds[i][0] for i in range(n)])
-            attrs = _builtin_attributes(s)
         else:
             x = example_images(n, s.resolution)
             g = torch.Generator().manual_seed(1)
