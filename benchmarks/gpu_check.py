@@ -18,8 +18,26 @@ leaves its numbers):
  5. W-gen (skip 100: 11 U-Net calls + decode + mixture sample) at batch 1 and 64, same three;
  6. GroupNorm+SiLU bandwidth at U-Net shapes vs a measured copy bandwidth; DDIM step kernel;
  7. host synchronisations during a warmed sampling call (torch.cuda.set_sync_debug_mode);
- 8. batch independence (images of a batch-64 run vs the same noise at batch 1).
-Timings are medians of wall time around a synchronised call; ratios are same-run.
+ 8. batch independence (images of a batch-64 run vs the same noise at batch 1);
+ (issue 5, the decoder kernels and the whole edit)
+ 9. W-edit (encode, attribute step, noise to t0 = 50, 2 DDIM steps, decode, mixture sample) at
+    batch 1 and 64: B0 = Sampler(impl="ref") eager fp32; B1 = the reference in bf16,
+    channels-last, its U-Net compiled in --b1-mode and its encoder and decoder in
+    --b1-decoder-mode (both reported); ours = Sampler(impl="fast", dtype=bf16). Median time,
+    images/s, peak GPU memory (what one call adds at its peak over the memory allocated before
+    it: torch.cuda.max_memory_allocated minus memory_allocated; model weights, resident for all
+    candidates, excluded); B0 at batch 64 falls back to batch_size=16 chunks on out-of-memory
+    (reported, and then no memory ratio is claimed);
+10. the decoder alone (latents -> logits) at the same batches: B0, B1, ours eager, ours in the
+    GpuSampler's captured CUDA graph;
+11. depthwise conv + bias + Swish (d2c_fast::dwconv_bias_swish) and se_residual at the ARCH-256
+    decoder shapes (bf16, channels-last, largest batch): time, GB/s (bytes each op must move:
+    dwconv in + out; se_residual s + skip + out), fraction of the measured copy bandwidth, and
+    PyTorch's cuDNN depthwise conv + SiLU / eager SE expression for comparison.
+Timings are medians of wall time around a synchronised call; ratios are same-run. --skip
+SECTION,... leaves sections out (names as printed, e.g. "unet call,wgen") to fit a short GPU slot.
+A dry run (CPU, tiny config) times W-gen and the accuracy gate at the first batch only and keeps
+every count at 1, so that it ends within about two minutes on two cores.
 """
 from __future__ import annotations
 
@@ -60,6 +78,7 @@ def _parse():
     p.add_argument("--budget-s", type=float, default=480.0,
                    help="wall-clock budget; optional sections are skipped past it")
     p.add_argument("--skip-tests", action="store_true")
+    p.add_argument("--skip", default="", help="comma list of section names to leave out")
     p.add_argument("--tests-timeout-s", type=float, default=None)
     return p.parse_args()
 
@@ -83,11 +102,17 @@ B1_MODE = "backend=eager (dry run)" if ARGS.dry_run else (
 BATCHES = [int(b) for b in (ARGS.batches or ("1,2" if ARGS.dry_run else "1,64")).split(",")]
 ITERS = {"unet": 1 if ARGS.dry_run else (10 if ARGS.quick else 30),
          "wgen": 1 if ARGS.dry_run else (2 if ARGS.quick else 5),
-         "b0_wgen": 1 if ARGS.dry_run else (1 if ARGS.quick else 3)}
+         "b0_wgen": 1 if ARGS.dry_run else (1 if ARGS.quick else 3),
+         "wedit": 1 if ARGS.dry_run else (3 if ARGS.quick else 10),
+         "b0_wedit": 1 if ARGS.dry_run else (2 if ARGS.quick else 3),
+         "decoder": 1 if ARGS.dry_run else (5 if ARGS.quick else 20),
+         "kernel": 1 if ARGS.dry_run else (20 if ARGS.quick else 50)}
+SKIP = {x.strip() for x in ARGS.skip.split(",") if x.strip()}
 
 R: dict = {"meta": {}, "tests": {}, "accuracy": {}, "unet": {}, "wgen": {}, "compile_s": {},
            "capture_s": {}, "group_norm_silu": {}, "ddim_step": {}, "host_syncs": {},
-           "batch_independence": {}, "targets": {}, "skipped": [], "errors": []}
+           "batch_independence": {}, "wedit": {}, "decoder": {}, "dwconv": {}, "se_residual": {},
+           "targets": {}, "skipped": [], "errors": []}
 
 
 def elapsed() -> float:
@@ -144,6 +169,11 @@ def save() -> None:
 def section(name: str, min_left_s: float = 0.0):
     """Decorator: run a section unless the budget is spent; record failures; save after."""
     def deco(fn):
+        if name in SKIP:
+            R["skipped"].append(f"{name}: --skip")
+            log(f"SKIP {name} (--skip)")
+            save()
+            return fn
         left = ARGS.budget_s - elapsed()
         if left < min_left_s:
             R["skipped"].append(f"{name}: budget ({left:.0f}s left, needs ~{min_left_s:.0f}s)")
@@ -179,7 +209,8 @@ def markdown() -> str:
     lines = [f"# gpu_check results ({'DRY RUN, CPU' if ARGS.dry_run else m.get('device', '?')})", "",
              f"- device: {m.get('device')}; torch {m.get('torch')}; triton {m.get('triton')}; "
              f"config {m.get('config')}; B1 mode: U-Net `{B1_MODE}`, decoder "
-             f"`{ARGS.b1_decoder_mode}`; elapsed {m.get('elapsed_s')} s", ""]
+             f"`{ARGS.b1_decoder_mode}`, encoder (W-edit) `{m.get('b1_encoder_mode', '—')}`; "
+             f"elapsed {m.get('elapsed_s')} s", ""]
     lines += ["| workload | batch | B0 ms | B1 ms | ours ms | ours eager ms | ours NCHW ms | B0/ours | B1/ours |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for wl in ("unet", "wgen"):
@@ -189,6 +220,36 @@ def markdown() -> str:
                          f"{ms(row.get('ours_nchw'))} | "
                          f"{ratio(row.get('B0'), row.get('ours'))} | "
                          f"{ratio(row.get('B1'), row.get('ours'))} |")
+    if R["wedit"] or R["decoder"]:
+        lines += ["", "| workload | batch | B0 ms | B1 ms | ours ms | ours graph ms | B0/ours | B1/ours | "
+                  "ours img/s | peak extra GiB B0 / B1 / ours |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for wl in ("wedit", "decoder"):
+            for b, row in sorted(R[wl].items(), key=lambda kv: int(kv[0])):
+                pk = row.get("peak_gib", {})
+                ips = row.get("ours_images_per_s")
+                lines.append(f"| {wl} | {b} | {ms(row.get('B0'))} | {ms(row.get('B1'))} | "
+                             f"{ms(row.get('ours'))} | {ms(row.get('ours_graph'))} | "
+                             f"{ratio(row.get('B0'), row.get('ours'))} | "
+                             f"{ratio(row.get('B1'), row.get('ours'))} | "
+                             f"{'—' if ips is None else f'{ips:.1f}'} | "
+                             + " / ".join("—" if pk.get(k) is None else f"{pk[k]:.2f}"
+                                          for k in ("B0", "B1", "ours")) + " |")
+        notes = [f"{wl} b{b}: {row['note']}" for wl in ("wedit", "decoder")
+                 for b, row in R[wl].items() if row.get("note")]
+        if notes:
+            lines += ["", "notes: " + "; ".join(notes)]
+    for op in ("dwconv", "se_residual"):
+        k = R[op]
+        if k.get("shapes"):
+            lines += ["", f"{op} ({k.get('dtype')}, kernel {k.get('kernel')}), copy bandwidth "
+                      f"{k.get('copy_gbps', 0):.0f} GB/s:", "",
+                      "| shape | ours us | torch us | ours GB/s | of copy | torch/ours |",
+                      "| --- | --- | --- | --- | --- | --- |"]
+            for x in k["shapes"]:
+                lines.append(f"| {x['shape']} | {x['ours_us']:.1f} | {x['torch_us']:.1f} | "
+                             f"{x['ours_gbps']:.0f} | {x['frac_of_copy']:.0%} | "
+                             f"{x['torch_us'] / x['ours_us']:.2f}x |")
     if R["compile_s"] or R["capture_s"]:
         lines += ["", "compile (B1, first call) / capture (ours) seconds: "
                   + ", ".join(f"{k} {v:.1f}" for k, v in {**R["compile_s"], **R["capture_s"]}.items())]
@@ -281,12 +342,17 @@ def _tests():
         [str(ROOT)] + ([str(ROOT / ".gpu_pydeps")] if (ROOT / ".gpu_pydeps").is_dir() else [])
         + [os.environ.get("PYTHONPATH", "")]))
     if ARGS.dry_run:   # exercise the mechanism cheaply on CPU
-        runs = {"gpu+triton(cpu)": (["tests/test_gpu_kernels.py", "tests/test_triton_ddim_step.py"], {})}
+        runs = {"gpu+triton(cpu)": (["tests/test_gpu_kernels.py", "tests/test_triton_ddim_step.py"], {}),
+                "decoder-ops+edit(cpu: skip)": (["tests/test_gpu_decoder_ops.py",
+                                                 "tests/test_gpu_edit.py"], {})}
     else:
         env.pop("TRITON_INTERPRET", None)
         quick = ["tests/test_gpu_kernels.py"] if ARGS.quick else ["tests/test_gpu_kernels.py",
                                                                   "tests/test_gpu_sampler.py"]
         runs = {"gpu": (quick, {}),
+                "gpu-decoder": (["tests/test_gpu_decoder_ops.py", "tests/test_gpu_edit.py"]
+                                if not ARGS.quick else ["tests/test_gpu_edit.py"],
+                                {"D2C_FAST_REQUIRE_EXT": "1"}),
                 "triton-native": (["tests/test_triton_group_norm_silu.py",
                                    "tests/test_triton_ddim_step.py"],
                                   {"D2C_FAST_TRITON_NATIVE": "1"})}
@@ -343,7 +409,7 @@ def _rel(a, b) -> float:
 
 @section("accuracy gate")
 def _accuracy():
-    b = min(BATCHES[-1], 4)
+    b = 1 if ARGS.dry_run else min(BATCHES[-1], 4)
     zT = NOISE[BATCHES[-1]][:b]
     with torch.inference_mode():
         zr = REF.sample_latents(b, noise=zT)
@@ -433,6 +499,9 @@ def _unet():
 @section("wgen", min_left_s=30)
 def _wgen():
     for b in BATCHES:
+        if ARGS.dry_run and b != BATCHES[0]:
+            R["skipped"].append(f"wgen b{b}: dry run times W-gen at the first batch only")
+            continue
         row = R["wgen"].setdefault(str(b), {})
         zT = NOISE[b]
         with torch.inference_mode():
@@ -451,9 +520,6 @@ def _wgen():
             if ARGS.budget_s - elapsed() < 90:
                 R["skipped"].append(f"wgen b{b} B1: budget")
                 continue
-            if ARGS.dry_run and b != BATCHES[0]:
-                R["skipped"].append(f"wgen b{b} B1: dry run times B1 W-gen at the first batch only")
-                continue
             s1 = _b1_sampler()
             tc = time.perf_counter()
             s1.sample(b, noise=zT, seed=0)
@@ -462,6 +528,158 @@ def _wgen():
             row["B1"] = timed(lambda: s1.sample(b, noise=zT, seed=0), ITERS["wgen"])
             row["B1_latents"] = timed(lambda: s1.sample_latents(b, noise=zT), ITERS["wgen"])
             log(f"wgen b{b} B1 {ms(row['B1'])} ms (latents {ms(row['B1_latents'])})")
+
+
+# ------------------------------------------------------------------------- W-edit (issue 5)
+EDIT_STEP = 1.5
+IMG_RES = int(LOADED.config.autoencoder.resolution)
+IMG_CH = int(LOADED.config.autoencoder.image_channels)
+FAST = {}
+
+
+def _fast_sampler():
+    """Ours for the whole edit: Sampler(impl="fast") in bf16 on CUDA (fp32 on CPU)."""
+    if "s" not in FAST:
+        FAST["s"] = Sampler(copy.deepcopy(LOADED), impl="fast", device=DEVICE,
+                            dtype=torch.bfloat16 if CUDA else torch.float32)
+    return FAST["s"]
+
+
+def _b1_edit_sampler():
+    """B1 for the edit: _b1_sampler() (compiled U-Net and decoder) plus a compiled encoder."""
+    s = _b1_sampler()
+    if "encode" not in B1:
+        enc = s.autoencoder.encode
+        opts = {"backend": "eager"} if ARGS.dry_run else (
+            {} if ARGS.b1_decoder_mode == "default" else {"mode": ARGS.b1_decoder_mode})
+        cenc = torch.compile(enc, dynamic=False, **opts)
+        s.autoencoder.encode = lambda x: cenc(x.contiguous(memory_format=CL))
+        B1["encode"] = True
+        R["meta"]["b1_encoder_mode"] = "backend=eager (dry run)" if ARGS.dry_run else ARGS.b1_decoder_mode
+    return s
+
+
+def _images(b: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(100 + b)
+    return torch.rand(b, IMG_CH, IMG_RES, IMG_RES, generator=g).to(DEVICE)
+
+
+ATTR = torch.randn(*LATENT, generator=torch.Generator().manual_seed(7))
+ATTR = ATTR / ATTR.norm()
+
+
+def _peak_gib(fn):
+    """GPU memory (GiB) that one call of fn adds at its peak over what was allocated before it
+    (the weights of every candidate stay resident, so they are left out); None on CPU."""
+    if not CUDA:
+        fn()
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**30
+
+
+def _oom(exc) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+@section("wedit", min_left_s=45)
+def _wedit():
+    for b in BATCHES:
+        row = R["wedit"].setdefault(str(b), {"peak_gib": {}})
+        imgs = _images(b)
+        with torch.inference_mode():
+            fs = _fast_sampler()
+
+            def ours():
+                return fs.manipulate(imgs, ATTR, step=EDIT_STEP, seed=0)
+            tc = time.perf_counter()
+            ours()
+            sync()
+            R["capture_s"][f"ours_wedit_b{b}(first call)"] = time.perf_counter() - tc
+            row["ours"] = timed(ours, ITERS["wedit"])
+            row["peak_gib"]["ours"] = _peak_gib(ours)
+            row["ours_images_per_s"] = b / row["ours"]["median_s"]
+            log(f"wedit b{b} ours {ms(row['ours'])} ms ({row['ours_images_per_s']:.1f} img/s, "
+                f"peak {row['peak_gib']['ours']} GiB)")
+
+            bs = None
+            def b0():
+                return REF.manipulate(imgs, ATTR, step=EDIT_STEP, seed=0, batch_size=bs)
+            try:
+                row["peak_gib"]["B0"] = _peak_gib(b0)
+            except Exception as exc:  # noqa: BLE001
+                if not _oom(exc):
+                    raise
+                if CUDA:
+                    torch.cuda.empty_cache()
+                bs = max(1, b // 4)
+                row["note"] = f"B0 out of memory at batch {b}: timed with batch_size={bs} chunks"
+                row["peak_gib"]["B0"] = _peak_gib(b0)
+            row["B0"] = timed(b0, ITERS["b0_wedit"], warmup=0)
+            log(f"wedit b{b} B0 {ms(row['B0'])} ms (peak {row['peak_gib']['B0']} GiB)"
+                + (f" [{row['note']}]" if row.get("note") else ""))
+            if ARGS.budget_s - elapsed() < 90:
+                R["skipped"].append(f"wedit b{b} B1: budget")
+                continue
+            s1 = _b1_edit_sampler()
+
+            def b1():
+                return s1.manipulate(imgs, ATTR, step=EDIT_STEP, seed=0)
+            tc = time.perf_counter()
+            b1()
+            sync()
+            R["compile_s"][f"B1_wedit_b{b}(encoder+unet+decoder)"] = time.perf_counter() - tc
+            row["B1"] = timed(b1, ITERS["wedit"])
+            row["peak_gib"]["B1"] = _peak_gib(b1)
+            log(f"wedit b{b} B1 {ms(row['B1'])} ms (peak {row['peak_gib']['B1']} GiB)")
+        if CUDA:
+            torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------- decoder alone (issue 5)
+@section("decoder", min_left_s=30)
+def _decoder():
+    for b in BATCHES:
+        row = R["decoder"].setdefault(str(b), {"peak_gib": {}})
+        z = NOISE[b] * REF.std + REF.mean   # raw latents of a typical scale
+        with torch.inference_mode():
+            fs = _fast_sampler()
+            row["ours"] = timed(lambda: fs.decode_logits(z), ITERS["decoder"])
+            row["peak_gib"]["ours"] = _peak_gib(lambda: fs.decode_logits(z))
+            row["ours_images_per_s"] = b / row["ours"]["median_s"]
+            tc = time.perf_counter()
+            OURS.decode_logits(z)
+            sync()
+            R["capture_s"][f"ours_decoder_graph_b{b}"] = time.perf_counter() - tc
+            row["ours_graph"] = timed(lambda: OURS.decode_logits(z), ITERS["decoder"])
+            try:
+                row["B0"] = timed(lambda: REF.decode_logits(z), max(1, ITERS["decoder"] // 4))
+                row["peak_gib"]["B0"] = _peak_gib(lambda: REF.decode_logits(z))
+            except Exception as exc:  # noqa: BLE001
+                if not _oom(exc):
+                    raise
+                row["note"] = f"B0 decoder out of memory at batch {b}"
+                if CUDA:
+                    torch.cuda.empty_cache()
+            log(f"decoder b{b} ours {ms(row['ours'])} ms (graph {ms(row['ours_graph'])}), "
+                f"B0 {ms(row.get('B0'))} ms")
+            if ARGS.budget_s - elapsed() < 60:
+                R["skipped"].append(f"decoder b{b} B1: budget")
+                continue
+            s1 = _b1_sampler()
+            zb = z.to(B1_DTYPE)
+            s1.autoencoder.decode_logits(zb)   # compile (shared with W-gen / W-edit when run)
+            sync()
+            row["B1"] = timed(lambda: s1.autoencoder.decode_logits(zb), ITERS["decoder"])
+            row["peak_gib"]["B1"] = _peak_gib(lambda: s1.autoencoder.decode_logits(zb))
+            log(f"decoder b{b} B1 {ms(row['B1'])} ms")
+        if CUDA:
+            torch.cuda.empty_cache()
 
 
 # ------------------------------------------------------------------------- kernel bandwidth
@@ -515,6 +733,76 @@ def _gn():
                       "ours_us": event_time(lambda: ddim(x, e, c, out=torch.empty_like(x)), it) * 1e6,
                       "torch_us": event_time(lambda: ddim_step_ref(x, e, (0.9, 0.4, 0.95, 0.0, 0.3)),
                                              it) * 1e6}
+
+
+# ------------------------------------------------------------- decoder kernel bandwidth (issue 5)
+def _copy_gbps(dt) -> float:
+    if not CUDA:
+        return 0.0
+    if "copy_gbps" not in R["meta"]:
+        n = 256 * 2**20 // 2
+        src = torch.empty(n, dtype=torch.bfloat16, device=DEVICE)
+        dst = torch.empty_like(src)
+        R["meta"]["copy_gbps"] = 2 * n * 2 / event_time(lambda: dst.copy_(src), 20) / 1e9
+    return R["meta"]["copy_gbps"]
+
+
+# ARCH-256 decoder depthwise (k = 5, stride 1) and SE shapes, per image (C, H = W).
+DW_SHAPES = [(144, 256), (288, 128), (576, 64), (1152, 32)]
+SE_SHAPES = [(24, 256), (48, 128), (96, 64), (192, 32)]
+
+
+@section("decoder kernel bandwidth")
+def _dec_kernels():
+    import torch.nn.functional as F
+    from d2c_fast.ops import backend_info as _bi
+    dt = torch.bfloat16 if CUDA else torch.float32
+    cp = _copy_gbps(dt)
+    big = max(BATCHES)
+    it = ITERS["kernel"]
+    dw_shapes = [(big, c, h) for c, h in DW_SHAPES] if CUDA else [(1, 16, 8)]
+    se_shapes = [(big, c, h) for c, h in SE_SHAPES] if CUDA else [(1, 16, 8)]
+    for op in ("dwconv", "se_residual"):
+        key = "dwconv_bias_swish" if op == "dwconv" else "se_residual"
+        R[op].update({"dtype": str(dt).replace("torch.", "") + ("" if CUDA else ", CPU"),
+                      "kernel": _bi(DEVICE)[key]["kernel"], "copy_gbps": cp, "shapes": []})
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    for n, c, h in dw_shapes:
+        x = torch.randn(n, c, h, h, device=DEVICE, generator=g).to(dt).contiguous(memory_format=CL)
+        w = 0.2 * torch.randn(c, 1, 5, 5, device=DEVICE, generator=g)
+        bias = 0.1 * torch.randn(c, device=DEVICE, generator=g)
+        wl, bl = w.to(dt), bias.to(dt)
+        t_ours = event_time(lambda: torch.ops.d2c_fast.dwconv_bias_swish(x, w, bias, 1, 2, 1, True), it)
+        t_torch = event_time(lambda: F.silu(F.conv2d(x, wl, bl, padding=2, groups=c)), it)
+        gbps = 2 * x.numel() * x.element_size() / t_ours / 1e9
+        R["dwconv"]["shapes"].append({"shape": f"{n}x{c}x{h}x{h}-cl-k5", "ours_us": t_ours * 1e6,
+                                      "torch_us": t_torch * 1e6, "ours_gbps": gbps,
+                                      "frac_of_copy": gbps / cp if cp else 0.0})
+        del x
+    for n, c, h in se_shapes:
+        sx = torch.randn(n, c, h, h, device=DEVICE, generator=g).to(dt).contiguous(memory_format=CL)
+        sk = torch.randn(n, c, h, h, device=DEVICE, generator=g).to(dt).contiguous(memory_format=CL)
+        ch = max(c // 16, 4)
+        w1 = 0.3 * torch.randn(ch, c, device=DEVICE, generator=g)
+        b1 = 0.1 * torch.randn(ch, device=DEVICE, generator=g)
+        w2 = 0.3 * torch.randn(c, ch, device=DEVICE, generator=g)
+        b2 = 0.1 * torch.randn(c, device=DEVICE, generator=g)
+        lw = [t.to(dt) for t in (w1, b1, w2, b2)]
+
+        def eager():
+            gate = torch.sigmoid(F.linear(torch.relu(F.linear(sx.mean((2, 3)), lw[0], lw[1])), lw[2], lw[3]))
+            return sk + 0.1 * sx * gate[:, :, None, None]
+        t_ours = event_time(lambda: torch.ops.d2c_fast.se_residual(sx, sk, w1, b1, w2, b2, 0.1), it)
+        t_torch = event_time(eager, it)
+        gbps = 3 * sx.numel() * sx.element_size() / t_ours / 1e9
+        R["se_residual"]["shapes"].append({"shape": f"{n}x{c}x{h}x{h}-cl", "ours_us": t_ours * 1e6,
+                                           "torch_us": t_torch * 1e6, "ours_gbps": gbps,
+                                           "frac_of_copy": gbps / cp if cp else 0.0})
+        del sx, sk
+    for op in ("dwconv", "se_residual"):
+        for x in R[op]["shapes"]:
+            log(f"{op} {x['shape']}: {x['ours_us']:.1f} us ({x['ours_gbps']:.0f} GB/s, "
+                f"{x['frac_of_copy']:.0%} of copy), torch {x['torch_us']:.1f} us")
 
 
 # ------------------------------------------------------------------------------- host syncs
@@ -595,6 +883,25 @@ def _targets():
     syn = [v for k, v in R["host_syncs"].items() if k.startswith("sample_latents") and isinstance(v, int)]
     verdict("zero host syncs in the sampling loop", max(syn) if syn else None,
             bool(syn) and max(syn) == 0, "{}")
+    # issue 5: W-edit, decoder, kernels, memory
+    for b in BATCHES:
+        s = sp("wedit", b, "B0")
+        need = 20 if b == 1 else 10
+        verdict(f"wedit b{b} >= {need}x B0", s, s and s >= need)
+        s = sp("wedit", b, "B1")
+        verdict(f"wedit b{b} >= 1.5x B1", s, s and s >= 1.5)
+    ips = R["wedit"].get(str(big), {}).get("ours_images_per_s") if CUDA else None
+    verdict(f"wedit b{big} >= 2000 images/s", ips, ips and ips >= 2000, "{:.0f}")
+    s = sp("decoder", big, "B1")
+    verdict(f"decoder b{big} >= 2x B1", s, s and s >= 2)
+    sh = R["dwconv"].get("shapes", [])
+    f = min((x["frac_of_copy"] for x in sh), default=None) if CUDA else None
+    verdict("dwconv+bias+swish >= 70% of copy bandwidth (worst ARCH-256 shape, bf16, channels-last)",
+            f, f and f >= 0.7, "{:.0%}")
+    pk = R["wedit"].get(str(big), {}).get("peak_gib", {})
+    pr = (pk["ours"] / pk["B0"]) if (CUDA and pk.get("ours") and pk.get("B0")
+                                      and "out of memory" not in R["wedit"][str(big)].get("note", "")) else None
+    verdict(f"wedit b{big} peak memory <= 0.5x B0", pr, pr is not None and pr <= 0.5, "{:.2f}x")
     acc = R["accuracy"].get("pass")
     T["accuracy gate"] = {"value": f"{R['accuracy'].get('latents_rel_l2', float('nan')):.3g}",
                           "status": "PASS" if acc else ("FAIL" if acc is not None else "NOT MEASURED")}

@@ -120,7 +120,8 @@ class DWConvSwish(_Fp32Consts):
         self.stride, self.padding, self.dilation = conv.stride[0], conv.padding[0], conv.dilation[0]
 
     def forward(self, x):
-        if x.device.type == "cpu":
+        from ..ops import has_compiled_kernel
+        if x.device.type == "cpu" or has_compiled_kernel("dwconv_bias_swish", x.device):
             from ..ops.dwconv_bias_swish import dwconv_bias_swish
             return dwconv_bias_swish(x, self.weight, self.bias, self.stride, self.padding,
                                      self.dilation, True)
