@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .train.cli import add_parser as add_train
     add_train(sub)   # train, export
     add_eval(sub)    # train-oracle, evaluate
+    from .attr_cli import add_parser as add_attr
+    add_attr(sub)    # fit-attribute, edit, sample-conditional, eval-attributes, *-dir jobs
     return ap
 
 

@@ -1,0 +1,334 @@
+"""``d2c-fast`` subcommands for few-shot attributes (wired in by :func:`add_parser`):
+
+    d2c-fast fit-attribute MODEL --positives pos/ --negatives neg/ -o blond.safetensors
+    d2c-fast fit-attribute MODEL --positives pos/ --unlabelled faces/ -o blond.safetensors
+    d2c-fast fit-attribute MODEL --faces blond_hair -n 100 -o blond.safetensors   # built-in data
+    d2c-fast edit MODEL --attr blond.safetensors --strength 4 a.png b.png -o edits/ [--sweep -4 0 4 8]
+    d2c-fast sample-conditional MODEL --attr blond.safetensors -n 16 --grid blond.png
+    d2c-fast eval-attributes MODEL --oracle oracle.safetensors -o eval_attrs/
+    d2c-fast manipulate-dir MODEL --input-dir in/ --output-dir out/ --attr blond.safetensors --strength 4
+    d2c-fast sample-conditional-dir MODEL --output-dir out/ --attr blond.safetensors -n 1000
+
+``manipulate-dir`` and ``sample-conditional-dir`` are resumable and run sharded under
+``torchrun --nproc_per_node=K -m d2c_fast ...`` (see :mod:`d2c_fast.jobs`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+
+def _expand(paths):
+    """Files and directories (their images, sorted) -> list of image paths."""
+    if not paths:
+        return None
+    from .jobs import list_images
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            out += [os.path.join(p, f) for f in list_images(p)]
+        else:
+            out.append(p)
+    return out
+
+
+def _sampler(args):
+    from .sampler import Sampler
+    if getattr(args, "threads", None):
+        import torch
+        torch.set_num_threads(args.threads)
+    return Sampler(args.ckpt, config=args.config, device=args.device, impl=args.impl)
+
+
+def _attrs(paths, s):
+    from .attributes import Attribute
+    return [Attribute.load(p, model=s) for p in paths]
+
+
+def cmd_fit_attribute(args) -> int:
+    s = _sampler(args)
+    if args.faces:
+        from .data import ATTRIBUTES, FacesDataset
+        if args.faces not in ATTRIBUTES:
+            raise SystemExit(f"--faces must be one of {ATTRIBUTES}")
+        col = ATTRIBUTES.index(args.faces)
+        ds = FacesDataset(max(4000, 40 * args.n), resolution=s.resolution, seed=args.data_seed,
+                          split="val")
+        y = ds.all_labels()[:, col]
+        import torch
+        start = args.n_unlabelled if args.positive_only else 0
+        pos = (torch.nonzero(y[start:] == 1).flatten() + start).tolist()
+        neg = (torch.nonzero(y[start:] == 0).flatten() + start).tolist()
+        render = (lambda idx: torch.stack([ds[i][0] for i in idx]))
+        if args.positive_only:
+            positives = render(pos[:args.n])
+            unl = render(list(range(args.n_unlabelled)))
+            negatives = None
+        else:
+            positives = render(pos[:args.n // 2])
+            negatives, unl = render(neg[:args.n - args.n // 2]), None
+        name = args.name or args.faces
+    else:
+        positives = _expand(args.positives)
+        negatives, unl = _expand(args.negatives), _expand(args.unlabelled)
+        if positives is None:
+            raise SystemExit("give --positives (files or directories) or --faces ATTRIBUTE")
+        name = args.name or os.path.splitext(os.path.basename(args.output))[0]
+    t = time.perf_counter()
+    a = s.fit_attribute(positives, negatives, unlabelled=unl, name=name, prior=args.prior,
+                        folds=args.folds, seed=args.seed)
+    a.save(args.output)
+    i = a.info
+    print(f"{name}: {i['mode']} fit in {time.perf_counter() - t:.1f} s, CV accuracy "
+          f"{i['cv_accuracy']:.3f} (L2 {i['l2']:g}, {i['folds']} folds), prior {i['prior']:.3f}, "
+          f"recommended strength {i['recommended_strength'][0]:.2f}.."
+          f"{i['recommended_strength'][1]:.2f}")
+    print(f"wrote {args.output} (model {a.fingerprint})")
+    return 0
+
+
+def _edit_kwargs(args):
+    kw = dict(method=args.method, t0=args.t0, skip=args.skip)
+    if args.strength is not None:
+        kw["strength"] = args.strength if len(args.strength) > 1 else args.strength[0]
+    if args.step is not None:
+        kw["step"] = args.step if len(args.step) > 1 else args.step[0]
+    return kw
+
+
+def cmd_edit(args) -> int:
+    from .images import load_images, save_grid, save_png
+    s = _sampler(args)
+    attrs = _attrs(args.attr, s)
+    pres = _attrs(args.preserve or [], s) or None
+    attr = attrs if len(attrs) > 1 else attrs[0]
+    os.makedirs(args.output, exist_ok=True)
+    names = [os.path.splitext(os.path.basename(p))[0] for p in args.images]
+    t = time.perf_counter()
+    if args.sweep:
+        from .edit import sweep
+        g = sweep(s, args.images, attr, args.sweep, method=args.method, t0=args.t0,
+                  skip=args.skip, preserve=pres, mode=args.mode, seed=args.seed,
+                  resize=args.resize)
+        for k, v in enumerate(args.sweep):
+            for name, img in zip(names, g[k]):
+                save_png(img, os.path.join(args.output, f"{name}_s{v:g}.png"))
+        if args.grid:
+            save_grid(list(g), args.grid, labels=[f"s={v:g}" for v in args.sweep])
+    else:
+        x = s.manipulate(args.images, attr, preserve=pres, mode=args.mode, seed=args.seed,
+                         resize=args.resize, batch_size=args.batch_size, **_edit_kwargs(args))
+        for name, img in zip(names, x):
+            save_png(img, os.path.join(args.output, f"{name}.png"))
+        if args.grid:
+            orig = load_images(args.images, size=s.resolution, resize=args.resize,
+                               channels=s.image_channels)
+            save_grid([orig, x], args.grid, labels=["input", args.method])
+    print(f"{len(names)} images in {time.perf_counter() - t:.2f} s -> {args.output}")
+    return 0
+
+
+def cmd_sample_conditional(args) -> int:
+    from .images import save_grid, save_png
+    s = _sampler(args)
+    attrs = _attrs(args.attr, s)
+    t = time.perf_counter()
+    x, p, st = s.sample_conditional(attrs, args.n, seed=args.seed, batch_size=args.batch_size,
+                                    max_draws=args.max_draws, threshold=args.threshold,
+                                    skip=args.skip, mode=args.mode, return_stats=True,
+                                    progress=True)
+    if args.output:
+        save_png(x, os.path.join(args.output, "{i:05d}.png"))
+    if args.grid:
+        save_grid(x, args.grid, nrow=min(8, args.n))
+    print(f"{args.n} samples in {time.perf_counter() - t:.1f} s, {st['draws']} draws "
+          f"(acceptance rate {st['acceptance_rate']:.3f}), mean probability "
+          f"{float(p.prod(1).mean()):.3f}")
+    return 0
+
+
+def cmd_eval_attributes(args) -> int:
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from .eval.attributes_eval import evaluate_attributes
+    from .sampler import Sampler
+    s = Sampler(args.ckpt, config=args.config, device=args.device, impl=args.impl)
+    r = evaluate_attributes(
+        s, args.oracle, attributes=tuple(args.attributes), n_fit=args.n_fit,
+        n_unlabelled=args.n_unlabelled, n_eval=args.n_eval, n_real=args.n_real,
+        strength_factors=tuple(args.strength_factors), strengths=args.strengths,
+        methods=tuple(args.methods), t0=args.t0, d2c_skip=args.d2c_skip,
+        ddim_skip=args.ddim_skip, n_cond=args.n_cond, n_naive=args.n_naive,
+        cond_skip=args.cond_skip, projector_steps=args.projector_steps,
+        positive_only=not args.no_positive_only, preserve_others=not args.no_preserve,
+        seed=args.seed, data_seed=args.data_seed,
+        batch_size=args.batch_size, out_dir=args.output,
+        projector_model=(Sampler(args.ckpt, config=args.config, device=args.device, impl="ref")
+                         if args.projector_steps else None))
+    r["model"] = args.ckpt
+    from .eval.attributes_eval import markdown
+    with open(os.path.join(args.output, "attributes_eval.json"), "w") as f:
+        json.dump(r, f, indent=1)
+    print(markdown(r))
+    print(f"wrote {args.output}/attributes_eval.{{md,json}}, edits_grid.png, conditional_grid.png")
+    return 0
+
+
+def cmd_manipulate_dir(args) -> int:
+    from .jobs import manipulate_dir
+    if getattr(args, "threads", None):
+        import torch
+        torch.set_num_threads(args.threads)
+    kw = _edit_kwargs(args)
+    r = manipulate_dir(args.ckpt, args.input_dir, args.output_dir,
+                       args.attr if len(args.attr) > 1 else args.attr[0],
+                       preserve=args.preserve or None, seed=args.seed,
+                       batch_size=args.batch_size or 16, mode=args.mode, resize=args.resize,
+                       progress=not args.quiet, config=args.config, device=args.device,
+                       impl=args.impl, **kw)
+    print(json.dumps(r))
+    return 0
+
+
+def cmd_sample_conditional_dir(args) -> int:
+    from .jobs import sample_conditional_dir
+    if getattr(args, "threads", None):
+        import torch
+        torch.set_num_threads(args.threads)
+    r = sample_conditional_dir(args.ckpt, args.output_dir,
+                               args.attr if len(args.attr) > 1 else args.attr[0], args.n,
+                               seed=args.seed, batch_size=args.batch_size,
+                               threshold=args.threshold,
+                               max_draws_per_image=args.max_draws_per_image, skip=args.skip,
+                               mode=args.mode, progress=not args.quiet, config=args.config,
+                               device=args.device, impl=args.impl)
+    print(json.dumps(r))
+    return 0
+
+
+def _edit_args(p, images=True):
+    p.add_argument("--attr", nargs="+", required=True, help="attribute file(s) (.safetensors "
+                   "fitted, or official boundary .ckpt)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--strength", type=float, nargs="+", help="calibrated strength(s): logit "
+                   "change, > 0 adds the attribute (fitted attributes)")
+    g.add_argument("--step", type=float, nargs="+", help="official raw step(s): z - step * boundary")
+    if images:
+        g.add_argument("--sweep", type=float, nargs="+", help="strengths of an interpolation grid")
+    p.add_argument("--preserve", nargs="+", help="fitted attributes to keep unchanged")
+    p.add_argument("--method", default="d2c", choices=["d2c", "nvae", "ddim"])
+    p.add_argument("--t0", type=int, default=50)
+    p.add_argument("--skip", type=int, default=None, help="d2c: 50, ddim: 100 by default")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", default="sample", choices=["sample", "mode"])
+    p.add_argument("--resize", action="store_true")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+
+
+def add_parser(sub) -> None:
+    from .cli import _add_model_args
+
+    p = sub.add_parser("fit-attribute", help="fit an attribute (linear classifier on latents) "
+                       "from labelled or positive + unlabelled images")
+    _add_model_args(p)
+    p.add_argument("--positives", nargs="+", help="image files or directories")
+    p.add_argument("--negatives", nargs="+")
+    p.add_argument("--unlabelled", nargs="+", help="positive-unlabelled mode")
+    p.add_argument("--faces", help="fit from the built-in faces (val split): an attribute name")
+    p.add_argument("-n", type=int, default=100, help="--faces: number of labels")
+    p.add_argument("--positive-only", action="store_true", help="--faces: n positives + "
+                   "--n-unlabelled unlabelled")
+    p.add_argument("--n-unlabelled", type=int, default=500)
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--prior", type=float, default=None, help="population rate of the attribute")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("-o", "--output", required=True, help="attribute .safetensors")
+    p.set_defaults(fn=cmd_fit_attribute)
+
+    p = sub.add_parser("edit", help="edit images with fitted attributes (strength, methods, "
+                       "preservation, sweeps)")
+    _add_model_args(p)
+    p.add_argument("images", nargs="+")
+    _edit_args(p)
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--grid", help="also write a PNG grid here")
+    p.set_defaults(fn=cmd_edit)
+
+    p = sub.add_parser("sample-conditional", help="conditional samples (rejection sampling)")
+    _add_model_args(p)
+    p.add_argument("--attr", nargs="+", required=True, help="fitted attribute file(s); several = AND")
+    p.add_argument("-n", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--max-draws", type=int, default=None)
+    p.add_argument("--skip", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--mode", default="sample", choices=["sample", "mode"])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("-o", "--output", help="directory for PNGs")
+    p.add_argument("--grid", help="PNG grid")
+    p.set_defaults(fn=cmd_sample_conditional)
+
+    p = sub.add_parser("eval-attributes", help="few-shot attribute evaluation on the built-in "
+                       "faces with the oracle (edits by method, conditional generation, latency)")
+    _add_model_args(p)
+    p.add_argument("--oracle", required=True)
+    p.add_argument("--attributes", nargs="+", default=["blond_hair", "red_lipstick", "beard"])
+    p.add_argument("--n-fit", type=int, default=100)
+    p.add_argument("--n-unlabelled", type=int, default=500)
+    p.add_argument("--n-eval", type=int, default=200)
+    p.add_argument("--n-real", type=int, default=300)
+    p.add_argument("--strength-factors", type=float, nargs="+", default=[1.0, 2.0, 3.0],
+                   help="strengths as multiples of each attribute's logit gap")
+    p.add_argument("--strengths", type=float, nargs="+", default=None,
+                   help="absolute calibrated strengths (instead of factors)")
+    p.add_argument("--methods", nargs="+", default=["d2c", "nvae", "ddim"])
+    p.add_argument("--t0", type=int, default=50)
+    p.add_argument("--d2c-skip", type=int, default=50)
+    p.add_argument("--ddim-skip", type=int, default=100)
+    p.add_argument("--n-cond", type=int, default=100)
+    p.add_argument("--n-naive", type=int, default=200)
+    p.add_argument("--cond-skip", type=int, default=100)
+    p.add_argument("--projector-steps", type=int, default=1000)
+    p.add_argument("--no-positive-only", action="store_true")
+    p.add_argument("--no-preserve", action="store_true", help="skip the d2c + preserve rows")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("-o", "--output", default="eval_attributes", help="output directory")
+    p.set_defaults(fn=cmd_eval_attributes)
+
+    p = sub.add_parser("manipulate-dir", help="edit a directory of images (resumable; "
+                       "sharded under torchrun)")
+    _add_model_args(p)
+    p.add_argument("--input-dir", required=True)
+    p.add_argument("--output-dir", required=True)
+    _edit_args(p, images=False)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_manipulate_dir)
+
+    p = sub.add_parser("sample-conditional-dir", help="write conditional samples to a "
+                       "directory (resumable; sharded under torchrun)")
+    _add_model_args(p)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--attr", nargs="+", required=True)
+    p.add_argument("-n", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--max-draws-per-image", type=int, default=100)
+    p.add_argument("--skip", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--mode", default="sample", choices=["sample", "mode"])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_sample_conditional_dir)
+
+
+__all__ = ["add_parser"]

@@ -1,0 +1,182 @@
+"""Conditional generation by rejection sampling (the D2C paper, section 3.3).
+
+Each output image ``k`` is the first accepted candidate of its own stream: candidate
+``(k, m)`` (``m = 0, 1, ...``) draws its start noise, then one acceptance uniform ``u``, then
+(if kept) its decode draws from one generator seeded by a hash of ``(seed, k, m)``. Its latent
+is sampled from the diffusion prior (deterministic DDIM, ``skip``), and it is accepted when
+``u < prod_i p_i(z)`` (probability mode: samples then follow ``p(z | all attributes)`` for
+calibrated classifiers, assuming independent attribute errors) or, with ``threshold``, when
+every ``p_i(z) >= threshold_i``. Image ``k`` therefore depends only on ``(seed, k)``, not on
+the batch size, on the other images, or on which process of a sharded job produced it.
+
+Candidates are evaluated in batches (``batch_size`` prior samples per DDIM run), several per
+pending image when few images remain. ``max_draws`` bounds the total number of prior samples;
+when it runs out, :class:`RareAttributeError` reports the observed acceptance rate and the
+budget the request would need.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Sequence
+
+import torch
+
+from . import diffusion as D
+from .errors import D2CError
+
+
+class RareAttributeError(D2CError, ValueError):
+    """Rejection sampling ran out of its draw budget (the attributes are too rare)."""
+
+    def __init__(self, msg, acceptance_rate: float, draws: int, accepted: int):
+        super().__init__(msg)
+        self.acceptance_rate, self.draws, self.accepted = acceptance_rate, draws, accepted
+
+
+def draw_seed(seed: int, k: int, m: int) -> int:
+    """The generator seed of candidate ``m`` of image ``k`` (63-bit hash)."""
+    h = hashlib.sha256(f"d2c_fast.conditional:{int(seed)}:{int(k)}:{int(m)}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def _thresholds(threshold, n_attr):
+    if threshold is None:
+        return None
+    t = list(threshold) if isinstance(threshold, (list, tuple)) else [threshold] * n_attr
+    if len(t) != n_attr:
+        raise ValueError(f"threshold: {len(t)} values for {n_attr} attributes")
+    for v in t:
+        if not 0.0 <= float(v) <= 1.0:
+            raise ValueError(f"thresholds must be in [0, 1], got {v}")
+    return torch.tensor([float(v) for v in t], dtype=torch.float64)
+
+
+def acceptance(probs: torch.Tensor, u: torch.Tensor, thresholds=None) -> torch.Tensor:
+    """``(B, A)`` probabilities, ``(B,)`` uniforms -> ``(B,)`` bool accepted."""
+    if thresholds is not None:
+        return (probs >= thresholds.to(probs.device)).all(dim=1)
+    return u.double() < probs.prod(dim=1)
+
+
+def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, seed: int = 0,
+                               batch_size: int = 64, max_draws: int | None = None,
+                               threshold=None, skip: int = 100, progress: bool = False):
+    """Rejection-sample latents for image indices ``items`` (an int ``n`` means
+    ``range(n)``). Returns ``(z (n, C, H, W), probs (n, A) float64, gens, stats)`` in the
+    order of ``items``; ``gens`` are the accepted candidates' generators (positioned for the
+    decode draws)."""
+    from .edit import resolve
+    from .sampler import _RNG
+    attrs, _ = resolve(sampler, attrs)
+    for a in attrs:
+        a._need_classifier("conditional sampling")
+    items = list(range(items)) if isinstance(items, int) else [int(k) for k in items]
+    n = len(items)
+    if n < 1:
+        raise ValueError("nothing to sample (n < 1)")
+    if len(set(items)) != n:
+        raise ValueError("items must be distinct")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    max_draws = 100 * n + 1000 if max_draws is None else int(max_draws)
+    if max_draws < 1:
+        raise ValueError(f"max_draws must be >= 1, got {max_draws}")
+    thr = _thresholds(threshold, len(attrs))
+    seq = D.uncond_sequence(sampler.num_timesteps, skip=skip)
+    next_m = {k: 0 for k in items}
+    done: dict[int, tuple] = {}
+    pending = list(items)
+    draws = n_ok = 0   # candidates evaluated / candidates accepted (incl. surplus ones)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n, desc="conditional", unit="img", leave=False)
+    try:
+        while pending:
+            budget = min(batch_size, max_draws - draws)
+            if budget <= 0:
+                acc = len(done)
+                rate = n_ok / max(draws, 1)
+                need = (f"about {math.ceil(n / rate)} draws" if rate > 0
+                        else f"more than {draws} draws")
+                names = " AND ".join(a.name or "?" for a in attrs)
+                raise RareAttributeError(
+                    f"conditional sampling of [{names}] ran out of max_draws={max_draws}: "
+                    f"{acc} of {n} images done after {draws} draws (observed acceptance rate "
+                    f"{rate:.4g}); "
+                    f"{n} images need {need}: raise max_draws, lower the threshold, or use "
+                    f"fewer attributes", rate, draws, acc)
+            per = max(1, budget // len(pending))
+            cands = []
+            for k in pending:
+                for _ in range(per):
+                    if len(cands) >= budget:
+                        break
+                    cands.append((k, next_m[k]))
+                    next_m[k] += 1
+                if len(cands) >= budget:
+                    break
+            rng = _RNG(len(cands), sampler.device)
+            rng.gens = [torch.Generator(device=sampler.device).manual_seed(draw_seed(seed, k, m))
+                        for k, m in cands]
+            zT = rng.randn(*sampler.latent_shape)
+            u = rng.rand(1)[:, 0]
+            z = sampler._unmod(sampler._run_ddim(zT, seq, 0.0, rng, progress=False))
+            p = torch.stack([a.probability(z) for a in attrs], dim=1)
+            ok = acceptance(p, u, thr).cpu().tolist()
+            draws += len(cands)
+            n_ok += sum(ok)
+            for i, (k, m) in enumerate(cands):
+                if ok[i] and k not in done:   # candidates of k come in increasing m
+                    done[k] = (z[i], p[i].cpu(), rng.gens[i], m)
+                    if bar is not None:
+                        bar.update(1)
+            pending = [k for k in pending if k not in done]
+    finally:
+        if bar is not None:
+            bar.close()
+    zs = torch.stack([done[k][0] for k in items])
+    probs = torch.stack([done[k][1] for k in items])
+    gens = [done[k][2] for k in items]
+    stats = {"draws": draws, "accepted": n, "acceptance_rate": n_ok / draws,
+             "attempts": [done[k][3] + 1 for k in items],
+             "attributes": [a.name for a in attrs],
+             "rule": "threshold" if thr is not None else "probability"}
+    return zs, probs, gens, stats
+
+
+def decode_with(sampler, z, gens, mode="sample", batch_size=None) -> torch.Tensor:
+    """Decode latents, image ``i`` drawing from ``gens[i]``."""
+    from .sampler import _RNG
+    out = []
+    for a, b in sampler._chunks(z.shape[0], batch_size):
+        rng = _RNG(b - a, sampler.device)
+        rng.gens = list(gens[a:b])
+        logits = sampler.autoencoder.decode_logits(z[a:b].to(sampler.dtype)).float()
+        out.append(sampler._logits_to_images(logits, mode, rng))
+    return torch.cat(out)
+
+
+def sample_conditional(sampler, attrs, n, *, seed: int = 0, batch_size: int = 64,
+                       max_draws: int | None = None, threshold=None, return_probs: bool = True,
+                       skip: int = 100, mode: str = "sample", return_stats: bool = False,
+                       progress: bool = False, items=None):
+    """``Sampler.sample_conditional`` (module docstring). ``items`` (instead of ``n``):
+    explicit image indices (sharded jobs)."""
+    with torch.inference_mode():
+        z, probs, gens, stats = sample_conditional_latents(
+            sampler, attrs, items if items is not None else n, seed=seed,
+            batch_size=batch_size, max_draws=max_draws, threshold=threshold, skip=skip,
+            progress=progress)
+        images = decode_with(sampler, z, gens, mode, batch_size)
+    out = (images,)
+    if return_probs:
+        out += (probs,)
+    if return_stats:
+        out += (stats,)
+    return out[0] if len(out) == 1 else out
+
+
+__all__ = ["sample_conditional", "sample_conditional_latents", "RareAttributeError",
+           "draw_seed", "acceptance", "decode_with"]

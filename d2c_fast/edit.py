@@ -1,0 +1,253 @@
+"""Attribute editing: calibrated strengths, several attributes at once, preservation, the
+paper's three edit methods, strength sweeps.
+
+The edit ``delta`` (raw latent space) is built in :func:`edit_delta`:
+
+* ``step=`` (official raw steps, any attribute incl. official boundary files):
+  ``delta = -sum_i step_i * direction_i`` (``z - step * boundary``, unchanged).
+* ``strength=`` (calibrated, fitted attributes only): the **minimum-norm edit in standardised
+  space** ``d`` (``x = (z - mean) / std``) such that each target classifier's logit changes by
+  exactly its strength, ``w_i . d = s_i``, and each preserved classifier's logit does not
+  change, ``w_p . d = 0``: ``d = M^T (M M^T)^+ r`` with ``M`` the stacked weights and ``r``
+  the targets (zeros for preserved). One attribute without ``preserve`` gives
+  ``d = s w / |w|^2``; with ``preserve`` it is the component of ``w`` orthogonal to the
+  preserved normals, rescaled so the target logit still moves by ``s``. ``delta = std * d``.
+  With ``step=`` and ``preserve=``, the step's standardised direction is projected
+  orthogonally to the preserved normals.
+
+Methods (``method=``):
+
+* ``"d2c"`` (default, the paper's): ``z + delta`` -> standardise -> noise to ``t0`` ->
+  deterministic DDIM over ``range(0, t0 + 1, skip)`` (``skip`` default 50) -> unstandardise.
+* ``"nvae"``: ``z + delta`` only (no diffusion clean-up), so a strength-``s`` edit moves the
+  classifier's logit by exactly ``s``.
+* ``"ddim"``: DDIM inversion (the deterministic ODE run backwards, with the noise prediction
+  of the timestep being stepped to, i.e. the same ``(t, t_next)`` pairs and U-Net calls as
+  sampling) of ``mod(z)`` over the unconditional sampling sequence
+  ``range(0, T - 1, skip) + [T - 1]`` (``skip`` default 100, the sampling default) to
+  ``x_T``; the step is applied in standardised units (``x_T + delta / std``), then DDIM
+  regenerates over the same sequence. ``t0`` is not used.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from . import diffusion as D
+from .attributes import as_attribute
+from .errors import AttributeFileError
+
+METHODS = ("d2c", "nvae", "ddim")
+
+
+def _as_list(x):
+    if x is None:
+        return None
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    return [x]
+
+
+def resolve(sampler, attr, preserve=None):
+    """``attr``/``preserve`` (an attribute, path, tensor, or lists of them) -> checked lists of
+    :class:`Attribute` (shape and fingerprint checked against ``sampler``)."""
+    attrs = [as_attribute(a, sampler.latent_shape, sampler) for a in _as_list(attr)]
+    if not attrs:
+        raise ValueError("give at least one attribute")
+    pres = [as_attribute(a, sampler.latent_shape, sampler) for a in (_as_list(preserve) or [])]
+    for p in pres:
+        if not p.is_fitted:
+            raise AttributeFileError(f"preserve= needs fitted attributes (classifiers); "
+                                     f"{p.name or 'one of them'} is a plain direction")
+    return attrs, pres
+
+
+def _values(vals, n, what):
+    v = _as_list(vals)
+    if len(v) == 1 and n > 1:
+        v = v * n
+    if len(v) != n:
+        raise ValueError(f"{what}: {len(v)} values for {n} attributes")
+    return [float(x) for x in v]
+
+
+def edit_delta(sampler, attr, *, step=None, strength=None, preserve=None) -> torch.Tensor:
+    """The raw-space edit ``(1, C, H, W)`` float32 on ``sampler.device`` (module docstring)."""
+    if (step is None) == (strength is None):
+        if step is None:
+            raise ValueError("give step= (the official raw step along the boundary) or "
+                             "strength= (calibrated logit units, fitted attributes)")
+        raise ValueError("give step= or strength=, not both")
+    attrs, pres = resolve(sampler, attr, preserve)
+    shape = sampler.latent_shape
+    std = sampler.std.detach().reshape(-1, 1, 1).to("cpu", torch.float64)
+    if step is not None:
+        steps = _values(step, len(attrs), "step")
+        delta = torch.zeros(shape)
+        for a, st in zip(attrs, steps):
+            delta = delta - st * a.direction
+        if pres:
+            d = (delta.double() / std).flatten()
+            q, _ = torch.linalg.qr(torch.stack([p.normal_std for p in pres], 1))
+            d = d - q @ (q.T @ d)
+            delta = (std * d.reshape(shape)).float()
+        return delta.to(sampler.device).unsqueeze(0)
+    for a in attrs:
+        if not a.is_fitted:
+            raise AttributeFileError(f"strength= needs an attribute fitted with a classifier; "
+                                     f"{a.name or 'this attribute'} is a plain direction "
+                                     "(official boundary): use step=")
+    s = _values(strength, len(attrs), "strength")
+    m = torch.stack([a.normal_std for a in attrs] + [p.normal_std for p in pres])
+    r = torch.tensor(s + [0.0] * len(pres), dtype=torch.float64)
+    gram = m @ m.T
+    coef = torch.linalg.pinv(gram, hermitian=True) @ r
+    if not torch.allclose(gram @ coef, r, atol=1e-6 * (1 + float(r.abs().max()))):
+        raise ValueError("the requested strengths cannot be met while preserving the other "
+                         "attributes (their classifiers are linearly dependent)")
+    d = m.T @ coef
+    return (std * d.reshape(shape)).float().to(sampler.device).unsqueeze(0)
+
+
+def ddim_invert(eps_fn, x: torch.Tensor, seq: Sequence[int], sched: D.Schedule,
+                progress=None) -> torch.Tensor:
+    """Deterministic DDIM inversion of clean standardised latents ``x`` to ``seq[-1]``: the
+    pairs of :func:`d2c_fast.diffusion.ddim` traversed upwards, each step from ``t_next`` to
+    ``t`` using ``eps(x, t)`` evaluated at the current point (the usual approximation)."""
+    seq = list(seq)
+    prev = [-1] + seq[:-1]
+    n = x.shape[0]
+    for t_prev, t in zip(prev, seq):
+        a_prev, a_t = sched.abar(t_prev), sched.abar(t)
+        tt = torch.full((n,), float(t), device=x.device, dtype=torch.float32)
+        e = eps_fn(x, tt).to(x.dtype)
+        x0 = (x - math.sqrt(1 - a_prev) * e) / math.sqrt(a_prev)
+        x = math.sqrt(a_t) * x0 + math.sqrt(1 - a_t) * e
+        if progress is not None:
+            progress.update(1)
+    return x
+
+
+def _check_method(method):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def apply_delta(sampler, z, delta, *, method="d2c", t0=50, skip=None, eps=None, rng=None,
+                eta=0.0, inverted=None) -> torch.Tensor:
+    """Apply a raw edit ``delta`` to raw latents ``z`` with ``method``. ``eps``: the noise of
+    the ``d2c`` method ``(B, C, H, W)``; ``inverted``: precomputed ``ddim`` inversion of ``z``
+    (from :func:`invert`, same ``skip``) to reuse across strengths."""
+    _check_method(method)
+    if method == "nvae":
+        return z + delta
+    if method == "d2c":
+        seq = D.manip_sequence(t0, 50 if skip is None else skip, sampler.num_timesteps)
+        zn = D.add_noise(sampler._mod(z + delta), seq[-1], eps, sampler.schedule)
+        return sampler._unmod(sampler._run_ddim(zn, seq, eta, rng, progress=False))
+    seq = D.uncond_sequence(sampler.num_timesteps, skip=100 if skip is None else skip)
+    xT = inverted if inverted is not None else invert(sampler, z, skip=skip)
+    xT = xT + delta / sampler.std
+    return sampler._unmod(sampler._run_ddim(xT, seq, 0.0, rng, progress=False))
+
+
+def invert(sampler, z, *, skip=None) -> torch.Tensor:
+    """DDIM inversion (``method="ddim"``) of raw latents -> standardised ``x_T``."""
+    seq = D.uncond_sequence(sampler.num_timesteps, skip=100 if skip is None else skip)
+    return ddim_invert(sampler._eps, sampler._mod(z), seq, sampler.schedule)
+
+
+def seeded_rng(sampler, seeds: Sequence[int]):
+    """An RNG giving image ``i`` a generator seeded ``seeds[i]`` (as ``seed=`` does with
+    ``seed + i``); used by sharded jobs whose images are not contiguous."""
+    from .sampler import _RNG
+    rng = _RNG(len(seeds), sampler.device)
+    gens = []
+    for sd in seeds:
+        g = torch.Generator(device=sampler.device)
+        g.manual_seed(int(sd))
+        gens.append(g)
+    rng.gens = gens
+    return rng
+
+
+def manipulate_latents(sampler, z, attr, *, step=None, strength=None, t0=50, skip=None,
+                       method="d2c", preserve=None, noise=None, generator=None, seed=None,
+                       eta=0.0, rng=None) -> torch.Tensor:
+    """``Sampler.manipulate_latents`` (see the module docstring). Returns raw latents."""
+    from .sampler import _RNG
+    _check_method(method)
+    z = sampler._latents(z, "z")
+    n = z.shape[0]
+    delta = edit_delta(sampler, attr, step=step, strength=strength, preserve=preserve)
+    if rng is None:
+        rng = _RNG(n, sampler.device, generator, seed)
+    eps = sampler._noise(noise, n, rng) if method == "d2c" else None
+    return apply_delta(sampler, z, delta, method=method, t0=t0, skip=skip, eps=eps, rng=rng,
+                       eta=eta)
+
+
+def manipulate(sampler, images, attr, *, step=None, strength=None, t0=50, skip=None,
+               method="d2c", preserve=None, mode="sample", noise=None, generator=None,
+               seed=None, seeds=None, resize=False, batch_size=None) -> torch.Tensor:
+    """``Sampler.manipulate``: encode, edit, decode (``(B, C, H, W)`` in [0, 1]). ``seeds``:
+    explicit per-image seeds (instead of ``seed + i``)."""
+    from .sampler import _RNG, _SubRNG
+    _check_method(method)
+    delta = edit_delta(sampler, attr, step=step, strength=strength, preserve=preserve)
+    z = sampler.encode(images, resize=resize, batch_size=batch_size)
+    n = z.shape[0]
+    if seeds is not None:
+        if generator is not None or seed is not None:
+            raise ValueError("give seeds=, seed= or generator=, not several")
+        if len(seeds) != n:
+            raise ValueError(f"seeds: {len(seeds)} seeds for {n} images")
+        rng = seeded_rng(sampler, seeds)
+    else:
+        rng = _RNG(n, sampler.device, generator, seed)
+    if noise is not None:
+        noise = sampler._noise(noise, n, rng)
+    out = []
+    for a, b in sampler._chunks(n, batch_size):
+        sub = _SubRNG(rng, a, b)
+        eps = None
+        if method == "d2c":
+            eps = noise[a:b] if noise is not None else sub.randn(*sampler.latent_shape)
+        zp = apply_delta(sampler, z[a:b], delta, method=method, t0=t0, skip=skip, eps=eps,
+                         rng=sub)
+        logits = sampler.autoencoder.decode_logits(zp.to(sampler.dtype)).float()
+        out.append(sampler._logits_to_images(logits, mode, sub))
+    return torch.cat(out)
+
+
+@torch.inference_mode()
+def sweep(sampler, images, attr, strengths=None, *, steps=None, method="d2c", t0=50, skip=None,
+          preserve=None, mode="sample", seed: int = 0, resize=False,
+          batch_size=None) -> torch.Tensor:
+    """Interpolation grid: ``(len(strengths), B, C, H, W)``. Row ``k`` edits every image with
+    ``strengths[k]`` (or raw ``steps[k]``); image ``i`` uses the same noise and decode draws
+    (generator ``seed + i``, restarted for every row), so rows differ only by the strength and
+    strength 0 is the method's reconstruction. The ``ddim`` inversion is computed once."""
+    from .sampler import _RNG
+    if (strengths is None) == (steps is None):
+        raise ValueError("give strengths= or steps=")
+    vals = list(strengths if strengths is not None else steps)
+    z = sampler.encode(images, resize=resize, batch_size=batch_size)
+    inv = invert(sampler, z, skip=skip) if method == "ddim" else None
+    rows = []
+    for v in vals:
+        kw = {"strength": v} if strengths is not None else {"step": v}
+        delta = edit_delta(sampler, attr, preserve=preserve, **kw)
+        rng = _RNG(z.shape[0], sampler.device, None, seed)
+        eps = rng.randn(*sampler.latent_shape) if method == "d2c" else None
+        zp = apply_delta(sampler, z, delta, method=method, t0=t0, skip=skip, eps=eps, rng=rng,
+                         inverted=inv)
+        rows.append(sampler.decode(zp, mode=mode, seed=seed) if mode == "sample"
+                    else sampler.decode(zp, mode="mode"))
+    return torch.stack(rows)
+
+
+__all__ = ["METHODS", "edit_delta", "apply_delta", "invert", "ddim_invert", "manipulate",
+           "manipulate_latents", "sweep", "seeded_rng", "resolve"]

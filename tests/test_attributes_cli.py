@@ -1,0 +1,86 @@
+"""The attribute subcommands of ``d2c-fast`` on a tiny saved model (fit from the built-in
+faces, edit, sweep, conditional samples, the evaluation with tiny sizes)."""
+import json
+import os
+
+import pytest
+import torch
+
+from d2c_fast import Attribute
+from d2c_fast.checkpoint import save_native
+from d2c_fast.cli import main
+from d2c_fast.eval.oracle import Oracle
+from d2c_fast.images import save_png
+from d2c_fast.models.random_init import random_model
+from d2c_fast.train.testing import tiny_model_dict
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("cli")
+    m = random_model(tiny_model_dict(16), seed=2)
+    model = str(d / "tiny.safetensors")
+    save_native(model, m.config, m.autoencoder, m.unet, m.mean, m.std)
+    torch.manual_seed(0)
+    oracle = str(d / "oracle.safetensors")
+    Oracle(resolution=16, width=8).eval().save(oracle)
+    imgs = []
+    for i in range(2):
+        p = str(d / f"face{i}.png")
+        save_png(torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(i)), p)
+        imgs.append(p)
+    return {"dir": d, "model": model, "oracle": oracle, "images": imgs}
+
+
+def test_fit_edit_sample_cli(files, capsys):
+    d, model = files["dir"], files["model"]
+    attr = str(d / "blond.safetensors")
+    assert main(["fit-attribute", model, "--faces", "blond_hair", "-n", "12", "--folds", "3",
+                 "-o", attr]) == 0
+    a = Attribute.load(attr)
+    assert a.name == "blond_hair" and a.is_fitted and a.info["n_positive"] == 6
+    pu = str(d / "blond_pu.safetensors")
+    assert main(["fit-attribute", model, "--faces", "blond_hair", "-n", "6", "--positive-only",
+                 "--n-unlabelled", "12", "--folds", "3", "-o", pu]) == 0
+    assert Attribute.load(pu).classifier.mode == "pu"
+    # from directories of images
+    pos, neg = d / "pos", d / "neg"
+    for i in range(4):
+        save_png(torch.rand(3, 16, 16), str(pos / f"{i}.png"))
+        save_png(torch.rand(3, 16, 16) * 0.2, str(neg / f"{i}.png"))
+    dirattr = str(d / "dark.safetensors")
+    assert main(["fit-attribute", model, "--positives", str(pos), "--negatives", str(neg),
+                 "--folds", "2", "-o", dirattr]) == 0
+    out = d / "edits"
+    assert main(["edit", model, *files["images"], "--attr", attr, "--strength", "2",
+                 "--method", "nvae", "--preserve", dirattr, "-o", str(out),
+                 "--grid", str(d / "g.png")]) == 0
+    assert sorted(os.listdir(out)) == ["face0.png", "face1.png"]
+    assert main(["edit", model, *files["images"], "--attr", attr, "--sweep", "0", "1", "2",
+                 "-o", str(d / "sweep"), "--grid", str(d / "sweep.png")]) == 0
+    assert len(os.listdir(d / "sweep")) == 6 and os.path.isfile(d / "sweep.png")
+    # the official manipulate subcommand accepts a fitted attribute with a raw step
+    assert main(["manipulate", model, *files["images"], "--attr", attr, "--step", "-1",
+                 "-o", str(d / "m")]) == 0
+    assert main(["sample-conditional", model, "--attr", attr, "-n", "3", "--threshold", "0.0",
+                 "--skip", "500", "--grid", str(d / "cond.png")]) == 0
+    assert os.path.isfile(d / "cond.png")
+    # rare -> error exit with the acceptance rate
+    capsys.readouterr()
+    assert main(["sample-conditional", model, "--attr", attr, "-n", "3", "--threshold", "1.0",
+                 "--max-draws", "4", "--skip", "500"]) == 2
+    assert "acceptance rate" in capsys.readouterr().err
+
+
+def test_eval_attributes_cli(files):
+    d = files["dir"]
+    out = d / "eval"
+    assert main(["eval-attributes", files["model"], "--oracle", files["oracle"],
+                 "--attributes", "smiling", "--n-fit", "8", "--n-unlabelled", "8", "--n-eval",
+                 "4", "--n-real", "4", "--strength-factors", "1", "--n-cond", "2",
+                 "--n-naive", "3", "--cond-skip", "500", "--ddim-skip", "500",
+                 "--projector-steps", "2", "--batch-size", "4", "-o", str(out)]) == 0
+    r = json.load(open(out / "attributes_eval.json"))
+    assert r["model"] == files["model"] and "smiling" in r["attributes"]
+    assert os.path.isfile(out / "edits_grid.png") and os.path.isfile(out / "attributes_eval.md")

@@ -1,0 +1,59 @@
+"""The attribute evaluation end to end on a tiny random model and an untrained oracle (tiny
+sizes): it runs and writes well-formed outputs."""
+import json
+import os
+
+import torch
+
+from d2c_fast import Sampler
+from d2c_fast.eval.attributes_eval import evaluate_attributes
+from d2c_fast.eval.oracle import Oracle
+from d2c_fast.models.random_init import random_model
+
+CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                   "d2c_fast", "configs", "tiny64.json")
+
+
+def test_eval_attributes_tiny(tmp_path):
+    torch.set_num_threads(1)
+    s = Sampler(random_model(CFG, seed=3))
+    torch.manual_seed(0)
+    oracle = Oracle(resolution=32, width=8).eval()
+    r = evaluate_attributes(s, oracle, attributes=("blond_hair", "beard"), n_fit=8,
+                            n_unlabelled=12, n_eval=5, n_real=5, strength_factors=(1.0, 2.0),
+                            n_cond=3, n_naive=4, cond_skip=500, ddim_skip=500,
+                            projector_steps=3, latency_repeats=1, batch_size=4,
+                            out_dir=tmp_path, progress=False, grid_n=3,
+                            projector_model=Sampler(random_model(CFG, seed=3), impl="ref"))
+    assert set(r["attributes"]) == {"blond_hair", "beard"}
+    for name, a in r["attributes"].items():
+        assert set(a["fit"]) == {"labelled", "positive_only"}
+        for fr in a["fit"].values():
+            assert 0 <= fr["cv_accuracy"] <= 1 and 0 <= fr["heldout_balanced_accuracy"] <= 1
+            assert 0 < fr["prior"] < 1
+        methods = {(e["fit"], e["method"]) for e in a["edits"]} - {("none", "reconstruction")}
+        assert methods == {("labelled", "d2c"), ("labelled", "nvae"), ("labelled", "ddim"),
+                           ("positive_only", "d2c"), ("labelled+preserve", "d2c")}
+        assert len(a["edits"]) == 5 * 2 + 1 and a["edits"][0]["method"] == "reconstruction"
+        for e in a["edits"]:
+            assert 0 <= e["success"] <= 1 and 0 <= e["preservation"] <= 1
+            assert e["identity"] >= 0 and e["identity_rel"] >= 0
+        c = a["conditional"]
+        assert 0 <= c["naive_precision"] <= 1
+        if "error" not in c:
+            assert 0 <= c["precision"] <= 1 and 0 < c["acceptance_rate"] <= 1
+            assert c["fd_oracle"] is not None and c["fd_oracle"] > -1e-6
+        assert set(a["at_preservation_95"]) == {f"{f}/{m}" for f, m in methods}
+    lt = r["latency"]
+    assert lt["edit_d2c_s"] > 0 and lt["projector_s"] > 0 and lt["ratio"] > 0
+    files = r["files"]
+    for k in ("edits_grid", "conditional_grid", "json", "markdown"):
+        assert os.path.isfile(files[k]), k
+    with open(files["json"]) as f:
+        assert json.load(f)["fingerprint"] == s.fingerprint
+    md = open(files["markdown"]).read()
+    assert "| blond_hair | labelled | d2c |" in md and "Latency" in md
+    from PIL import Image
+    im = Image.open(files["edits_grid"])
+    # per attribute: originals, d2c, nvae, ddim, positive-only d2c, d2c + preserve
+    assert im.size[1] == 2 * 6 * (64 + 2) + 2

@@ -1,0 +1,167 @@
+"""Fitted attributes: the classifier on standardised latents, PU mode, files, fingerprints,
+official boundary files (tiny random model, planted linear signals in latent space)."""
+import os
+
+import pytest
+import torch
+
+from d2c_fast import Attribute, Sampler
+from d2c_fast.attributes import LinearClassifier, fit_linear_cv
+from d2c_fast.errors import AttributeFileError
+from d2c_fast.models.random_init import random_model
+
+CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                   "d2c_fast", "configs", "tiny64.json")
+
+
+@pytest.fixture(scope="module")
+def s():
+    torch.set_num_threads(1)
+    return Sampler(random_model(CFG, seed=3))
+
+
+def planted(s, n, seed=0, margin=1.5, rate=0.5, useed=0):
+    """Latents whose standardised version carries a linear signal along a unit vector u."""
+    g = torch.Generator().manual_seed(useed)
+    D = int(torch.tensor(s.latent_shape).prod())
+    u = torch.randn(D, generator=g, dtype=torch.float64)
+    u /= u.norm()
+    x = torch.randn(n, D, generator=torch.Generator().manual_seed(seed + 100), dtype=torch.float64)
+    y = (torch.rand(n, generator=torch.Generator().manual_seed(seed + 200)) < rate).double()
+    x = x - (x @ u)[:, None] * u + ((2 * y - 1) * margin + 0.5 * torch.randn(
+        n, generator=torch.Generator().manual_seed(seed + 300), dtype=torch.float64))[:, None] * u
+    z = x.float().reshape(n, *s.latent_shape) * s.std + s.mean
+    return z, y, u
+
+
+def test_fit_separates_planted_signal(s):
+    z, y, u = planted(s, 200)
+    a = s.fit_attribute(z[y > 0], z[y < 1], name="planted")
+    assert a.is_fitted and a.name == "planted" and a.fingerprint == s.fingerprint
+    assert a.info["l2"] in [r["l2"] for r in a.info["cv_table"]]
+    assert 0.9 < a.info["cv_accuracy"] <= 1.0
+    cos = float(a.normal_std @ u / a.normal_std.norm())
+    assert cos > 0.8, cos
+    zt, yt, _ = planted(s, 400, seed=7)   # fresh points, same planted direction
+    acc = float(((a.probability(zt) > 0.5).double() == yt).double().mean())
+    assert acc > 0.9
+    lo, hi = a.recommended_strength
+    assert 0 < lo < hi
+    # direction: unit raw norm, collinear with the edit direction (positive class side)
+    assert abs(float(a.direction.norm()) - 1) < 1e-5
+    e = a.edit_direction
+    assert float((e / e.norm() - a.direction).abs().max()) < 1e-5
+    assert a.info["fit_seconds"] < 30
+
+
+def test_fit_linear_cv_picks_from_grid_and_reports_oof():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(60, 5, generator=g, dtype=torch.float64)
+    y = (x[:, 0] > 0).double()
+    r = fit_linear_cv(x, y, l2_grid=(1e-3, 1.0), folds=4)
+    assert r["l2"] in (1e-3, 1.0) and r["oof"].shape == (60,) and r["folds"] == 4
+    assert r["cv_balanced_accuracy"] > 0.85
+    with pytest.raises(ValueError, match="both classes"):
+        fit_linear_cv(x, torch.ones(60))
+
+
+def test_positive_unlabelled_mode(s):
+    z, y, u = planted(s, 400, seed=5, rate=0.3)
+    pos, _, _ = planted(s, 300, seed=6, rate=1.0)
+    a = s.fit_attribute(pos[:100], unlabelled=z, name="pu")
+    assert a.classifier.mode == "pu" and a.info["n_unlabelled"] == 400
+    cos = float(a.normal_std @ u / a.normal_std.norm())
+    assert cos > 0.7, cos
+    assert 0.1 < a.classifier.prior < 0.6, a.classifier.prior
+    p = a.probability(z)
+    assert float(p.min()) >= 0 and float(p.max()) <= 1
+    acc = float(((p > 0.5).double() == y).double().mean())
+    assert acc > 0.85, acc
+    # the calibrated posterior averages to the prior over the unlabelled population
+    assert abs(float(p.mean()) - a.classifier.prior) < 0.05
+    b = s.fit_attribute(pos[:100], unlabelled=z, prior=0.3)
+    assert b.classifier.prior == 0.3 and b.info["prior_source"] == "given"
+    with pytest.raises(ValueError):
+        s.fit_attribute(pos, z, unlabelled=z)
+
+
+def test_fit_from_images(s):
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.rand(12, 3, 64, 64, generator=g)
+    imgs[:6, 0] = imgs[:6, 0] * 0.3 + 0.7     # red images are "positive"
+    a = s.fit_attribute(imgs[:6], imgs[6:], folds=3)
+    assert a.is_fitted and a.info["n_positive"] == 6 and a.info["folds"] == 3
+
+
+def test_save_load_round_trip(s, tmp_path):
+    z, y, _ = planted(s, 100)
+    a = s.fit_attribute(z[y > 0], z[y < 1], name="blond")
+    p = a.save(tmp_path / "blond.safetensors")
+    b = Attribute.load(p, model=s)
+    assert b.name == "blond" and b.fingerprint == a.fingerprint and b.is_fitted
+    assert torch.equal(a.direction, b.direction)
+    assert torch.equal(a.classifier.weight, b.classifier.weight)
+    assert a.classifier.bias == b.classifier.bias and a.classifier.prior == b.classifier.prior
+    assert torch.equal(a.probability(z), b.probability(z))
+    assert b.info["cv_accuracy"] == a.info["cv_accuracy"]
+    assert tuple(b.recommended_strength) == tuple(a.recommended_strength)
+    assert "conventions" in b.info and b.info["mode"] == "labelled"
+    # a plain direction saves too
+    c = Attribute(torch.randn(s.latent_shape), name="plain")
+    q = c.save(tmp_path / "plain.safetensors")
+    d = Attribute.load(q)
+    assert not d.is_fitted and torch.equal(d.direction, c.direction)
+    # a safetensors file that is not an attribute file
+    from safetensors.torch import save_file
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(AttributeFileError, match="not a d2c_fast attribute"):
+        Attribute.load(tmp_path / "other.safetensors")
+
+
+def test_fingerprint_mismatch_is_refused(s, tmp_path):
+    s2 = Sampler(random_model(CFG, seed=4))
+    assert s2.fingerprint != s.fingerprint
+    assert s2.fingerprint.split("-")[0] == s.fingerprint.split("-")[0]   # same config
+    assert Sampler(random_model(CFG, seed=3), impl="ref").fingerprint == s.fingerprint
+    z, y, _ = planted(s, 60)
+    a = s.fit_attribute(z[y > 0], z[y < 1], name="smile", folds=3)
+    p = a.save(tmp_path / "smile.safetensors")
+    with pytest.raises(AttributeFileError, match="another|fitted on model"):
+        Attribute.load(p, model=s2)
+    b = Attribute.load(p)
+    with pytest.raises(AttributeFileError, match="same architecture, different weights"):
+        s2.manipulate_latents(z[:1], b, strength=1.0, method="nvae")
+    with pytest.raises(AttributeFileError):
+        s2.sample_conditional(b, 1)
+    s.manipulate_latents(z[:1], b, strength=1.0, method="nvae")   # its own model is fine
+
+
+def test_official_boundary_still_loads_and_step_is_unchanged(s, tmp_path):
+    d = torch.randn(1, *s.latent_shape, generator=torch.Generator().manual_seed(2))
+    p = tmp_path / "blond.ckpt"
+    torch.save({"boundary": d}, p)
+    a = Attribute.load(p, model=s)
+    assert not a.is_fitted and a.name == "blond" and torch.equal(a.direction, d[0])
+    z = torch.randn(2, *s.latent_shape, generator=torch.Generator().manual_seed(3))
+    n = torch.randn(2, *s.latent_shape, generator=torch.Generator().manual_seed(4))
+    got = s.manipulate_latents(z, a, step=1.5, noise=n)
+    want = s.manipulate_latents(z - 1.5 * d, Attribute(torch.zeros(s.latent_shape)), step=0.0,
+                                noise=n)
+    assert torch.equal(got, want)
+    assert torch.equal(s.manipulate_latents(z, a, step=1.5, method="nvae"), z - 1.5 * d)
+    with pytest.raises(ValueError, match="fitted"):
+        s.manipulate_latents(z, a, strength=1.0)
+    with pytest.raises(ValueError):
+        s.manipulate_latents(z, a)
+    with pytest.raises(ValueError):
+        s.manipulate_latents(z, a, step=1.0, strength=1.0)
+
+
+def test_classifier_validation():
+    with pytest.raises(AttributeFileError):
+        LinearClassifier(torch.zeros(4), 0.0, torch.zeros(1), torch.ones(1))
+    with pytest.raises(AttributeFileError):
+        LinearClassifier(torch.ones(4), 0.0, torch.zeros(1), torch.ones(1), mode="other")
+    with pytest.raises(AttributeFileError):
+        Attribute(torch.randn(4, 2, 2), classifier=LinearClassifier(
+            torch.ones(3), 0.0, torch.zeros(4), torch.ones(4)))

@@ -1,0 +1,104 @@
+"""Conditional generation by rejection sampling (tiny random model, planted classifiers)."""
+import math
+import os
+
+import pytest
+import torch
+
+from d2c_fast import Attribute, Sampler
+from d2c_fast.attributes import LinearClassifier
+from d2c_fast.conditional import RareAttributeError, sample_conditional
+from d2c_fast.models.random_init import random_model
+
+CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                   "d2c_fast", "configs", "tiny64.json")
+SKIP = 500   # 3 U-Net calls per prior sample
+
+
+@pytest.fixture(scope="module")
+def s():
+    torch.set_num_threads(1)
+    return Sampler(random_model(CFG, seed=3))
+
+
+def const_attr(s, p, name="const"):
+    """A classifier whose probability is ``p`` for every latent (tiny weights)."""
+    D = int(torch.tensor(s.latent_shape).prod())
+    clf = LinearClassifier(torch.full((D,), 1e-9, dtype=torch.float64), 0.0, s.mean, s.std,
+                           prior=p)
+    return Attribute(None, name=name, classifier=clf, fingerprint=s.fingerprint,
+                     latent_shape=s.latent_shape)
+
+
+def test_acceptance_rate_matches_the_probability(s):
+    a = const_attr(s, 0.3)
+    img, p, st = s.sample_conditional(a, 60, seed=0, batch_size=128, skip=SKIP,
+                                      return_stats=True)
+    assert img.shape == (60, 3, 64, 64) and p.shape == (60, 1)
+    assert torch.allclose(p, torch.full_like(p, 0.3), atol=1e-6)
+    # geometric attempts: mean 1 / 0.3; the overall rate within 4 sigma of 0.3
+    rate = st["acceptance_rate"]
+    sd = math.sqrt(0.3 * 0.7 / st["draws"])
+    assert abs(60 / sum(st["attempts"]) - 0.3) < 4 * math.sqrt(0.3 * 0.7 / sum(st["attempts"]))
+    assert 0.3 - 6 * sd < rate < 0.3 + 6 * sd or st["draws"] > sum(st["attempts"])
+    # conjunction: the product of probabilities
+    b = const_attr(s, 0.5, "half")
+    _, p2, st2 = s.sample_conditional([b, b], 40, seed=1, batch_size=128, skip=SKIP,
+                                      return_stats=True)
+    assert p2.shape == (40, 2)
+    n_att = sum(st2["attempts"])
+    assert abs(40 / n_att - 0.25) < 4 * math.sqrt(0.25 * 0.75 / n_att)
+
+
+def test_accepted_samples_follow_the_classifier(s):
+    """A real (non-constant) planted classifier: accepted latents have higher probabilities
+    than prior samples, and the threshold rule keeps only p >= threshold."""
+    D = int(torch.tensor(s.latent_shape).prod())
+    w = torch.randn(D, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    clf = LinearClassifier(2.0 * w / w.norm(), 0.0, s.mean, s.std, prior=0.5)
+    a = Attribute(None, name="planted", classifier=clf, fingerprint=s.fingerprint,
+                  latent_shape=s.latent_shape)
+    prior_p = a.probability(s.sample_latents(64, skip=SKIP, seed=1000))
+    _, p = s.sample_conditional(a, 32, seed=0, skip=SKIP, batch_size=64)
+    assert float(p.mean()) > float(prior_p.mean())
+    _, pt = s.sample_conditional(a, 8, seed=0, skip=SKIP, threshold=0.6)
+    assert bool((pt >= 0.6).all())
+
+
+def test_per_image_seeds_do_not_depend_on_batching(s):
+    """Image k depends only on (seed, k): same accepted candidate whatever the batching
+    (values equal up to the U-Net's batch-size-dependent float rounding)."""
+    a = const_attr(s, 0.4)
+    x1, p1, st1 = s.sample_conditional(a, 5, seed=7, batch_size=3, skip=SKIP, mode="mode",
+                                       return_stats=True)
+    x2, p2, st2 = s.sample_conditional(a, 5, seed=7, batch_size=50, skip=SKIP, mode="mode",
+                                       return_stats=True)
+    assert st1["attempts"] == st2["attempts"]
+    assert torch.allclose(x1, x2, atol=1e-4)
+    x3 = sample_conditional(s, a, None, items=[3, 4], seed=7, skip=SKIP, return_probs=False,
+                            mode="mode")
+    assert torch.allclose(x3, x1[3:], atol=1e-4)
+    x4 = s.sample_conditional(a, 5, seed=8, skip=SKIP, return_probs=False, mode="mode")
+    assert not torch.allclose(x4, x1, atol=1e-2)
+
+
+def test_rare_attribute_error_reports_the_acceptance_rate(s):
+    a = const_attr(s, 0.02, "rare")
+    with pytest.raises(RareAttributeError, match=r"acceptance rate") as ei:
+        s.sample_conditional(a, 10, seed=0, max_draws=40, batch_size=20, skip=SKIP)
+    e = ei.value
+    assert e.draws == 40 and 0 <= e.acceptance_rate < 0.25 and "max_draws=40" in str(e)
+    assert isinstance(e, ValueError)
+    b = const_attr(s, 0.3)
+    with pytest.raises(RareAttributeError, match="rare AND const"):
+        s.sample_conditional([a, b], 2, seed=0, max_draws=8, skip=SKIP)
+    # threshold rule: never met -> error; always met -> every draw accepted
+    with pytest.raises(RareAttributeError):
+        s.sample_conditional(b, 2, threshold=0.5, max_draws=10, skip=SKIP)
+    _, _, st = s.sample_conditional(b, 4, threshold=0.2, skip=SKIP, return_stats=True)
+    assert st["acceptance_rate"] == 1.0
+
+
+def test_plain_direction_is_refused(s):
+    with pytest.raises(ValueError, match="fitted"):
+        s.sample_conditional(Attribute(torch.zeros(s.latent_shape)), 1, skip=SKIP)
