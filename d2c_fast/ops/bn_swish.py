@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._registry import register_op
+
 __all__ = ["BN_SWISH_SCHEMA", "bn_swish", "bn_swish_ref", "fold_bn"]
 
 #: The schema, identical to the string in csrc/registration.cpp (a test checks both).
@@ -74,22 +76,6 @@ def fold_bn(running_mean: torch.Tensor, running_var: torch.Tensor, weight: torch
 
 # --- dispatcher registration -------------------------------------------------------------------
 
-def _schema_defined() -> bool:
-    try:
-        torch._C._dispatch_find_schema_or_throw(_QUALNAME, "")
-        return True
-    except RuntimeError:
-        return False
-
-
-_LIBS: list[torch.library.Library] = []  # keep the registrations alive
-
-if not _schema_defined():  # the compiled library is absent: define the schema from Python
-    _def_lib = torch.library.Library("d2c_fast", "DEF")
-    _def_lib.define(BN_SWISH_SCHEMA, tags=(torch.Tag.pt2_compliant_tag,))
-    _LIBS.append(_def_lib)
-
-
 def _bn_swish_composite(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     y = bn_swish_ref(x, scale, shift)
     out = torch.empty_like(x)  # same strides as the fake implementation and the C++ kernel
@@ -98,9 +84,7 @@ def _bn_swish_composite(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tenso
     return y
 
 
-_impl_lib = torch.library.Library("d2c_fast", "IMPL")
-_impl_lib.impl("bn_swish", _bn_swish_composite, "CompositeExplicitAutograd")
-_LIBS.append(_impl_lib)
+register_op(BN_SWISH_SCHEMA, _bn_swish_composite)
 
 
 @torch.library.register_fake(_QUALNAME)

@@ -18,6 +18,8 @@ from typing import Sequence
 
 import torch
 
+from ._registry import register_op
+
 from .group_norm_silu import import_kernel_module
 
 __all__ = ["DDIM_STEP_SCHEMA", "ddim_step", "ddim_step_ref", "TRITON_REGISTERED"]
@@ -73,28 +75,13 @@ def ddim_step_ref(x: torch.Tensor, eps: torch.Tensor, coeffs: torch.Tensor | Seq
 
 # --- dispatcher registration -------------------------------------------------------------------
 
-def _schema_defined() -> bool:
-    try:
-        torch._C._dispatch_find_schema_or_throw(_QUALNAME, "")
-        return True
-    except RuntimeError:
-        return False
-
-
-_LIBS: list[torch.library.Library] = []
-_lib = torch.library.Library("d2c_fast", "FRAGMENT")  # never DEF: see group_norm_silu.py
-_LIBS.append(_lib)
-if not _schema_defined():
-    _lib.define(DDIM_STEP_SCHEMA, tags=(torch.Tag.pt2_compliant_tag,))
-
-
 def _composite(x, eps, coeffs, noise=None):
     y = ddim_step_ref(x, eps, coeffs, noise)
     out = torch.empty_like(x)
     return out.copy_(y) if y.stride() != out.stride() else y
 
 
-_lib.impl(_NAME, _composite, "CompositeExplicitAutograd")
+_lib = register_op(DDIM_STEP_SCHEMA, _composite)
 
 
 @torch.library.register_fake(_QUALNAME)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._registry import register_op
+
 __all__ = ["DWCONV_BIAS_SWISH_SCHEMA", "dwconv_bias_swish", "dwconv_bias_swish_ref",
            "dwconv_output_size", "output_memory_format"]
 
@@ -99,22 +101,6 @@ def dwconv_bias_swish_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
 
 # --- dispatcher registration -------------------------------------------------------------------
 
-def _schema_defined() -> bool:
-    try:
-        torch._C._dispatch_find_schema_or_throw(_QUALNAME, "")
-        return True
-    except RuntimeError:
-        return False
-
-
-_LIBS: list[torch.library.Library] = []  # keep the registrations alive
-
-if not _schema_defined():  # the compiled library is absent: define the schema from Python
-    _def_lib = torch.library.Library("d2c_fast", "FRAGMENT")
-    _def_lib.define(DWCONV_BIAS_SWISH_SCHEMA, tags=(torch.Tag.pt2_compliant_tag,))
-    _LIBS.append(_def_lib)
-
-
 def _empty_output(x, weight, stride, padding, dilation) -> torch.Tensor:
     k = weight.shape[2]
     ho = dwconv_output_size(x.shape[2], k, stride, padding, dilation)
@@ -129,9 +115,7 @@ def _composite(x, weight, bias, stride, padding, dilation, swish):
     return out.copy_(y)
 
 
-_impl_lib = torch.library.Library("d2c_fast", "IMPL")
-_impl_lib.impl("dwconv_bias_swish", _composite, "CompositeExplicitAutograd")
-_LIBS.append(_impl_lib)
+register_op(DWCONV_BIAS_SWISH_SCHEMA, _composite)
 
 
 @torch.library.register_fake(_QUALNAME)

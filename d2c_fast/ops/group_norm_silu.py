@@ -25,6 +25,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from ._registry import register_op
+
 __all__ = ["GROUP_NORM_SILU_SCHEMA", "group_norm_silu", "group_norm_silu_ref", "TRITON_REGISTERED",
            "import_kernel_module"]
 
@@ -106,30 +108,13 @@ def import_kernel_module(name: str):
 
 # --- dispatcher registration -------------------------------------------------------------------
 
-def _schema_defined() -> bool:
-    try:
-        torch._C._dispatch_find_schema_or_throw(_QUALNAME, "")
-        return True
-    except RuntimeError:
-        return False
-
-
-_LIBS: list[torch.library.Library] = []
-# FRAGMENT, never DEF: the namespace belongs to csrc/registration.cpp's TORCH_LIBRARY (or to
-# bn_swish.py's Python DEF when _C is absent); fragments add to it without conflicting.
-_lib = torch.library.Library("d2c_fast", "FRAGMENT")
-_LIBS.append(_lib)
-if not _schema_defined():
-    _lib.define(GROUP_NORM_SILU_SCHEMA, tags=(torch.Tag.pt2_compliant_tag,))
-
-
 def _composite(x, weight, bias, add=None, eps=1e-6, num_groups=32, silu=True):
     y = group_norm_silu_ref(x, weight, bias, add, eps, num_groups, silu)
     out = torch.empty_like(x)  # x's memory format, as the fake and the Triton kernel
     return out.copy_(y) if y.stride() != out.stride() else y
 
 
-_lib.impl(_NAME, _composite, "CompositeExplicitAutograd")
+_lib = register_op(GROUP_NORM_SILU_SCHEMA, _composite)
 
 
 @torch.library.register_fake(_QUALNAME)

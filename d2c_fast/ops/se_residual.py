@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._registry import register_op
+
 from .dwconv_bias_swish import output_memory_format
 
 __all__ = ["SE_RESIDUAL_SCHEMA", "se_residual", "se_residual_ref"]
@@ -73,22 +75,6 @@ def se_residual_ref(s: torch.Tensor, skip: torch.Tensor, w1: torch.Tensor, b1: t
 
 # --- dispatcher registration -------------------------------------------------------------------
 
-def _schema_defined() -> bool:
-    try:
-        torch._C._dispatch_find_schema_or_throw(_QUALNAME, "")
-        return True
-    except RuntimeError:
-        return False
-
-
-_LIBS: list[torch.library.Library] = []  # keep the registrations alive
-
-if not _schema_defined():  # the compiled library is absent: define the schema from Python
-    _def_lib = torch.library.Library("d2c_fast", "FRAGMENT")
-    _def_lib.define(SE_RESIDUAL_SCHEMA, tags=(torch.Tag.pt2_compliant_tag,))
-    _LIBS.append(_def_lib)
-
-
 def _empty_output(s: torch.Tensor) -> torch.Tensor:
     return torch.empty(s.shape, dtype=s.dtype, device=s.device,
                        memory_format=output_memory_format(s))
@@ -98,9 +84,7 @@ def _composite(s, skip, w1, b1, w2, b2, alpha):
     return _empty_output(s).copy_(se_residual_ref(s, skip, w1, b1, w2, b2, alpha))
 
 
-_impl_lib = torch.library.Library("d2c_fast", "IMPL")
-_impl_lib.impl("se_residual", _composite, "CompositeExplicitAutograd")
-_LIBS.append(_impl_lib)
+register_op(SE_RESIDUAL_SCHEMA, _composite)
 
 
 @torch.library.register_fake(_QUALNAME)
