@@ -92,6 +92,8 @@ def dwconv_bias_swish_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     """Plain-PyTorch reference: ``F.conv2d(groups=C)`` + bias (+ SiLU) in float32, returned in
     ``x.dtype`` (layout: whatever F.conv2d returns)."""
     _check_inputs(x, weight, bias, stride, padding, dilation)
+    if x.numel() == 0:  # F.conv2d refuses groups=0; the result is simply empty
+        return _empty_output(x, weight, stride, padding, dilation)
     v = F.conv2d(x.float(), weight, bias, stride=stride, padding=padding, dilation=dilation,
                  groups=x.shape[1])
     if swish:
