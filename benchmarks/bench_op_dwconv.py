@@ -15,36 +15,17 @@ extra_info: bytes moved (read x + write y), GB/s and, for every entry, `frac_of_
 """
 from __future__ import annotations
 
-import statistics
-import time
 
 import pytest
 import torch
 
 from d2c_fast.ops import backend_info, dwconv_bias_swish, dwconv_bias_swish_ref
 
-from machine import machine_info
+from machine import clone_median, machine_info
 
 SHAPES = [(1, 288, 128, 128), (1, 576, 64, 64), (1, 1152, 32, 32), (1, 144, 256, 256)]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 K, STRIDE, PAD, DIL = 5, 1, 2, 1
-_CLONE_MEDIAN: dict = {}
-
-
-def _clone_median(x: torch.Tensor) -> float:
-    key = (tuple(x.shape), x.dtype)
-    if key not in _CLONE_MEDIAN:
-        for _ in range(3):
-            x.clone()
-        times = []
-        for _ in range(21):
-            t0 = time.perf_counter()
-            x.clone()
-            times.append(time.perf_counter() - t0)
-        _CLONE_MEDIAN[key] = statistics.median(times)
-    return _CLONE_MEDIAN[key]
-
-
 @pytest.mark.parametrize("impl", ["ref", "onednn", "fast", "clone"])
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -74,7 +55,7 @@ def test_dwconv_bias_swish(benchmark, shape, dtype_name, impl):
     benchmark.group = f"dwconv_bias_swish {'x'.join(map(str, shape))} {dtype_name} cl k{K}"
     with torch.inference_mode():
         benchmark.pedantic(run, warmup_rounds=3, rounds=25, iterations=1)
-        clone_s = _clone_median(x)
+        clone_s = clone_median(x)
     nbytes = 2 * x.numel() * x.element_size()  # stride 1, same padding: |y| == |x|
     median_s = benchmark.stats.stats.median
     benchmark.extra_info.update({

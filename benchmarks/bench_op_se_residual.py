@@ -14,35 +14,16 @@ extra_info: bytes moved by the fused kernel (s twice, skip once, out once), GB/s
 """
 from __future__ import annotations
 
-import statistics
-import time
 
 import pytest
 import torch
 
 from d2c_fast.ops import backend_info, se_residual, se_residual_ref
 
-from machine import machine_info
+from machine import clone_median, machine_info
 
 SHAPES = [(1, 48, 128, 128), (1, 96, 64, 64), (1, 192, 32, 32), (1, 24, 256, 256)]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-_CLONE_MEDIAN: dict = {}
-
-
-def _clone_median(x: torch.Tensor) -> float:
-    key = (tuple(x.shape), x.dtype)
-    if key not in _CLONE_MEDIAN:
-        for _ in range(3):
-            x.clone()
-        times = []
-        for _ in range(21):
-            t0 = time.perf_counter()
-            x.clone()
-            times.append(time.perf_counter() - t0)
-        _CLONE_MEDIAN[key] = statistics.median(times)
-    return _CLONE_MEDIAN[key]
-
-
 @pytest.mark.parametrize("impl", ["eager", "ref", "fast", "clone"])
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -71,7 +52,7 @@ def test_se_residual(benchmark, shape, dtype_name, impl):
     benchmark.group = f"se_residual {'x'.join(map(str, shape))} {dtype_name} cl"
     with torch.inference_mode():
         benchmark.pedantic(run, warmup_rounds=3, rounds=30, iterations=1)
-        clone_s = _clone_median(s)
+        clone_s = clone_median(s)
     nbytes = 4 * s.numel() * s.element_size()
     median_s = benchmark.stats.stats.median
     benchmark.extra_info.update({

@@ -1,8 +1,10 @@
-"""Machine facts for benchmark extra_info."""
+"""Machine facts for benchmark extra_info, and the memory-bandwidth yardstick."""
 from __future__ import annotations
 
 import os
 import platform
+import statistics
+import time
 
 import torch
 
@@ -24,3 +26,22 @@ def machine_info(device: str = "cpu") -> dict:
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
+
+
+_CLONE_MEDIAN: dict = {}
+
+
+def clone_median(x: torch.Tensor) -> float:
+    """Median seconds of ``x.clone()`` (cached per shape and dtype): the bandwidth yardstick an
+    op's time is compared with (an elementwise op cannot beat one read plus one write)."""
+    key = (tuple(x.shape), x.dtype, x.device.type)
+    if key not in _CLONE_MEDIAN:
+        for _ in range(3):
+            x.clone()
+        times = []
+        for _ in range(21):
+            t0 = time.perf_counter()
+            x.clone()
+            times.append(time.perf_counter() - t0)
+        _CLONE_MEDIAN[key] = statistics.median(times)
+    return _CLONE_MEDIAN[key]
