@@ -20,6 +20,8 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include "op_checks.h"
+
 #define D2C_ISA_NS cpu_default
 #include "se_residual_kernel.h"
 #undef D2C_ISA_NS
@@ -53,40 +55,14 @@ void check_inputs(const at::Tensor& s, const at::Tensor& skip, const at::Tensor&
   TORCH_CHECK(s.device().is_cpu(), kOp, "(CPU kernel) s must be on CPU, got ", s.device());
   TORCH_CHECK(s.scalar_type() == at::kFloat || s.scalar_type() == at::kBFloat16, kOp,
               "s must be float32 or bfloat16, got ", s.scalar_type());
-  TORCH_CHECK(skip.sizes() == s.sizes(), kOp, "skip must have s's shape ", s.sizes(), ", got ",
-              skip.sizes());
-  TORCH_CHECK(skip.scalar_type() == s.scalar_type(), kOp, "skip must have s's dtype ",
-              s.scalar_type(), ", got ", skip.scalar_type());
-  const int64_t C = s.size(1);
-  TORCH_CHECK(w1.dim() == 2 && w1.size(1) == C && w1.size(0) >= 1, kOp,
-              "w1 must be (Ch, C) with C=", C, ", got shape ", w1.sizes());
-  const int64_t Ch = w1.size(0);
-  TORCH_CHECK(b1.dim() == 1 && b1.size(0) == Ch, kOp, "b1 must be 1-D of size Ch=", Ch,
-              ", got shape ", b1.sizes());
-  TORCH_CHECK(w2.dim() == 2 && w2.size(0) == C && w2.size(1) == Ch, kOp, "w2 must be (C, Ch) = (",
-              C, ", ", Ch, "), got shape ", w2.sizes());
-  TORCH_CHECK(b2.dim() == 1 && b2.size(0) == C, kOp, "b2 must be 1-D of size C=", C,
-              ", got shape ", b2.sizes());
-  for (const at::Tensor* t : {&w1, &b1, &w2, &b2}) {
-    TORCH_CHECK(t->scalar_type() == at::kFloat, kOp, "w1, b1, w2, b2 must be float32, got ",
-                t->scalar_type());
-    TORCH_CHECK(t->device() == s.device(), kOp, "w1, b1, w2, b2 must be on s's device ",
-                s.device(), ", got ", t->device());
-  }
-  TORCH_CHECK(skip.device() == s.device(), kOp, "skip must be on s's device ", s.device());
-}
-
-at::MemoryFormat output_format(const at::Tensor& s) {
-  if (s.is_contiguous()) return at::MemoryFormat::Contiguous;
-  if (s.is_contiguous(at::MemoryFormat::ChannelsLast)) return at::MemoryFormat::ChannelsLast;
-  return s.stride(1) < s.stride(3) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  check_se_residual_args(kOp, s, skip, w1, b1, w2, b2);
 }
 
 at::Tensor se_residual_cpu(const at::Tensor& s, const at::Tensor& skip, const at::Tensor& w1,
                            const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
                            double alpha) {
   check_inputs(s, skip, w1, b1, w2, b2);
-  const auto fmt = output_format(s);
+  const auto fmt = output_memory_format(s);
   at::Tensor out = at::empty(s.sizes(), s.options().memory_format(fmt));
   if (out.numel() == 0) return out;
   const int64_t N = s.size(0), C = s.size(1), HW = s.size(2) * s.size(3);

@@ -12,6 +12,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "op_checks.h"
+
 #include "dwconv_kernel.cuh"
 
 namespace d2c_fast {
@@ -27,35 +29,7 @@ void check_inputs(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   const auto dt = x.scalar_type();
   TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf, kOp,
               "x must be float32, bfloat16 or float16, got ", dt);
-  const int64_t C = x.size(1);
-  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == C && weight.size(1) == 1 &&
-                  weight.size(2) == weight.size(3) && weight.size(2) >= 1,
-              kOp, "weight must be (C, 1, k, k) with C=", C, ", got shape ", weight.sizes());
-  TORCH_CHECK(weight.size(2) <= 63, kOp, "kernel size k must be <= 63, got ", weight.size(2));
-  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == C, kOp, "bias must be 1-D of size C=", C,
-              ", got shape ", bias.sizes());
-  TORCH_CHECK(weight.scalar_type() == at::kFloat, kOp, "weight must be float32, got ",
-              weight.scalar_type());
-  TORCH_CHECK(bias.scalar_type() == at::kFloat, kOp, "bias must be float32, got ",
-              bias.scalar_type());
-  TORCH_CHECK(weight.device() == x.device() && bias.device() == x.device(), kOp,
-              "weight and bias must be on x's device ", x.device());
-  TORCH_CHECK(stride >= 1, kOp, "stride must be >= 1, got ", stride);
-  TORCH_CHECK(padding >= 0, kOp, "padding must be >= 0, got ", padding);
-  TORCH_CHECK(dilation >= 1, kOp, "dilation must be >= 1, got ", dilation);
-  const int64_t k = weight.size(2);
-  const int64_t Ho = (x.size(2) + 2 * padding - dilation * (k - 1) - 1) / stride + 1;
-  const int64_t Wo = (x.size(3) + 2 * padding - dilation * (k - 1) - 1) / stride + 1;
-  TORCH_CHECK(x.size(2) + 2 * padding - dilation * (k - 1) - 1 >= 0 &&
-                  x.size(3) + 2 * padding - dilation * (k - 1) - 1 >= 0 && Ho >= 1 && Wo >= 1,
-              kOp, "output size is too small: input ", x.sizes(), ", k=", k, ", padding=",
-              padding, ", dilation=", dilation);
-}
-
-bool output_channels_last(const at::Tensor& x) {
-  if (x.is_contiguous()) return false;
-  if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) return true;
-  return x.stride(1) < x.stride(3);
+  check_dwconv_args(kOp, x, weight, bias, stride, padding, dilation);
 }
 
 at::Tensor dwconv_bias_swish_cuda(const at::Tensor& x, const at::Tensor& weight,
@@ -65,10 +39,9 @@ at::Tensor dwconv_bias_swish_cuda(const at::Tensor& x, const at::Tensor& weight,
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t k = weight.size(2);
-  const int64_t Ho = (H + 2 * padding - dilation * (k - 1) - 1) / stride + 1;
-  const int64_t Wo = (W + 2 * padding - dilation * (k - 1) - 1) / stride + 1;
-  const auto fmt = output_channels_last(x) ? at::MemoryFormat::ChannelsLast
-                                           : at::MemoryFormat::Contiguous;
+  const int64_t Ho = conv_out_size(H, k, stride, padding, dilation);
+  const int64_t Wo = conv_out_size(W, k, stride, padding, dilation);
+  const auto fmt = output_memory_format(x);
   at::Tensor y = at::empty({N, C, Ho, Wo}, x.options().memory_format(fmt));
   if (y.numel() == 0) return y;
 
