@@ -79,6 +79,11 @@ _MODEL_FIELDS = {
     "ema_rate": (float, 0.9999),
     "ema": (bool, True),
     "resamp_with_conv": (bool, _REQ),
+    # Not an official field: the official U-Net always uses GroupNorm(32). With ch = 32 that is
+    # one channel per group, an instance norm that removes every channel's per-image mean, so
+    # the U-Net cannot predict the spatial mean of epsilon (see docs/DESIGN.md). Small U-Nets
+    # (the built-in model) set fewer groups.
+    "norm_groups": (int, 32),
 }
 _SCHED_FIELDS = {
     "beta_schedule": (str, _REQ),
@@ -260,6 +265,7 @@ class UNetConfig:
     resamp_with_conv: bool
     resolution: int
     num_timesteps: int
+    norm_groups: int = 32
 
 
 @dataclass
@@ -356,9 +362,12 @@ def _validate_diffusion(d: dict, ae: dict) -> None:
         raise ConfigError("diffusion.model.ch_mult", "must not be empty")
     if m["ch"] < 1:
         raise ConfigError("diffusion.model.ch", f"must be >= 1, got {m['ch']}")
-    if m["ch"] % 32 or any((m["ch"] * c) % 32 for c in m["ch_mult"]):
-        raise ConfigError("diffusion.model.ch", "ch * every ch_mult must be divisible by 32 "
-                          "(GroupNorm with 32 groups)")
+    g = m["norm_groups"]
+    if g < 1:
+        raise ConfigError("diffusion.model.norm_groups", f"must be >= 1, got {g}")
+    if m["ch"] % g or any((m["ch"] * c) % g for c in m["ch_mult"]):
+        raise ConfigError("diffusion.model.ch", f"ch and ch * every ch_mult must be divisible "
+                          f"by norm_groups = {g} (GroupNorm with {g} groups)")
     if m["num_res_blocks"] < 1:
         raise ConfigError("diffusion.model.num_res_blocks", "must be >= 1")
     c = ae["num_latent_per_group"]
@@ -410,7 +419,10 @@ def config_from_dict(raw: dict) -> ModelConfig:
                       ch_mult=list(m["ch_mult"]), num_res_blocks=m["num_res_blocks"],
                       attn_resolutions=list(m["attn_resolutions"]), dropout=m["dropout"],
                       resamp_with_conv=m["resamp_with_conv"], resolution=d["data"]["image_size"],
-                      num_timesteps=d["diffusion"]["num_diffusion_timesteps"])
+                      num_timesteps=d["diffusion"]["num_diffusion_timesteps"],
+                      norm_groups=m["norm_groups"])
+    if m["norm_groups"] == 32:
+        del m["norm_groups"]  # the official layout: keep the normalised JSON (and hashes) as is
     return ModelConfig(autoencoder=AutoencoderConfig(**ae), unet=unet,
                        schedule=ScheduleConfig(**d["diffusion"]),
                        raw={"autoencoder": ae, "diffusion": d})

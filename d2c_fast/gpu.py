@@ -74,15 +74,16 @@ class _FastResBlock(nn.Module):
         self.gn = _Float32(n1w=blk.norm1.weight, n1b=blk.norm1.bias,
                            n2w=blk.norm2.weight, n2b=blk.norm2.bias)
         self.eps1, self.eps2 = blk.norm1.eps, blk.norm2.eps
+        self.groups = blk.norm1.num_groups
         self.conv1 = _conv(blk.conv1, bias=False)   # its bias moves into the norm2 bias
         self.conv2 = _conv(blk.conv2)
         self.nin_shortcut = _conv(blk.nin_shortcut) if blk.in_channels != blk.out_channels else None
 
     def forward(self, x: torch.Tensor, bias_all: torch.Tensor) -> torch.Tensor:
         g = self.gn
-        h = self.conv1(group_norm_silu(x, g.n1w, g.n1b, eps=self.eps1))
+        h = self.conv1(group_norm_silu(x, g.n1w, g.n1b, eps=self.eps1, num_groups=self.groups))
         h = group_norm_silu(h, g.n2w, g.n2b, bias_all[:, self.offset:self.offset + self.cout],
-                            eps=self.eps2)
+                            eps=self.eps2, num_groups=self.groups)
         h = self.conv2(h)   # dropout: identity at inference
         return h.add_(self.nin_shortcut(x) if self.nin_shortcut is not None else x)
 
@@ -92,7 +93,7 @@ class _FastAttn(nn.Module):
         super().__init__()
         C = blk.q.in_channels
         self.gn = _Float32(w=blk.norm.weight, b=blk.norm.bias)
-        self.eps = blk.norm.eps
+        self.eps, self.groups = blk.norm.eps, blk.norm.num_groups
         self.qkv = nn.Conv2d(C, 3 * C, 1)
         with torch.no_grad():
             self.qkv.weight.copy_(torch.cat([blk.q.weight, blk.k.weight, blk.v.weight]))
@@ -101,7 +102,8 @@ class _FastAttn(nn.Module):
         self.proj_out = _conv(blk.proj_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = group_norm_silu(x, self.gn.w, self.gn.b, eps=self.eps, silu=False)
+        h = group_norm_silu(x, self.gn.w, self.gn.b, eps=self.eps, num_groups=self.groups,
+                            silu=False)
         qkv = self.qkv(h)                                            # (B, 3C, H, W)
         B, C3, H, W = qkv.shape
         C = C3 // 3
@@ -186,7 +188,7 @@ class FastUNet(nn.Module):
                 m.upsample = _Resample(unet.up[i].upsample, up=True)
             self.up.append(m)
         self.norm_out = _Float32(w=unet.norm_out.weight, b=unet.norm_out.bias)
-        self.norm_out_eps = unet.norm_out.eps
+        self.norm_out_eps, self.norm_out_groups = unet.norm_out.eps, unet.norm_out.num_groups
         self.conv_out = _conv(unet.conv_out)
         self.eval()
         self.requires_grad_(False)
@@ -237,7 +239,8 @@ class FastUNet(nn.Module):
                     h = u.attn[j](h)
             if i != 0:
                 h = u.upsample(h)
-        h = group_norm_silu(h, self.norm_out.w, self.norm_out.b, eps=self.norm_out_eps)
+        h = group_norm_silu(h, self.norm_out.w, self.norm_out.b, eps=self.norm_out_eps,
+                            num_groups=self.norm_out_groups)
         return self.conv_out(h)
 
 

@@ -530,3 +530,28 @@ def test_load_config_wrapper_dict_and_bad_type(make_tiny_config):
     assert load_config({"config": make_tiny_config()}).latent_shape == (4, 8, 8)
     with pytest.raises(ConfigError):
         load_config(5)
+
+
+def test_norm_groups_extension(make_tiny_config):
+    """``diffusion.model.norm_groups`` (ours, default 32 = the official GroupNorm(32)): sets every
+    U-Net GroupNorm; the default is left out of the normalised config, so configs and model
+    fingerprints written before the field existed are unchanged."""
+    from d2c_fast.models.unet import UNet
+    base = make_tiny_config()
+    explicit = copy.deepcopy(base)
+    explicit["diffusion"]["model"]["norm_groups"] = 32
+    assert load_config(explicit).to_json() == load_config(base).to_json()
+    assert "norm_groups" not in load_config(explicit).raw["diffusion"]["model"]
+    eight = copy.deepcopy(base)
+    eight["diffusion"]["model"]["norm_groups"] = 8
+    cfg = load_config(eight)
+    assert cfg.unet.norm_groups == 8 and cfg.raw["diffusion"]["model"]["norm_groups"] == 8
+    assert cfg.to_json() != load_config(base).to_json()
+    norms = [m for m in UNet(cfg.unet).modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_groups == 8 for m in norms)
+    assert load_config(json.loads(cfg.to_json())).unet.norm_groups == 8   # round trip
+    for bad in (0, -4, 12):
+        d = copy.deepcopy(base)
+        d["diffusion"]["model"]["norm_groups"] = bad
+        with pytest.raises(ConfigError, match="norm_groups|diffusion.model.ch"):
+            load_config(d)

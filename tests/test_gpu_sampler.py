@@ -224,3 +224,23 @@ def test_attach_gpu_path_cpu(tiny, cpu_pair):
         assert _rel(x, want) <= 1e-4
     t = torch.tensor([5.0, 600.0])
     assert _rel(s.unet(zT, t), ref.unet(zT, t)) <= 1e-5
+
+
+def test_cpu_fast_unet_with_fewer_norm_groups():
+    """A U-Net with ``norm_groups`` != 32 (the built-in model's 8): the fast U-Net passes the
+    group count to every fused GroupNorm."""
+    import json
+    from pathlib import Path
+    raw = json.loads((Path(__file__).resolve().parents[1] / TINY).read_text())
+    raw["diffusion"]["model"]["norm_groups"] = 8
+    m = random_model(raw, seed=3)
+    fu = FastUNet(m.unet, dtype=torch.float32, channels_last=False)
+    call = UNetCallGraph(fu, 2, m.config.unet.in_channels)
+    x = torch.randn(2, m.config.unet.in_channels, fu.resolution, fu.resolution)
+    call.load(x, 600)
+    want = m.unet(x, torch.full((2,), 600.0))
+    assert _rel(call(), want) <= 1e-5
+    # with the default 32 groups the same weights give a different function
+    raw["diffusion"]["model"]["norm_groups"] = 32
+    m32 = random_model(raw, seed=3)
+    assert _rel(m32.unet(x, torch.full((2,), 600.0)), want) > 1e-3

@@ -5,7 +5,9 @@ What it changes (each exact in real arithmetic, so fast == ref to float rounding
 - BatchNorm after a convolution (inside MBConv) is folded into that convolution's weight/bias;
 - the MBConv input BatchNorm is folded into the following 1x1 convolution;
 - BatchNorm + Swish before a padded convolution (``res_bnswish`` cells) becomes one fused op,
-  ``d2c_fast::bn_swish`` (C++ on CPU when built, reference elsewhere);
+  ``d2c_fast::bn_swish`` (C++ on CPU when built, reference elsewhere), except between two
+  ``res_bnswish`` ops of a cell: there the BatchNorm folds into the first op's convolution and
+  the Swish becomes that convolution's oneDNN post-op (one pass over the activation fewer);
 - MBConv up cells expand at the low resolution, then up-sample the hidden tensor (nearest
   up-sampling commutes with per-pixel ops); the up-sampling skip applies its 1x1 conv before
   the bilinear up-sampling (exact: bilinear weights sum to one);
@@ -200,19 +202,33 @@ def _plan_up_skip(seq: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(_plain_conv(conv), up)
 
 
+def _fold_bn_swish_pairs(cell: Cell) -> None:
+    """``conv_0`` of a ``res_bnswish`` op feeding the BatchNorm + Swish of the next one:
+    ``swish(BN(conv(x)))`` -> one convolution with folded BN and a Swish post-op."""
+    ops = list(cell._ops)
+    for a, b in zip(ops, ops[1:]):
+        if isinstance(a, BNSwishConv) and isinstance(b, BNSwishConv) \
+                and isinstance(a.conv_0, Conv2D) and isinstance(b.bn_act, BNSwish):
+            a.conv_0 = ConvSwish(_fold_conv_bn(a.conv_0, b.bn_act))
+            b.bn_act = nn.Identity()
+
+
 def _replace(module: nn.Module) -> None:
     for name, child in list(module.named_children()):
         if isinstance(child, nn.Sequential) and len(child) == 2 and isinstance(child[0], UpSample) \
                 and isinstance(child[1], Conv2D) and child[1].kernel_size == (1, 1):
             setattr(module, name, _plan_up_skip(child))
         elif isinstance(child, Cell):
+            _fold_bn_swish_pairs(child)
             _replace(child)
             setattr(module, name, FastCell(child))
         elif isinstance(child, InvertedResidual):
             setattr(module, name, _plan_mbconv(child))
         elif isinstance(child, BNSwishConv):
-            child.bn_act = FusedBNSwish(child.bn_act)
-            child.conv_0 = _plain_conv(child.conv_0)
+            if isinstance(child.bn_act, BNSwish):
+                child.bn_act = FusedBNSwish(child.bn_act)
+            if isinstance(child.conv_0, Conv2D):
+                child.conv_0 = _plain_conv(child.conv_0)
         elif isinstance(child, ConvBNSwish):
             setattr(module, name, ConvSwish(_fold_conv_bn(child.conv[0], child.conv[1])))
         elif isinstance(child, Conv2D):

@@ -31,8 +31,8 @@ def swish(x):
     return x * torch.sigmoid(x)
 
 
-def group_norm(C: int) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=32, num_channels=C, eps=1e-6, affine=True)
+def group_norm(C: int, groups: int = 32) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=groups, num_channels=C, eps=1e-6, affine=True)
 
 
 class Upsample(nn.Module):
@@ -61,13 +61,13 @@ class Downsample(nn.Module):
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, Cin, Cout, temb_ch, dropout):
+    def __init__(self, Cin, Cout, temb_ch, dropout, groups=32):
         super().__init__()
         self.in_channels, self.out_channels = Cin, Cout
-        self.norm1 = group_norm(Cin)
+        self.norm1 = group_norm(Cin, groups)
         self.conv1 = nn.Conv2d(Cin, Cout, 3, 1, 1)
         self.temb_proj = nn.Linear(temb_ch, Cout)
-        self.norm2 = group_norm(Cout)
+        self.norm2 = group_norm(Cout, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(Cout, Cout, 3, 1, 1)
         if Cin != Cout:
@@ -83,9 +83,9 @@ class ResnetBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    def __init__(self, C):
+    def __init__(self, C, groups=32):
         super().__init__()
-        self.norm = group_norm(C)
+        self.norm = group_norm(C, groups)
         self.q = nn.Conv2d(C, C, 1)
         self.k = nn.Conv2d(C, C, 1)
         self.v = nn.Conv2d(C, C, 1)
@@ -116,6 +116,7 @@ class UNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         ch, ch_mult = cfg.ch, tuple(cfg.ch_mult)
+        g = cfg.norm_groups
         self.ch = ch
         self.temb_ch = ch * 4
         self.num_resolutions = len(ch_mult)
@@ -136,10 +137,10 @@ class UNet(nn.Module):
             blocks, attns = nn.ModuleList(), nn.ModuleList()
             b_in, b_out = ch * in_mult[i], ch * ch_mult[i]
             for _ in range(cfg.num_res_blocks):
-                blocks.append(ResnetBlock(b_in, b_out, self.temb_ch, cfg.dropout))
+                blocks.append(ResnetBlock(b_in, b_out, self.temb_ch, cfg.dropout, g))
                 b_in = b_out
                 if res in cfg.attn_resolutions:
-                    attns.append(AttnBlock(b_in))
+                    attns.append(AttnBlock(b_in, g))
             down = nn.Module()
             down.block, down.attn = blocks, attns
             if i != self.num_resolutions - 1:
@@ -148,9 +149,9 @@ class UNet(nn.Module):
             self.down.append(down)
 
         self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(b_in, b_in, self.temb_ch, cfg.dropout)
-        self.mid.attn_1 = AttnBlock(b_in)
-        self.mid.block_2 = ResnetBlock(b_in, b_in, self.temb_ch, cfg.dropout)
+        self.mid.block_1 = ResnetBlock(b_in, b_in, self.temb_ch, cfg.dropout, g)
+        self.mid.attn_1 = AttnBlock(b_in, g)
+        self.mid.block_2 = ResnetBlock(b_in, b_in, self.temb_ch, cfg.dropout, g)
 
         ups = []
         for i in reversed(range(self.num_resolutions)):
@@ -160,10 +161,10 @@ class UNet(nn.Module):
             for j in range(cfg.num_res_blocks + 1):
                 if j == cfg.num_res_blocks:
                     skip_in = ch * in_mult[i]
-                blocks.append(ResnetBlock(b_in + skip_in, b_out, self.temb_ch, cfg.dropout))
+                blocks.append(ResnetBlock(b_in + skip_in, b_out, self.temb_ch, cfg.dropout, g))
                 b_in = b_out
                 if res in cfg.attn_resolutions:
-                    attns.append(AttnBlock(b_in))
+                    attns.append(AttnBlock(b_in, g))
             up = nn.Module()
             up.block, up.attn = blocks, attns
             if i != 0:
@@ -172,7 +173,7 @@ class UNet(nn.Module):
             ups.insert(0, up)
         self.up = nn.ModuleList(ups)
 
-        self.norm_out = group_norm(b_in)
+        self.norm_out = group_norm(b_in, g)
         self.conv_out = nn.Conv2d(b_in, cfg.out_ch, 3, 1, 1)
 
     def set_attention(self, use_sdpa: bool) -> None:
