@@ -69,3 +69,48 @@ def test_dwconv_bias_swish(benchmark, shape, dtype_name, impl):
         "frac_of_clone_bw": clone_s / median_s,
         **machine_info("cpu"),
     })
+
+
+# --- up cells: nearest x2 up-sampling + dwconv ---------------------------------------------------
+# The ARCH-256 decoder's two big MBConv up cells (hidden 576 at 64 -> 128, 144 at 128 -> 256).
+# Entries:
+#   ref       up2_dwconv_bias_swish_ref (F.interpolate, then the conv + SiLU reference)
+#   unfused   F.interpolate + the fast dwconv_bias_swish op (the plan before the fused op)
+#   fast      torch.ops.d2c_fast.up2_dwconv_bias_swish (C++; the up-sampled tensor is never built)
+UP_SHAPES = [(1, 576, 64, 64), (1, 144, 128, 128)]
+
+
+@pytest.mark.parametrize("impl", ["ref", "unfused", "fast"])
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("shape", UP_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_up2_dwconv_bias_swish(benchmark, shape, dtype_name, impl):
+    import torch.nn.functional as F
+
+    from d2c_fast.ops import up2_dwconv_bias_swish, up2_dwconv_bias_swish_ref
+    dtype = DTYPES[dtype_name]
+    C = shape[1]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(C, 1, K, K, generator=g) * 0.2
+    b = torch.randn(C, generator=g) * 0.5
+    if impl == "ref":
+        def run():
+            return up2_dwconv_bias_swish_ref(x, w, b, True)
+    elif impl == "unfused":
+        def run():
+            return dwconv_bias_swish(F.interpolate(x, scale_factor=2.0, mode="nearest"), w, b,
+                                     1, PAD, 1, True)
+    else:
+        def run():
+            return up2_dwconv_bias_swish(x, w, b, True)
+    benchmark.group = f"up2_dwconv_bias_swish {'x'.join(map(str, shape))} {dtype_name} cl k{K}"
+    with torch.inference_mode():
+        benchmark.pedantic(run, warmup_rounds=3, rounds=15, iterations=1)
+    nbytes = 5 * x.numel() * x.element_size()  # read x, write the 4x larger y
+    median_s = benchmark.stats.stats.median
+    benchmark.extra_info.update({
+        "impl": impl,
+        "kernel": backend_info("cpu")["up2_dwconv_bias_swish"]["kernel"] if impl == "fast" else impl,
+        "dtype": str(dtype), "shape": list(shape), "layout": "channels_last",
+        "bytes_moved": nbytes, "GB_per_s": nbytes / median_s / 1e9, **machine_info("cpu"),
+    })

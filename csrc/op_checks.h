@@ -52,6 +52,14 @@ inline void check_dwconv_args(const char* op, const at::Tensor& x, const at::Ten
               padding, ", dilation=", dilation);
 }
 
+// up2_dwconv_bias_swish: everything but x's device and dtype.
+inline void check_up2_dwconv_args(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                                  const at::Tensor& bias) {
+  check_dwconv_args(op, x, weight, bias, 1, (weight.dim() == 4 ? weight.size(2) - 1 : 0) / 2, 1);
+  TORCH_CHECK(weight.size(2) % 2 == 1, op, "kernel size k must be odd ('same' padding), got ",
+              weight.size(2));
+}
+
 // se_residual: everything but s's device and dtype.
 inline void check_se_residual_args(const char* op, const at::Tensor& s, const at::Tensor& skip,
                                    const at::Tensor& w1, const at::Tensor& b1,

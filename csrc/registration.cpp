@@ -2,7 +2,7 @@
 // declared to the PyTorch dispatcher (TORCH_LIBRARY). Kernels live elsewhere and attach
 // themselves with TORCH_LIBRARY_IMPL:
 //   csrc/cpu/bn_swish.cpp          -> CPU
-//   csrc/cpu/dwconv.cpp            -> CPU (dwconv_bias_swish)
+//   csrc/cpu/dwconv.cpp            -> CPU (dwconv_bias_swish, up2_dwconv_bias_swish)
 //   csrc/cpu/se_residual.cpp       -> CPU (se_residual)
 //   csrc/cuda/bn_swish_launch.cpp  -> CUDA (only in builds against a CUDA torch)
 // d2c_fast/ops/bn_swish.py adds a CompositeExplicitAutograd reference implementation, a fake
@@ -32,6 +32,11 @@ TORCH_LIBRARY(d2c_fast, m) {
   // float32/bfloat16, weight (C,1,k,k) and bias (C,) float32; output in x's memory format.
   // CPU kernel: csrc/cpu/dwconv.cpp.
   m.def("dwconv_bias_swish(Tensor x, Tensor weight, Tensor bias, int stride, int padding, int dilation, bool swish) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  // dwconv_bias_swish(nearest x2 up-sampling of x, stride 1, 'same' padding, dilation 1) for
+  // odd k, without materialising the up-sampled x; output (N, C, 2H, 2W) in x's memory format.
+  // CPU kernel: csrc/cpu/dwconv.cpp.
+  m.def("up2_dwconv_bias_swish(Tensor x, Tensor weight, Tensor bias, bool swish) -> Tensor",
         {at::Tag::pt2_compliant_tag});
   // Squeeze-excitation + residual: skip + alpha * s * sigmoid(w2 @ relu(w1 @ mean_hw(s) + b1)
   // + b2) per image; s, skip (N,C,H,W) float32/bfloat16, FC parameters float32; output in s's

@@ -5,6 +5,8 @@
 // padding, square kernel, BatchNorm folded into weight/bias) with its bias add and Swish:
 //     v[n,c,oh,ow] = bias[c] + sum_{kh,kw} weight[c,0,kh,kw] * x[n,c,oh*s-p+kh*d, ow*s-p+kw*d]
 //     y = swish ? v * sigmoid(v) : v
+// up2_dwconv_bias_swish(x, weight, bias, swish): the same after a nearest x2 up-sampling of x
+// (the decoder's up cells), 'same' padding, odd k, without materialising the up-sampled x.
 // One read of x and one write of y (oneDNN's fused depthwise+swish primitive is several times
 // slower than that on the decoder's shapes).
 //
@@ -53,6 +55,9 @@ int dw_cpu_capability_level() {
 #endif
 
 constexpr const char* kOp = "d2c_fast::dwconv_bias_swish: ";
+constexpr const char* kUpOp = "d2c_fast::up2_dwconv_bias_swish: ";
+
+void run_kernel(const DwConvArgs& a);
 
 void check_inputs(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                   int64_t stride, int64_t padding, int64_t dilation) {
@@ -93,7 +98,51 @@ at::Tensor dwconv_bias_swish_cpu(const at::Tensor& x, const at::Tensor& weight,
   a.N = N; a.C = C; a.H = H; a.W = W; a.Ho = Ho; a.Wo = Wo;
   a.k = k; a.stride = stride; a.pad = padding; a.dil = dilation;
   a.swish = swish;
+  a.up2 = false;
   a.dtype = x.scalar_type() == at::kFloat ? 0 : 1;
+  run_kernel(a);
+  if (!yc.is_same(y)) y.copy_(yc);
+  return y;
+}
+
+// y = dwconv_bias_swish(nearest_upsample_x2(x), weight, bias, 1, (k-1)/2, 1, swish) without the
+// up-sampled tensor (see run_up2 in dwconv_kernel.h): odd k, output (N, C, 2H, 2W).
+at::Tensor up2_dwconv_bias_swish_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                     const at::Tensor& bias, bool swish) {
+  TORCH_CHECK(x.dim() == 4, kUpOp, "x must be 4-D (N, C, H, W), got ", x.dim(),
+              "-D tensor of shape ", x.sizes());
+  TORCH_CHECK(x.device().is_cpu(), kUpOp, "(CPU kernel) x must be on CPU, got ", x.device());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, kUpOp,
+              "x must be float32 or bfloat16, got ", x.scalar_type());
+  check_up2_dwconv_args(kUpOp, x, weight, bias);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t k = weight.size(2);
+  const auto fmt = output_memory_format(x);
+  at::Tensor y = at::empty({N, C, 2 * H, 2 * W}, x.options().memory_format(fmt));
+  if (y.numel() == 0) return y;
+  const at::Tensor xc = x.contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor yc = y.is_contiguous(at::MemoryFormat::ChannelsLast)
+                      ? y
+                      : at::empty({N, C, 2 * H, 2 * W},
+                                  x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const at::Tensor wc = weight.contiguous();
+  const at::Tensor bc = bias.contiguous();
+  DwConvArgs a;
+  a.x = xc.const_data_ptr();
+  a.y = yc.mutable_data_ptr();
+  a.weight = wc.const_data_ptr<float>();
+  a.bias = bc.const_data_ptr<float>();
+  a.N = N; a.C = C; a.H = H; a.W = W; a.Ho = 2 * H; a.Wo = 2 * W;
+  a.k = k; a.stride = 1; a.pad = (k - 1) / 2; a.dil = 1;
+  a.swish = swish;
+  a.up2 = true;
+  a.dtype = x.scalar_type() == at::kFloat ? 0 : 1;
+  run_kernel(a);
+  if (!yc.is_same(y)) y.copy_(yc);
+  return y;
+}
+
+void run_kernel(const DwConvArgs& a) {
 #ifdef D2C_X86_ISA_COPIES
   static const int cap = dw_cpu_capability_level();
   if (cap >= 2) {
@@ -106,14 +155,13 @@ at::Tensor dwconv_bias_swish_cpu(const at::Tensor& x, const at::Tensor& weight,
 #else
   cpu_default::dwconv_kernel(a);
 #endif
-  if (!yc.is_same(y)) y.copy_(yc);
-  return y;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(d2c_fast, CPU, m) {
   m.impl("dwconv_bias_swish", &dwconv_bias_swish_cpu);
+  m.impl("up2_dwconv_bias_swish", &up2_dwconv_bias_swish_cpu);
 }
 
 }  // namespace d2c_fast

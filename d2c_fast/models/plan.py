@@ -9,7 +9,8 @@ What it changes (each exact in real arithmetic, so fast == ref to float rounding
   ``res_bnswish`` ops of a cell: there the BatchNorm folds into the first op's convolution and
   the Swish becomes that convolution's oneDNN post-op (one pass over the activation fewer);
 - MBConv up cells expand at the low resolution, then up-sample the hidden tensor (nearest
-  up-sampling commutes with per-pixel ops); the up-sampling skip applies its 1x1 conv before
+  up-sampling commutes with per-pixel ops) inside the depthwise conv op
+  (``up2_dwconv_bias_swish``: the up-sampled tensor is never written); the up-sampling skip applies its 1x1 conv before
   the bilinear up-sampling (exact: bilinear weights sum to one);
 - activations are channels-last on CPU, and 1x1/depthwise conv + Swish run as one oneDNN
   primitive;
@@ -110,19 +111,31 @@ class ConvSwish(nn.Module):
 
 class DWConvSwish(_Fp32Consts):
     """Depthwise conv + bias + Swish: the ``dwconv_bias_swish`` op on CPU (one pass, weights
-    in registers), oneDNN/cuDNN conv + SiLU elsewhere."""
+    in registers), oneDNN/cuDNN conv + SiLU elsewhere. ``up2``: a nearest x2 up-sampling in
+    front (MBConv up cells; "same" padding, odd k), fused on CPU (``up2_dwconv_bias_swish``,
+    the up-sampled tensor is never materialised)."""
 
     _FP32 = ("weight", "bias")
 
-    def __init__(self, conv: nn.Conv2d):
+    def __init__(self, conv: nn.Conv2d, up2: bool = False):
         super().__init__()
         assert conv.groups == conv.in_channels == conv.out_channels
         self.weight = conv.weight.detach().float().clone()
         self.bias = conv.bias.detach().float().clone()
         self.stride, self.padding, self.dilation = conv.stride[0], conv.padding[0], conv.dilation[0]
+        self.up2 = up2
+        if up2:
+            k = conv.kernel_size[0]
+            assert k % 2 == 1 and self.stride == 1 and self.dilation == 1 \
+                and self.padding == (k - 1) // 2
 
     def forward(self, x):
         from ..ops import has_compiled_kernel
+        if self.up2:
+            if x.device.type == "cpu" or has_compiled_kernel("up2_dwconv_bias_swish", x.device):
+                from ..ops.dwconv_bias_swish import up2_dwconv_bias_swish
+                return up2_dwconv_bias_swish(x, self.weight, self.bias, True)
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         if x.device.type == "cpu" or has_compiled_kernel("dwconv_bias_swish", x.device):
             from ..ops.dwconv_bias_swish import dwconv_bias_swish
             return dwconv_bias_swish(x, self.weight, self.bias, self.stride, self.padding,
@@ -191,7 +204,13 @@ def _plan_mbconv(m: InvertedResidual) -> nn.Sequential:
     p = _fold_conv_bn(project, bn_out.bn)
     # Nearest up-sampling commutes with the per-pixel BN + 1x1 expand + Swish: expanding at
     # the low resolution does a quarter of the work, then the hidden tensor is up-sampled.
-    dws = DWConvSwish(d) if d.groups == d.in_channels == d.out_channels else ConvSwish(d)
+    if d.groups == d.in_channels == d.out_channels:
+        k, pad = d.kernel_size[0], d.padding[0]
+        if up and k % 2 == 1 and d.stride[0] == 1 and d.dilation[0] == 1 and pad == (k - 1) // 2:
+            return nn.Sequential(ConvSwish(e), DWConvSwish(d, up2=True), p)
+        dws = DWConvSwish(d)
+    else:
+        dws = ConvSwish(d)
     return nn.Sequential(ConvSwish(e), *up, dws, p)
 
 
