@@ -195,6 +195,8 @@ class Sampler:
         B, _, H, W = logits.shape
         u_mix = rng.rand(mixture.NUM_MIX, H, W) * (1 - 2e-5) + 1e-5
         u_pix = rng.rand(3, H, W) * (1 - 2e-5) + 1e-5
+        if self.impl == "fast":
+            return mixture.sample_selected(logits, (u_mix, u_pix))
         return mixture.sample(logits, uniforms=(u_mix, u_pix))
 
     @torch.inference_mode()

@@ -207,3 +207,28 @@ def test_ddim_loop_never_reads_device_values(s, monkeypatch):
     out2 = s.manipulate_latents(out, attr, step=0.5, noise=zT)
     monkeypatch.undo()
     assert torch.isfinite(out2).all()
+
+
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mixture_sample_selected_equals_official_sample(layout, dtype):
+    """impl="fast"'s head (select the component, then transform its 9 parameters) draws exactly
+    what the official head (transform all 90, then select) draws from the same uniforms."""
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(3, 100, 7, 9, generator=g) * 3).to(dtype)
+    logits[:, 40] = -20.0   # some log-scales below the -7 clamp
+    if layout == "cl":
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    u_mix = torch.rand(3, 10, 7, 9, generator=g) * (1 - 2e-5) + 1e-5
+    u_pix = torch.rand(3, 3, 7, 9, generator=g) * (1 - 2e-5) + 1e-5
+    want = mixture.sample(logits, uniforms=(u_mix, u_pix))
+    assert torch.equal(mixture.sample_selected(logits, (u_mix, u_pix)), want)
+    with pytest.raises(ValueError, match="channels"):
+        mixture.sample_selected(logits[:, :90], (u_mix, u_pix))
+
+
+def test_fast_and_ref_decode_draw_the_same_images(model):
+    z = torch.randn(2, *model.config.latent_shape, generator=torch.Generator().manual_seed(1))
+    a = Sampler(model, impl="ref").decode(z, seed=5)
+    b = Sampler(model, impl="fast").decode(z, seed=5)
+    assert (a - b).abs().max() < 1e-3   # fp32 logits differ by rounding only

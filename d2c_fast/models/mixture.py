@@ -97,6 +97,26 @@ def sample(logits: torch.Tensor, uniforms: tuple[torch.Tensor, torch.Tensor] | N
     return _couple(x, co)
 
 
+def sample_selected(logits: torch.Tensor, uniforms: tuple[torch.Tensor, torch.Tensor],
+                    num_mix: int = NUM_MIX) -> torch.Tensor:
+    """:func:`sample` (temperature 1) with the same result bit for bit, for ``impl="fast"``:
+    the component is chosen first and only its 9 parameters per pixel are gathered, clamped and
+    passed through tanh (the official head transforms all 90, then selects); works on
+    channels-last logits without a copy."""
+    B, C, H, W = logits.shape
+    if C != 10 * num_mix:
+        raise ValueError(f"expected {10 * num_mix} channels of mixture parameters, got {C}")
+    u_mix, u_pix = uniforms
+    M = num_mix
+    idx = torch.argmax(logits[:, :M].float() + -torch.log(-torch.log(u_mix)), dim=1,
+                       keepdim=True)                                          # B, 1, H, W
+    base = torch.arange(3, device=logits.device).view(1, 3, 1, 1) * (3 * M) + M
+    sel = torch.gather(logits, 1, torch.cat([base, base + M, base + 2 * M], 1) + idx).float()
+    mu, ls, co = sel[:, 0:3], torch.clamp(sel[:, 3:6], min=-7.0), torch.tanh(sel[:, 6:9])
+    x = mu + torch.exp(ls) * (torch.log(u_pix) - torch.log1p(-u_pix))
+    return _couple(x, co)
+
+
 def mode(logits: torch.Tensor, num_mix: int = NUM_MIX) -> torch.Tensor:
     """Deterministic decode: each pixel's most probable component, its (coupled) mean.
     A d2c_fast choice, not part of the official format."""
