@@ -84,6 +84,10 @@ _MODEL_FIELDS = {
     # the U-Net cannot predict the spatial mean of epsilon (see docs/DESIGN.md). Small U-Nets
     # (the built-in model) set fewer groups.
     "norm_groups": (int, 32),
+    # Not an official field either: what the U-Net predicts. "eps" (the official noise
+    # prediction) or "v" = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022); a "v" model's
+    # output is turned into eps before the (unchanged) DDIM update. See docs/DESIGN.md.
+    "prediction": (str, "eps"),
 }
 _SCHED_FIELDS = {
     "beta_schedule": (str, _REQ),
@@ -266,6 +270,7 @@ class UNetConfig:
     resolution: int
     num_timesteps: int
     norm_groups: int = 32
+    prediction: str = "eps"
 
 
 @dataclass
@@ -362,6 +367,9 @@ def _validate_diffusion(d: dict, ae: dict) -> None:
         raise ConfigError("diffusion.model.ch_mult", "must not be empty")
     if m["ch"] < 1:
         raise ConfigError("diffusion.model.ch", f"must be >= 1, got {m['ch']}")
+    if m["prediction"] not in ("eps", "v"):
+        raise ConfigError("diffusion.model.prediction", f"must be 'eps' or 'v', got "
+                          f"{m['prediction']!r}")
     g = m["norm_groups"]
     if g < 1:
         raise ConfigError("diffusion.model.norm_groups", f"must be >= 1, got {g}")
@@ -420,9 +428,13 @@ def config_from_dict(raw: dict) -> ModelConfig:
                       attn_resolutions=list(m["attn_resolutions"]), dropout=m["dropout"],
                       resamp_with_conv=m["resamp_with_conv"], resolution=d["data"]["image_size"],
                       num_timesteps=d["diffusion"]["num_diffusion_timesteps"],
-                      norm_groups=m["norm_groups"])
+                      norm_groups=m["norm_groups"], prediction=m["prediction"])
+    # Our extensions at their official values are left out: the normalised JSON (and the
+    # model fingerprints derived from it) of official-layout configs stay as they were.
     if m["norm_groups"] == 32:
-        del m["norm_groups"]  # the official layout: keep the normalised JSON (and hashes) as is
+        del m["norm_groups"]
+    if m["prediction"] == "eps":
+        del m["prediction"]
     return ModelConfig(autoencoder=AutoencoderConfig(**ae), unet=unet,
                        schedule=ScheduleConfig(**d["diffusion"]),
                        raw={"autoencoder": ae, "diffusion": d})

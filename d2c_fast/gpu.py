@@ -386,6 +386,11 @@ class GpuSampler:
         if self.use_graphs and device.type != "cuda":
             raise ValueError("use_graphs=True needs a CUDA device")
         loaded = ckpt if isinstance(ckpt, LoadedModel) else load_model(ckpt, config)
+        if loaded.config.unet.prediction != "eps":
+            from .errors import ConfigError
+            raise ConfigError("diffusion.model.prediction",
+                              "the graph-captured GPU loop serves eps-prediction U-Nets; use "
+                              "d2c_fast.Sampler for this model (it converts v to eps)")
         self.channels_last = channels_last
         if _base is None:
             # The fast autoencoder, schedule, standardisation and RNG helpers of the CPU engine.

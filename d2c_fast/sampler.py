@@ -102,6 +102,13 @@ class Sampler:
         self.num_timesteps = self.schedule.num_timesteps
         self.mean = loaded.mean.to(self.device)
         self.std = loaded.std.to(self.device)
+        # v-prediction U-Nets: eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v (fp32, per timestep)
+        self._v_coefs = None
+        if self.config.unet.prediction == "v":
+            abar = torch.tensor([self.schedule.abar(t) for t in range(self.num_timesteps)],
+                                dtype=torch.float64)
+            self._v_coefs = (abar.sqrt().float().to(self.device),
+                             (1 - abar).sqrt().float().to(self.device))
         ae, unet = loaded.autoencoder, loaded.unet
         if impl == "fast":
             from .models.plan import build_fast_autoencoder, build_fast_unet
@@ -110,7 +117,7 @@ class Sampler:
         self.unet_model = unet.to(self.device, self.dtype)
         self.bernoulli = self.autoencoder.bernoulli
         self._gpu = None
-        if impl == "fast" and self.device.type == "cuda":
+        if impl == "fast" and self.device.type == "cuda" and self._v_coefs is None:
             # Triton U-Net + graph-captured DDIM loop (d2c_fast/gpu.py)
             from .gpu import attach_gpu_path
             attach_gpu_path(self, loaded)
@@ -147,7 +154,12 @@ class Sampler:
         return z * self.std + self.mean
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.unet_model(x.to(self.dtype), t).float()
+        out = self.unet_model(x.to(self.dtype), t).float()
+        if self._v_coefs is None:
+            return out
+        idx = t.long()
+        sa, s1 = (c.index_select(0, idx).view(-1, 1, 1, 1) for c in self._v_coefs)
+        return s1 * x.float() + sa * out
 
     @staticmethod
     def _chunks(n: int, batch_size: int | None):
@@ -219,7 +231,8 @@ class Sampler:
     @torch.inference_mode()
     def unet(self, z_t: torch.Tensor, t) -> torch.Tensor:
         """The U-Net's noise prediction for standardised noisy latents ``z_t`` at timesteps
-        ``t`` (a number or a ``(B,)`` tensor, float or int)."""
+        ``t`` (a number or a ``(B,)`` tensor, float or int). A v-prediction model's output is
+        converted: ``eps = sqrt(1 - abar_t) z_t + sqrt(abar_t) v`` (integer ``t``)."""
         x = self._latents(z_t, "z_t")
         tt = torch.as_tensor(t, dtype=torch.float32, device=self.device)
         if tt.dim() == 0:

@@ -165,3 +165,27 @@ def test_diffusion_loss_decreases(tmp_path):
     # EMA moved away from the initial weights but lags the live ones
     p = dict(tr.unet.named_parameters())["conv_out.weight"]
     assert not torch.equal(tr.ema.shadow["conv_out.weight"], p)
+
+
+def test_v_prediction_loss_target():
+    """prediction="v": the target is v = sqrt(abar) e - sqrt(1 - abar) x0; a model returning
+    exactly v has zero loss, one returning eps does not."""
+    abar = alphas_cumprod(_cfg().schedule)
+    x0, e = torch.randn(4, 4, 4, 4), torch.randn(4, 4, 4, 4)
+    t = torch.tensor([0, 10, 500, 999])
+    a = abar[t].view(-1, 1, 1, 1)
+    v = a.sqrt() * e - (1 - a).sqrt() * x0
+    assert noise_estimation_loss(lambda x, tt: v, x0, t, e, abar, "v").item() < 1e-10
+    assert noise_estimation_loss(lambda x, tt: e, x0, t, e, abar, "v").item() > 1.0
+    assert noise_estimation_loss(lambda x, tt: e, x0, t, e, abar, "eps").item() == 0.0
+
+
+def test_v_prediction_training_loss_decreases(tmp_path):
+    d = tiny_train_dict(diffusion_steps=40)
+    d["model"]["diffusion"]["model"]["prediction"] = "v"
+    tc = TrainConfig.from_dict(d)
+    assert tc.model_config().unet.prediction == "v"
+    lat = torch.randn(64, 4, 4, 4) * 0.3 + torch.linspace(-1, 1, 4).view(1, 4, 1, 1)
+    tr = DiffusionTrainer(tc, tc.model_config(), lat, str(tmp_path), DistInfo())
+    m = [tr.train_step(s)[0]["loss"] for s in range(40)]
+    assert sum(m[-8:]) / 8 < 0.8 * sum(m[:8]) / 8, m

@@ -7,7 +7,8 @@ As the official release (``train/save_latents.py``, ``d2c/diffusion/runners/diff
   per-channel ``mean`` / ``std`` over (N, H, W) (population std, ``np.std``), shape
   ``(1, C, 1, 1)``; the U-Net trains on ``(z - mean) / std``.
 * loss ``sum_{c,h,w} (eps - model(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t))^2``, mean over
-  the batch, ``abar`` the float32 cumulative product of ``1 - beta``.
+  the batch, ``abar`` the float32 cumulative product of ``1 - beta``; with our
+  ``model.prediction = "v"`` the target is ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0``.
 * antithetic timesteps: ``t ~ U{0..T-1}`` for ``n // 2 + 1`` items, then ``T - 1 - t``,
   truncated to ``n``.
 * Adam (``optim``: lr, beta1, eps, weight decay, amsgrad), gradient-norm clipping at
@@ -69,11 +70,14 @@ def alphas_cumprod(sched) -> torch.Tensor:
     return (1 - b).cumprod(dim=0)
 
 
-def noise_estimation_loss(model, x0, t, e, abar) -> torch.Tensor:
+def noise_estimation_loss(model, x0, t, e, abar, prediction: str = "eps") -> torch.Tensor:
+    """``sum (target - model(x_t, t))^2`` per latent, mean over the batch; the target is ``e``
+    (official) or, for ``prediction="v"``, ``v = sqrt(abar) e - sqrt(1 - abar) x0``."""
     a = abar.index_select(0, t).view(-1, 1, 1, 1)
     x = x0 * a.sqrt() + e * (1.0 - a).sqrt()
     out = model(x, t.float())
-    return (e - out).square().sum(dim=(1, 2, 3)).mean(dim=0)
+    target = e if prediction == "eps" else a.sqrt() * e - (1.0 - a).sqrt() * x0
+    return (target - out).square().sum(dim=(1, 2, 3)).mean(dim=0)
 
 
 class DiffusionTrainer(StageTrainer):
@@ -122,7 +126,8 @@ class DiffusionTrainer(StageTrainer):
         lr = lr_at(step, self.budget.total(), self.lr, self.st.warmup_steps, self.st.cosine,
                    self.st.min_lr_ratio)
         set_lr(self.opt, lr)
-        loss = noise_estimation_loss(self.ddp, x0, t, e, self.abar)
+        loss = noise_estimation_loss(self.ddp, x0, t, e, self.abar,
+                                     self.model_cfg.unet.prediction)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.optim_cfg["grad_clip"])
