@@ -60,6 +60,38 @@ inline void check_up2_dwconv_args(const char* op, const at::Tensor& x, const at:
               weight.size(2));
 }
 
+// mbconv: everything but x's device and dtype.
+inline void check_mbconv_args(const char* op, const at::Tensor& x, const at::Tensor& w_expand,
+                              const at::Tensor& b_expand, const at::Tensor& w_dw,
+                              const at::Tensor& b_dw, const at::Tensor& w_project,
+                              const at::Tensor& b_project) {
+  const int64_t C = x.size(1);
+  TORCH_CHECK(w_expand.dim() == 4 && w_expand.size(1) == C && w_expand.size(2) == 1 &&
+                  w_expand.size(3) == 1 && w_expand.size(0) >= 1,
+              op, "w_expand must be (E, C, 1, 1) with C=", C, ", got shape ", w_expand.sizes());
+  const int64_t E = w_expand.size(0);
+  TORCH_CHECK(w_dw.dim() == 4 && w_dw.size(0) == E && w_dw.size(1) == 1 &&
+                  w_dw.size(2) == w_dw.size(3) && w_dw.size(2) % 2 == 1 && w_dw.size(2) <= 63,
+              op, "w_dw must be (E, 1, k, k) with E=", E, " and odd k <= 63, got shape ",
+              w_dw.sizes());
+  TORCH_CHECK(w_project.dim() == 4 && w_project.size(1) == E && w_project.size(2) == 1 &&
+                  w_project.size(3) == 1 && w_project.size(0) >= 1,
+              op, "w_project must be (C2, E, 1, 1) with E=", E, ", got shape ", w_project.sizes());
+  const int64_t C2 = w_project.size(0);
+  TORCH_CHECK(b_expand.dim() == 1 && b_expand.size(0) == E, op, "b_expand must be 1-D of size E=",
+              E, ", got shape ", b_expand.sizes());
+  TORCH_CHECK(b_dw.dim() == 1 && b_dw.size(0) == E, op, "b_dw must be 1-D of size E=", E,
+              ", got shape ", b_dw.sizes());
+  TORCH_CHECK(b_project.dim() == 1 && b_project.size(0) == C2, op,
+              "b_project must be 1-D of size C2=", C2, ", got shape ", b_project.sizes());
+  for (const at::Tensor* t : {&w_expand, &b_expand, &w_dw, &b_dw, &w_project, &b_project}) {
+    TORCH_CHECK(t->scalar_type() == at::kFloat, op, "weights and biases must be float32, got ",
+                t->scalar_type());
+    TORCH_CHECK(t->device() == x.device(), op, "weights and biases must be on x's device ",
+                x.device(), ", got ", t->device());
+  }
+}
+
 // se_residual: everything but s's device and dtype.
 inline void check_se_residual_args(const char* op, const at::Tensor& s, const at::Tensor& skip,
                                    const at::Tensor& w1, const at::Tensor& b1,

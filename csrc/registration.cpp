@@ -4,6 +4,7 @@
 //   csrc/cpu/bn_swish.cpp          -> CPU
 //   csrc/cpu/dwconv.cpp            -> CPU (dwconv_bias_swish, up2_dwconv_bias_swish)
 //   csrc/cpu/se_residual.cpp       -> CPU (se_residual)
+//   csrc/cpu/mbconv.cpp            -> CPU (mbconv)
 //   csrc/cuda/bn_swish_launch.cpp  -> CUDA (only in builds against a CUDA torch)
 // d2c_fast/ops/bn_swish.py adds a CompositeExplicitAutograd reference implementation, a fake
 // (meta) implementation and an autograd formula from Python.
@@ -37,6 +38,12 @@ TORCH_LIBRARY(d2c_fast, m) {
   // odd k, without materialising the up-sampled x; output (N, C, 2H, 2W) in x's memory format.
   // CPU kernel: csrc/cpu/dwconv.cpp.
   m.def("up2_dwconv_bias_swish(Tensor x, Tensor weight, Tensor bias, bool swish) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  // The body of a stride-1 MBConv cell, BN folded: conv1x1(swish(dwconv_kxk(swish(conv1x1(x,
+  // w_expand) + b_expand)) + b_dw), w_project) + b_project, row-streamed so the expanded hidden
+  // tensor stays in cache. x (N,C,H,W) float32/bfloat16; weights float32 in conv shapes, odd k.
+  // CPU kernel: csrc/cpu/mbconv.cpp.
+  m.def("mbconv(Tensor x, Tensor w_expand, Tensor b_expand, Tensor w_dw, Tensor b_dw, Tensor w_project, Tensor b_project) -> Tensor",
         {at::Tag::pt2_compliant_tag});
   // Squeeze-excitation + residual: skip + alpha * s * sigmoid(w2 @ relu(w1 @ mean_hw(s) + b1)
   // + b2) per image; s, skip (N,C,H,W) float32/bfloat16, FC parameters float32; output in s's

@@ -12,8 +12,10 @@ What it changes (each exact in real arithmetic, so fast == ref to float rounding
   up-sampling commutes with per-pixel ops) inside the depthwise conv op
   (``up2_dwconv_bias_swish``: the up-sampled tensor is never written); the up-sampling skip applies its 1x1 conv before
   the bilinear up-sampling (exact: bilinear weights sum to one);
+- stride-1 MBConv bodies (expand, depthwise, project) run as one row-streamed C++ op
+  (``d2c_fast::mbconv``, float32 on CPU) that keeps the 6x hidden tensor in cache;
 - activations are channels-last on CPU, and 1x1/depthwise conv + Swish run as one oneDNN
-  primitive;
+  primitive (bf16 and the cells the fused op does not cover);
 - U-Net attention uses ``scaled_dot_product_attention``.
 The reference modules are left untouched (the plan works on a deep copy).
 """
@@ -171,6 +173,30 @@ class FastCell(_Fp32Consts):
         return se_residual(s, skip, self.w1, self.b1, self.w2, self.b2, 0.1)
 
 
+class FusedMBConv(_Fp32Consts):
+    """A stride-1 MBConv body (expand 1x1 + Swish, depthwise + Swish, project 1x1), BN folded.
+    float32 on CPU with the compiled kernel: one ``d2c_fast::mbconv`` call (row-streamed, the
+    hidden tensor stays in cache). Otherwise (bf16, other devices, no library) the unfused
+    sequence ``seq`` (oneDNN / cuDNN convs and ``dwconv_bias_swish``)."""
+
+    _FP32 = ("we", "be", "wd", "bd", "wp", "bp")
+
+    def __init__(self, e: nn.Conv2d, d: nn.Conv2d, p: nn.Conv2d):
+        super().__init__()
+        self.we, self.be = e.weight.detach().float().clone(), e.bias.detach().float().clone()
+        self.wd, self.bd = d.weight.detach().float().clone(), d.bias.detach().float().clone()
+        self.wp, self.bp = p.weight.detach().float().clone(), p.bias.detach().float().clone()
+        self.seq = nn.Sequential(ConvSwish(e), DWConvSwish(d), p)
+
+    def forward(self, x):
+        from ..ops import has_compiled_kernel
+        if x.dtype == torch.float32 and x.device.type == "cpu" \
+                and has_compiled_kernel("mbconv", "cpu"):
+            from ..ops.mbconv import mbconv
+            return mbconv(x, self.we, self.be, self.wd, self.bd, self.wp, self.bp)
+        return self.seq(x)
+
+
 def _fold_conv_bn(conv: Conv2D, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """``BN(conv(x))`` -> one convolution."""
     scale, shift = _bn_scale_shift(bn)
@@ -206,8 +232,13 @@ def _plan_mbconv(m: InvertedResidual) -> nn.Sequential:
     # the low resolution does a quarter of the work, then the hidden tensor is up-sampled.
     if d.groups == d.in_channels == d.out_channels:
         k, pad = d.kernel_size[0], d.padding[0]
-        if up and k % 2 == 1 and d.stride[0] == 1 and d.dilation[0] == 1 and pad == (k - 1) // 2:
+        same = k % 2 == 1 and d.stride[0] == 1 and d.dilation[0] == 1 and pad == (k - 1) // 2
+        if up and same:
             return nn.Sequential(ConvSwish(e), DWConvSwish(d, up2=True), p)
+        pointwise = all(c.kernel_size == (1, 1) and c.stride == (1, 1) and c.groups == 1
+                        and c.padding == (0, 0) for c in (e, p))
+        if not up and same and pointwise:
+            return FusedMBConv(e, d, p)
         dws = DWConvSwish(d)
     else:
         dws = ConvSwish(d)

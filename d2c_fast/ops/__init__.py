@@ -27,11 +27,12 @@ __all__ = [
     "dwconv_bias_swish", "dwconv_bias_swish_ref", "DWCONV_BIAS_SWISH_SCHEMA",
     "up2_dwconv_bias_swish", "up2_dwconv_bias_swish_ref", "UP2_DWCONV_BIAS_SWISH_SCHEMA",
     "se_residual", "se_residual_ref", "SE_RESIDUAL_SCHEMA",
+    "mbconv", "mbconv_ref", "MBCONV_SCHEMA",
 ]
 
 #: Operator names in the ``d2c_fast`` namespace.
 OPS: tuple[str, ...] = ("bn_swish", "group_norm_silu", "ddim_step", "dwconv_bias_swish",
-                        "up2_dwconv_bias_swish", "se_residual")
+                        "up2_dwconv_bias_swish", "se_residual", "mbconv")
 
 _BUILD_HINT = "build it with `pip install -e . --no-build-isolation` from the repository root"
 
@@ -62,6 +63,7 @@ from .dwconv_bias_swish import (  # noqa: E402
     DWCONV_BIAS_SWISH_SCHEMA, UP2_DWCONV_BIAS_SWISH_SCHEMA, dwconv_bias_swish,
     dwconv_bias_swish_ref, up2_dwconv_bias_swish, up2_dwconv_bias_swish_ref)
 from .se_residual import SE_RESIDUAL_SCHEMA, se_residual, se_residual_ref  # noqa: E402
+from .mbconv import MBCONV_SCHEMA, mbconv, mbconv_ref  # noqa: E402
 # Triton-backed ops: schemas from Python (FRAGMENT), Triton kernels for CUDA when available.
 from . import ddim_step as _ddim_step_mod  # noqa: E402
 from . import group_norm_silu as _gns_mod  # noqa: E402

@@ -1,0 +1,249 @@
+// Body of the d2c_fast::mbconv CPU kernel (the whole stride-1 MBConv cell body, row-streamed),
+// compiled once per CPU capability like dwconv_kernel.h (see there and bn_swish_kernel.h for the
+// per-ISA copies, the namespaces and the link order). Float32 only: mbconv.cpp converts other
+// dtypes around it.
+//
+//   h = swish(x @ We + be)           1x1 expand, C -> E channels   (BN folded by the plan)
+//   d = swish(dwconv_kxk(h) + bd)    depthwise, "same" zero padding of h
+//   y = d @ Wp + bp                  1x1 project, E -> C2
+//
+// Why: unfused, the E = 6C hidden tensor goes to memory and back twice per cell (written by the
+// expand conv, read and written by the depthwise conv, read by the project conv), the decoder's
+// main cost on a bandwidth-starved CPU. Here each thread walks a contiguous range of output rows
+// and keeps a ring of k expanded rows ([column][E] floats with k/2 zero columns on each side)
+// and one depthwise output row, about 1 MB for the ARCH-256 decoder's cells, in its L2 cache:
+//   * output rows go in blocks of R = ceil(128 / W) (so every GEMM has >= ~128 rows and the
+//     weights are not re-read per image row); the hidden rows a block needs and the ring lacks
+//     are expanded by one GEMM (rows x C times C x E: at::native::cpublas::brgemm, PyTorch's
+//     exported oneDNN batch-reduce GEMM micro-kernel, no per-call allocation or dispatch;
+//     at::mm_out on torch builds without it), then bias + Swish into their ring slots;
+//   * the depthwise conv of each output row reads the ring (rows outside the image are zero
+//     padding: their taps are skipped), raw sums per channel chunk, then bias + Swish;
+//   * one GEMM projects the block (R*W x E times E x C2) straight into y, then + bp.
+// Rows of the ring are recomputed only at the edges of a thread's range (k - 1 rows). Results do
+// not depend on the thread count: every output row is computed the same way.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <ATen/native/CPUBlas.h>
+#include <c10/util/BFloat16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#ifndef D2C_ISA_NS
+#error "define D2C_ISA_NS (the namespace of this copy) before including mbconv_kernel.h"
+#endif
+
+namespace d2c_fast {
+
+// One call. x: (N, H, W, C) float32 contiguous; y: (N, H, W, C2). Weights float32 contiguous:
+// we (C, E) = the expand weight transposed, be (E); wd (E, k*k), bd (E); wp (E, C2) = the
+// project weight transposed, bp (C2). k odd, padding k/2, stride 1.
+struct MBConvArgs {
+  const float* x;
+  float* y;
+  const float* we;
+  const float* be;
+  const float* wd;
+  const float* bd;
+  const float* wp;
+  const float* bp;
+  int64_t N, H, W, C, E, C2, k;
+};
+
+namespace D2C_ISA_NS {
+namespace {
+
+#include "vec_math.h"  // fVec, V, exp/recip/swish lanes (this ISA copy)
+
+// C (M x N, row stride ldc) = A (M x K, lda) * B (K x N, ldb), all row-major float32.
+inline void gemm_rows(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                      const float* B, int64_t ldb, float* C, int64_t ldc) {
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, false, A, B, C, false);
+#else
+  const auto opt = at::TensorOptions().dtype(at::kFloat);
+  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opt);
+  at::mm_out(c, at::from_blob(const_cast<float*>(A), {M, K}, {lda, 1}, opt),
+             at::from_blob(const_cast<float*>(B), {K, N}, {ldb, 1}, opt));
+#endif
+}
+
+// v[i] += b over n rows of `width` channels (rows contiguous).
+void add_bias_rows(float* v, const float* b, int64_t n, int64_t width) {
+  const int64_t full = width / V * V;
+  for (int64_t i = 0; i < n; ++i) {
+    float* r = v + i * width;
+    int64_t c = 0;
+    for (; c < full; c += V) (fVec::loadu(r + c) + fVec::loadu(b + c)).store(r + c);
+    if (c < width) {
+      const int64_t m = width - c;
+      (fVec::loadu(r + c, m) + fVec::loadu(b + c, m)).store(r + c, m);
+    }
+  }
+}
+
+// Raw depthwise sums of one output row for channels [c0, c0 + V) (m < V: a tail), columns
+// [0, W): acc = sum over valid ring rows `rows[kh]` (nullptr: outside the image) and kw of
+// row[(w + kw) * E + c0] * wq[kh * k + kw]. wq: [k*k][V] weights of this chunk.
+template <int KC, int T>
+inline void dw_tile(const float* const* rows, int64_t k, int64_t E, const float* wq, int64_t w0,
+                    int64_t c0, float* out) {
+  const int64_t kk = KC > 0 ? KC : k;
+  fVec acc[T];
+#pragma GCC unroll 16
+  for (int j = 0; j < T; ++j) acc[j] = fVec(0.0f);
+  for (int64_t kh = 0; kh < kk; ++kh) {
+    const float* r = rows[kh];
+    if (r == nullptr) continue;
+    r += w0 * E + c0;
+    const float* wk = wq + kh * kk * V;
+    if constexpr (KC > 0) {
+#pragma GCC unroll 16
+      for (int kw = 0; kw < KC; ++kw) {
+        const fVec wv = fVec::loadu(wk + kw * V);
+#pragma GCC unroll 16
+        for (int j = 0; j < T; ++j) acc[j] = at::vec::fmadd(fVec::loadu(r + (j + kw) * E), wv, acc[j]);
+      }
+    } else {
+      for (int64_t kw = 0; kw < kk; ++kw) {
+        const fVec wv = fVec::loadu(wk + kw * V);
+#pragma GCC unroll 16
+        for (int j = 0; j < T; ++j) acc[j] = at::vec::fmadd(fVec::loadu(r + (j + kw) * E), wv, acc[j]);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < T; ++j) acc[j].store(out + (w0 + j) * V);
+}
+
+// dst[i] = swish(src[i] + b) over n rows of `width` channels (dst and src rows contiguous).
+void bias_swish_copy(float* dst, const float* src, const float* b, int64_t n, int64_t width) {
+  const int64_t full = width / V * V;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* s = src + i * width;
+    float* d = dst + i * width;
+    int64_t c = 0;
+    for (; c < full; c += V) swish_lanes(fVec::loadu(s + c) + fVec::loadu(b + c)).store(d + c);
+    if (c < width) {
+      const int64_t m = width - c;
+      swish_lanes(fVec::loadu(s + c, m) + fVec::loadu(b + c, m)).store(d + c, m);
+    }
+  }
+}
+
+template <int KC>
+void run(const MBConvArgs& a, const float* wq_all) {
+  const int64_t k = a.k, p = a.k / 2, E = a.E, W = a.W, H = a.H;
+  const int64_t nchunk = (E + V - 1) / V;
+  // Output rows per block: the GEMMs see M = R * W >= ~128 rows, so narrow images (the 32x32
+  // cells, E = 1152) do not re-stream the expand/project weights from memory for every row.
+  const int64_t R = std::max<int64_t>(1, std::min<int64_t>(H, (128 + W - 1) / W));
+  const int64_t ring = k + R;     // a block reads R + k - 1 hidden rows
+  const int64_t Wb = W + 2 * p;   // columns of a ring slot (p zero columns on each side)
+  const int64_t rows_total = a.N * H;
+  // One contiguous range of rows per thread (each range recomputes k - 1 ring rows).
+  const int nt = std::max(1, at::get_num_threads());
+  const int64_t grain = std::max<int64_t>(8, (rows_total + nt - 1) / nt);
+  at::parallel_for(0, rows_total, grain, [&](int64_t rb, int64_t re) {
+    const int64_t slot_floats = Wb * E;
+    // scratch: the expand GEMM's output rows, then the block's depthwise output rows [R*W][E].
+    // + V floats of slack: a full-width load of the last (partial) channel chunk may read up
+    // to V - 1 floats past a row, never past the allocation.
+    std::unique_ptr<float[]> holder(new float[ring * slot_floats + R * W * E + W * V + V]);
+    float* ringbuf = holder.get();
+    float* scratch = ringbuf + ring * slot_floats;
+    float* tmp = scratch + R * W * E;  // raw depthwise sums of one chunk [W][V]
+    for (int64_t s = 0; s < ring; ++s) {
+      float* slot = ringbuf + s * slot_floats;
+      std::memset(slot, 0, sizeof(float) * p * E);
+      std::memset(slot + (p + W) * E, 0, sizeof(float) * p * E);
+    }
+    std::vector<int64_t> held(ring, -1);
+    const float* rows[64];
+    int64_t r = rb;
+    while (r < re) {
+      const int64_t n = r / H, oh0 = r - n * H;
+      const int64_t nb = std::min<int64_t>({R, re - r, H - oh0});
+      // Expand the hidden rows the block needs and the ring lacks: with rows walked in order
+      // they are a suffix [first, hi] of [lo, hi]; one GEMM for all of them.
+      const int64_t lo = std::max<int64_t>(0, oh0 - p);
+      const int64_t hi = std::min<int64_t>(H - 1, oh0 + nb - 1 + p);
+      int64_t first = lo;
+      while (first <= hi && held[first % ring] == n * H + first) ++first;
+      if (first <= hi) {
+        const int64_t cnt = hi - first + 1;
+        for (int64_t i0 = 0; i0 < cnt; i0 += R) {  // at a range start: up to R + k - 1 rows
+          const int64_t m = std::min<int64_t>(R, cnt - i0);
+          const int64_t ih0 = first + i0;
+          gemm_rows(m * W, E, a.C, a.x + ((n * H + ih0) * W) * a.C, a.C, a.we, E, scratch, E);
+          for (int64_t i = 0; i < m; ++i) {
+            const int64_t ih = ih0 + i;
+            bias_swish_copy(ringbuf + (ih % ring) * slot_floats + p * E, scratch + i * W * E,
+                            a.be, W, E);
+            held[ih % ring] = n * H + ih;
+          }
+        }
+      }
+      for (int64_t j = 0; j < nb; ++j) {
+        const int64_t oh = oh0 + j;
+        for (int64_t kh = 0; kh < k; ++kh) {
+          const int64_t ih = oh - p + kh;
+          rows[kh] = (ih < 0 || ih >= H) ? nullptr : ringbuf + (ih % ring) * slot_floats;
+        }
+        float* drow = scratch + j * W * E;
+        for (int64_t c = 0; c < nchunk; ++c) {
+          const int64_t c0 = c * V;
+          const int64_t m = std::min<int64_t>(V, E - c0);
+          const float* wq = wq_all + c * k * k * V;
+          constexpr int T = 8;
+          int64_t w = 0;
+          for (; w + T <= W; w += T) dw_tile<KC, T>(rows, k, E, wq, w, c0, tmp);
+          for (; w < W; ++w) dw_tile<KC, 1>(rows, k, E, wq, w, c0, tmp);
+          const fVec b = m == V ? fVec::loadu(a.bd + c0) : fVec::loadu(a.bd + c0, m);
+          for (int64_t jw = 0; jw < W; ++jw) {
+            const fVec v = swish_lanes(fVec::loadu(tmp + jw * V) + b);
+            if (m == V) {
+              v.store(drow + jw * E + c0);
+            } else {
+              v.store(drow + jw * E + c0, m);
+            }
+          }
+        }
+      }
+      float* yrow = a.y + ((n * H + oh0) * W) * a.C2;
+      gemm_rows(nb * W, a.C2, E, scratch, E, a.wp, a.C2, yrow, a.C2);
+      add_bias_rows(yrow, a.bp, nb * W, a.C2);
+      r += nb;
+    }
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+    at::native::cpublas::brgemm_release(false);
+#endif
+  });
+}
+}  // namespace
+
+void mbconv_kernel(const MBConvArgs& a) {
+  // Depthwise weights repacked [chunk][k*k][V], zero padded in the last chunk.
+  const int64_t kk = a.k * a.k, nchunk = (a.E + V - 1) / V;
+  std::vector<float> wq(nchunk * kk * V, 0.0f);
+  for (int64_t c = 0; c < a.E; ++c) {
+    for (int64_t t = 0; t < kk; ++t) wq[((c / V) * kk + t) * V + c % V] = a.wd[c * kk + t];
+  }
+  switch (a.k) {
+    case 3: run<3>(a, wq.data()); break;
+    case 5: run<5>(a, wq.data()); break;
+    case 7: run<7>(a, wq.data()); break;
+    default: run<0>(a, wq.data()); break;
+  }
+}
+
+}  // namespace D2C_ISA_NS
+}  // namespace d2c_fast
