@@ -12,7 +12,7 @@
 // main cost on a bandwidth-starved CPU. Here each thread walks a contiguous range of output rows
 // and keeps a ring of k expanded rows ([column][E] floats with k/2 zero columns on each side)
 // and one depthwise output row, about 1 MB for the ARCH-256 decoder's cells, in its L2 cache:
-//   * output rows go in blocks of R = ceil(128 / W) (so every GEMM has >= ~128 rows and the
+//   * output rows go in blocks of R = ceil(256 / W) (so every GEMM has >= ~256 rows and the
 //     weights are not re-read per image row); the hidden rows a block needs and the ring lacks
 //     are expanded by one GEMM (rows x C times C x E: at::native::cpublas::brgemm, PyTorch's
 //     exported oneDNN batch-reduce GEMM micro-kernel, no per-call allocation or dispatch;
@@ -77,6 +77,12 @@ inline void gemm_rows(int64_t M, int64_t N, int64_t K, const float* A, int64_t l
 }
 
 // v[i] += b over n rows of `width` channels (rows contiguous).
+// Output rows per GEMM block: at least this many GEMM rows (R * W), see run().
+#ifndef D2C_MBCONV_BLOCK_ROWS
+#define D2C_MBCONV_BLOCK_ROWS 256
+#endif
+constexpr int64_t kBlockRows = D2C_MBCONV_BLOCK_ROWS;
+
 void add_bias_rows(float* v, const float* b, int64_t n, int64_t width) {
   const int64_t full = width / V * V;
   for (int64_t i = 0; i < n; ++i) {
@@ -143,9 +149,9 @@ template <int KC>
 void run(const MBConvArgs& a, const float* wq_all) {
   const int64_t k = a.k, p = a.k / 2, E = a.E, W = a.W, H = a.H;
   const int64_t nchunk = (E + V - 1) / V;
-  // Output rows per block: the GEMMs see M = R * W >= ~128 rows, so narrow images (the 32x32
+  // Output rows per block: the GEMMs see M = R * W >= ~256 rows, so narrow images (the 32x32
   // cells, E = 1152) do not re-stream the expand/project weights from memory for every row.
-  const int64_t R = std::max<int64_t>(1, std::min<int64_t>(H, (128 + W - 1) / W));
+  const int64_t R = std::max<int64_t>(1, std::min<int64_t>(H, (kBlockRows + W - 1) / W));
   const int64_t ring = k + R;     // a block reads R + k - 1 hidden rows
   const int64_t Wb = W + 2 * p;   // columns of a ring slot (p zero columns on each side)
   const int64_t rows_total = a.N * H;
