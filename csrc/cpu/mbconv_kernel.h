@@ -10,8 +10,8 @@
 // Why: unfused, the E = 6C hidden tensor goes to memory and back twice per cell (written by the
 // expand conv, read and written by the depthwise conv, read by the project conv), the decoder's
 // main cost on a bandwidth-starved CPU. Here each thread walks a contiguous range of output rows
-// and keeps a ring of k expanded rows ([column][E] floats with k/2 zero columns on each side)
-// and one depthwise output row, about 1 MB for the ARCH-256 decoder's cells, in its L2 cache:
+// and keeps a ring of k + R expanded rows ([column][E] floats with k/2 zero columns on each
+// side) and R depthwise output rows in its caches (1.4-2.8 MB for the ARCH-256 decoder's cells):
 //   * output rows go in blocks of R = ceil(256 / W) (so every GEMM has >= ~256 rows and the
 //     weights are not re-read per image row); the hidden rows a block needs and the ring lacks
 //     are expanded by one GEMM (rows x C times C x E: at::native::cpublas::brgemm, PyTorch's
@@ -76,13 +76,13 @@ inline void gemm_rows(int64_t M, int64_t N, int64_t K, const float* A, int64_t l
 #endif
 }
 
-// v[i] += b over n rows of `width` channels (rows contiguous).
 // Output rows per GEMM block: at least this many GEMM rows (R * W), see run().
 #ifndef D2C_MBCONV_BLOCK_ROWS
 #define D2C_MBCONV_BLOCK_ROWS 256
 #endif
 constexpr int64_t kBlockRows = D2C_MBCONV_BLOCK_ROWS;
 
+// v[i] += b over n rows of `width` channels (rows contiguous).
 void add_bias_rows(float* v, const float* b, int64_t n, int64_t width) {
   const int64_t full = width / V * V;
   for (int64_t i = 0; i < n; ++i) {
