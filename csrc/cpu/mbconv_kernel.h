@@ -11,7 +11,7 @@
 // expand conv, read and written by the depthwise conv, read by the project conv), the decoder's
 // main cost on a bandwidth-starved CPU. Here each thread walks a contiguous range of output rows
 // and keeps a ring of k + R expanded rows ([column][E] floats with k/2 zero columns on each
-// side) and R depthwise output rows in its caches (1.4-2.8 MB for the ARCH-256 decoder's cells):
+// side) and R depthwise output rows in its caches (1.4-3.4 MB for the ARCH-256 decoder's cells):
 //   * output rows go in blocks of R = ceil(256 / W) (so every GEMM has >= ~256 rows and the
 //     weights are not re-read per image row); the hidden rows a block needs and the ring lacks
 //     are expanded by one GEMM (rows x C times C x E: at::native::cpublas::brgemm, PyTorch's
