@@ -1,7 +1,9 @@
 // Body of the d2c_fast::mbconv CPU kernel (the whole stride-1 MBConv cell body, row-streamed),
 // compiled once per CPU capability like dwconv_kernel.h (see there and bn_swish_kernel.h for the
-// per-ISA copies, the namespaces and the link order). Float32 only: mbconv.cpp converts other
-// dtypes around it.
+// per-ISA copies, the namespaces and the link order). Float32; and bfloat16 where PyTorch's
+// brgemm can pack bf16 weights (AMX): bf16 GEMM operands, float accumulation, the ring and the
+// depthwise sums in float32, the depthwise output rounded to bf16 for the project GEMM (as the
+// unfused bf16 path stores it), y rounded once. Other bf16 cases: mbconv.cpp converts to float.
 //
 //   h = swish(x @ We + be)           1x1 expand, C -> E channels   (BN folded by the plan)
 //   d = swish(dwconv_kxk(h) + bd)    depthwise, "same" zero padding of h
@@ -35,6 +37,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #ifndef D2C_ISA_NS
@@ -47,14 +50,20 @@ namespace d2c_fast {
 // we (C, E) = the expand weight transposed, be (E); wd (E, k*k), bd (E); wp (E, C2) = the
 // project weight transposed, bp (C2). k odd, padding k/2, stride 1.
 struct MBConvArgs {
-  const float* x;
-  float* y;
+  const void* x;  // float32, or bfloat16 when bf16
+  void* y;
   const float* we;
   const float* be;
   const float* wd;
   const float* bd;
   const float* wp;
   const float* bp;
+  // bf16 only: the expand / project weights as bfloat16 in the VNNI layout of
+  // at::native::cpublas::pack, one block per 64 output channels (block j, columns [j, j + 64),
+  // starts at element K * j), for the AMX brgemm. Needs C, E even and E, C2 multiples of 16.
+  const c10::BFloat16* we16;
+  const c10::BFloat16* wp16;
+  bool bf16;
   int64_t N, H, W, C, E, C2, k;
 };
 
@@ -73,6 +82,20 @@ inline void gemm_rows(int64_t M, int64_t N, int64_t K, const float* A, int64_t l
   at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opt);
   at::mm_out(c, at::from_blob(const_cast<float*>(A), {M, K}, {lda, 1}, opt),
              at::from_blob(const_cast<float*>(B), {K, N}, {ldb, 1}, opt));
+#endif
+}
+
+// C (M x N float, row stride ldc) = A (M x K bfloat16, lda) * B, B packed as MBConvArgs::we16
+// (blocks of 64 columns, VNNI); one brgemm per column block.
+inline void gemm_rows_bf16(int64_t M, int64_t N, int64_t K, const c10::BFloat16* A, int64_t lda,
+                           const c10::BFloat16* Bpacked, float* C, int64_t ldc) {
+#ifdef CPUBLAS_BRGEMM_BF16BF16F32
+  for (int64_t j = 0; j < N; j += 64) {
+    const int64_t nb = std::min<int64_t>(64, N - j);
+    at::native::cpublas::brgemm(M, nb, K, lda, nb, ldc, false, A, Bpacked + K * j, C + j, true);
+  }
+#else
+  TORCH_CHECK(false, "d2c_fast::mbconv: the bf16 path needs cpublas::brgemm (torch >= 2.6)");
 #endif
 }
 
@@ -145,8 +168,11 @@ void bias_swish_copy(float* dst, const float* src, const float* b, int64_t n, in
   }
 }
 
-template <int KC>
+template <int KC, bool BF16>
 void run(const MBConvArgs& a, const float* wq_all) {
+  using in_t = std::conditional_t<BF16, c10::BFloat16, float>;
+  const in_t* x = static_cast<const in_t*>(a.x);
+  in_t* y = static_cast<in_t*>(a.y);
   const int64_t k = a.k, p = a.k / 2, E = a.E, W = a.W, H = a.H;
   const int64_t nchunk = (E + V - 1) / V;
   // Output rows per block: the GEMMs see M = R * W >= ~256 rows, so narrow images (the 32x32
@@ -163,10 +189,14 @@ void run(const MBConvArgs& a, const float* wq_all) {
     // scratch: the expand GEMM's output rows, then the block's depthwise output rows [R*W][E].
     // + V floats of slack: a full-width load of the last (partial) channel chunk may read up
     // to V - 1 floats past a row, never past the allocation.
-    std::unique_ptr<float[]> holder(new float[ring * slot_floats + R * W * E + W * V + V]);
+    // bf16: + the block's depthwise rows in bf16 (the project GEMM's A) and its float output.
+    const int64_t extra = BF16 ? (R * W * E + 1) / 2 + R * W * a.C2 : 0;
+    std::unique_ptr<float[]> holder(new float[ring * slot_floats + R * W * E + W * V + V + extra]);
     float* ringbuf = holder.get();
     float* scratch = ringbuf + ring * slot_floats;
     float* tmp = scratch + R * W * E;  // raw depthwise sums of one chunk [W][V]
+    c10::BFloat16* drow16 = reinterpret_cast<c10::BFloat16*>(tmp + W * V + V);
+    float* yf = tmp + W * V + V + (R * W * E + 1) / 2;
     for (int64_t s = 0; s < ring; ++s) {
       float* slot = ringbuf + s * slot_floats;
       std::memset(slot, 0, sizeof(float) * p * E);
@@ -189,7 +219,12 @@ void run(const MBConvArgs& a, const float* wq_all) {
         for (int64_t i0 = 0; i0 < cnt; i0 += R) {  // at a range start: up to R + k - 1 rows
           const int64_t m = std::min<int64_t>(R, cnt - i0);
           const int64_t ih0 = first + i0;
-          gemm_rows(m * W, E, a.C, a.x + ((n * H + ih0) * W) * a.C, a.C, a.we, E, scratch, E);
+          const in_t* xr = x + ((n * H + ih0) * W) * a.C;
+          if constexpr (BF16) {
+            gemm_rows_bf16(m * W, E, a.C, xr, a.C, a.we16, scratch, E);
+          } else {
+            gemm_rows(m * W, E, a.C, xr, a.C, a.we, E, scratch, E);
+          }
           for (int64_t i = 0; i < m; ++i) {
             const int64_t ih = ih0 + i;
             bias_swish_copy(ringbuf + (ih % ring) * slot_floats + p * E, scratch + i * W * E,
@@ -216,7 +251,14 @@ void run(const MBConvArgs& a, const float* wq_all) {
           const fVec b = m == V ? fVec::loadu(a.bd + c0) : fVec::loadu(a.bd + c0, m);
           for (int64_t jw = 0; jw < W; ++jw) {
             const fVec v = swish_lanes(fVec::loadu(tmp + jw * V) + b);
-            if (m == V) {
+            if constexpr (BF16) {
+              c10::BFloat16* d16 = drow16 + (j * W + jw) * E + c0;
+              if (m == V) {
+                Lanes<c10::BFloat16>::store(d16, v);
+              } else {
+                Lanes<c10::BFloat16>::store(d16, v, m);
+              }
+            } else if (m == V) {
               v.store(drow + jw * E + c0);
             } else {
               v.store(drow + jw * E + c0, m);
@@ -224,13 +266,20 @@ void run(const MBConvArgs& a, const float* wq_all) {
           }
         }
       }
-      float* yrow = a.y + ((n * H + oh0) * W) * a.C2;
-      gemm_rows(nb * W, a.C2, E, scratch, E, a.wp, a.C2, yrow, a.C2);
-      add_bias_rows(yrow, a.bp, nb * W, a.C2);
+      in_t* yrow = y + ((n * H + oh0) * W) * a.C2;
+      if constexpr (BF16) {
+        gemm_rows_bf16(nb * W, a.C2, E, drow16, E, a.wp16, yf, a.C2);
+        add_bias_rows(yf, a.bp, nb * W, a.C2);
+        const int64_t total = nb * W * a.C2;  // C2 % 16 == 0: whole vectors
+        for (int64_t i = 0; i < total; i += V) Lanes<c10::BFloat16>::store(yrow + i, fVec::loadu(yf + i));
+      } else {
+        gemm_rows(nb * W, a.C2, E, scratch, E, a.wp, a.C2, yrow, a.C2);
+        add_bias_rows(yrow, a.bp, nb * W, a.C2);
+      }
       r += nb;
     }
-#ifdef CPUBLAS_BRGEMM_F32F32F32
-    at::native::cpublas::brgemm_release(false);
+#if defined(CPUBLAS_BRGEMM_F32F32F32) || defined(CPUBLAS_BRGEMM_BF16BF16F32)
+    at::native::cpublas::brgemm_release(BF16);
 #endif
   });
 }
@@ -243,11 +292,20 @@ void mbconv_kernel(const MBConvArgs& a) {
   for (int64_t c = 0; c < a.E; ++c) {
     for (int64_t t = 0; t < kk; ++t) wq[((c / V) * kk + t) * V + c % V] = a.wd[c * kk + t];
   }
+  if (a.bf16) {
+    switch (a.k) {
+      case 3: run<3, true>(a, wq.data()); break;
+      case 5: run<5, true>(a, wq.data()); break;
+      case 7: run<7, true>(a, wq.data()); break;
+      default: run<0, true>(a, wq.data()); break;
+    }
+    return;
+  }
   switch (a.k) {
-    case 3: run<3>(a, wq.data()); break;
-    case 5: run<5>(a, wq.data()); break;
-    case 7: run<7>(a, wq.data()); break;
-    default: run<0>(a, wq.data()); break;
+    case 3: run<3, false>(a, wq.data()); break;
+    case 5: run<5, false>(a, wq.data()); break;
+    case 7: run<7, false>(a, wq.data()); break;
+    default: run<0, false>(a, wq.data()); break;
   }
 }
 

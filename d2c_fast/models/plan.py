@@ -175,9 +175,10 @@ class FastCell(_Fp32Consts):
 
 class FusedMBConv(_Fp32Consts):
     """A stride-1 MBConv body (expand 1x1 + Swish, depthwise + Swish, project 1x1), BN folded.
-    float32 on CPU with the compiled kernel: one ``d2c_fast::mbconv`` call (row-streamed, the
-    hidden tensor stays in cache). Otherwise (bf16, other devices, no library) the unfused
-    sequence ``seq`` (oneDNN / cuDNN convs and ``dwconv_bias_swish``)."""
+    On CPU with the compiled kernel: one ``d2c_fast::mbconv`` call (row-streamed, the hidden
+    tensor stays in cache) in float32, and in bf16 where that pays (see ``BF16_MIN_PIXELS``).
+    Otherwise (other devices, no library) the unfused sequence ``seq`` (oneDNN / cuDNN convs
+    and ``dwconv_bias_swish``)."""
 
     _FP32 = ("we", "be", "wd", "bd", "wp", "bp")
 
@@ -188,13 +189,40 @@ class FusedMBConv(_Fp32Consts):
         self.wp, self.bp = p.weight.detach().float().clone(), p.bias.detach().float().clone()
         self.seq = nn.Sequential(ConvSwish(e), DWConvSwish(d), p)
 
+    # bf16: the fused op multiplies on AMX (PyTorch's brgemm) but its depthwise part is plain
+    # fp32 FMA; measured on this project's CPU (1 thread, benchmarks/bench_op_mbconv.py) it beats
+    # the unfused bf16 ops (oneDNN AMX convs + dwconv) by 1.3x at 128x128, ties at 64x64 and
+    # loses at 32x32, so bf16 uses it from 128x128 up (and only where the AMX path applies).
+    BF16_MIN_PIXELS = 128 * 128
+
+    def _bf16_ok(self, x) -> bool:
+        C, E, C2 = self.we.shape[1], self.we.shape[0], self.wp.shape[0]
+        return x.shape[2] * x.shape[3] >= self.BF16_MIN_PIXELS and C % 2 == 0 \
+            and E % 16 == 0 and C2 % 16 == 0 and _amx_bf16()
+
     def forward(self, x):
         from ..ops import has_compiled_kernel
-        if x.dtype == torch.float32 and x.device.type == "cpu" \
-                and has_compiled_kernel("mbconv", "cpu"):
+        if x.device.type == "cpu" and has_compiled_kernel("mbconv", "cpu") and \
+                (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and self._bf16_ok(x))):
             from ..ops.mbconv import mbconv
             return mbconv(x, self.we, self.be, self.wd, self.bd, self.wp, self.bp)
         return self.seq(x)
+
+
+_AMX: bool | None = None
+
+
+def _amx_bf16() -> bool:
+    """Whether the CPU has usable AMX tiles (where PyTorch's brgemm packs bf16 weights):
+    ``torch._C._cpu._init_amx()`` (cpuinfo's amx_tile check + the Linux permission request)."""
+    global _AMX
+    if _AMX is None:
+        f = getattr(getattr(torch._C, "_cpu", None), "_init_amx", None)
+        try:
+            _AMX = bool(f()) if f is not None else False
+        except RuntimeError:
+            _AMX = False
+    return _AMX
 
 
 def _fold_conv_bn(conv: Conv2D, bn: nn.BatchNorm2d) -> nn.Conv2d:
