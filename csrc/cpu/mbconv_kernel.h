@@ -153,6 +153,58 @@ inline void dw_tile(const float* const* rows, int64_t k, int64_t E, const float*
   for (int j = 0; j < T; ++j) acc[j].store(out + (w0 + j) * V);
 }
 
+// Two output rows at once (oh, oh + 1): rows[t] is hidden row oh - p + t for t in [0, k]; row t
+// feeds oh with tap t (t < k) and oh + 1 with tap t - 1 (t >= 1), so every vector loaded serves
+// both rows (half the loads of two dw_tile calls). 2T accumulators.
+template <int KC, int T, bool R0, bool R1>
+inline void dw_pair_step(const float* r, int64_t E, const float* w0p, const float* w1p,
+                         int64_t kk, fVec* a0, fVec* a1) {
+  const int64_t kw_n = KC > 0 ? KC : kk;
+#pragma GCC unroll 16
+  for (int64_t kw = 0; kw < kw_n; ++kw) {
+    fVec w0, w1;
+    if constexpr (R0) w0 = fVec::loadu(w0p + kw * V);
+    if constexpr (R1) w1 = fVec::loadu(w1p + kw * V);
+#pragma GCC unroll 16
+    for (int j = 0; j < T; ++j) {
+      const fVec xv = fVec::loadu(r + (j + kw) * E);
+      if constexpr (R0) a0[j] = at::vec::fmadd(xv, w0, a0[j]);
+      if constexpr (R1) a1[j] = at::vec::fmadd(xv, w1, a1[j]);
+    }
+  }
+}
+
+template <int KC, int T>
+inline void dw_tile2(const float* const* rows, int64_t k, int64_t E, const float* wq, int64_t w0,
+                     int64_t c0, float* out0, float* out1) {
+  const int64_t kk = KC > 0 ? KC : k;
+  fVec a0[T], a1[T];
+#pragma GCC unroll 16
+  for (int j = 0; j < T; ++j) {
+    a0[j] = fVec(0.0f);
+    a1[j] = fVec(0.0f);
+  }
+  for (int64_t t = 0; t <= kk; ++t) {
+    const float* r = rows[t];
+    if (r == nullptr) continue;
+    r += w0 * E + c0;
+    const float* w0p = wq + t * kk * V;        // tap row t of output row oh
+    const float* w1p = wq + (t - 1) * kk * V;  // tap row t - 1 of output row oh + 1
+    if (t == 0) {
+      dw_pair_step<KC, T, true, false>(r, E, w0p, w1p, kk, a0, a1);
+    } else if (t == kk) {
+      dw_pair_step<KC, T, false, true>(r, E, w0p, w1p, kk, a0, a1);
+    } else {
+      dw_pair_step<KC, T, true, true>(r, E, w0p, w1p, kk, a0, a1);
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < T; ++j) {
+    a0[j].store(out0 + (w0 + j) * V);
+    a1[j].store(out1 + (w0 + j) * V);
+  }
+}
+
 // dst[i] = swish(src[i] + b) over n rows of `width` channels (dst and src rows contiguous).
 void bias_swish_copy(float* dst, const float* src, const float* b, int64_t n, int64_t width) {
   const int64_t full = width / V * V;
@@ -191,12 +243,13 @@ void run(const MBConvArgs& a, const float* wq_all) {
     // to V - 1 floats past a row, never past the allocation.
     // bf16: + the block's depthwise rows in bf16 (the project GEMM's A) and its float output.
     const int64_t extra = BF16 ? (R * W * E + 1) / 2 + R * W * a.C2 : 0;
-    std::unique_ptr<float[]> holder(new float[ring * slot_floats + R * W * E + W * V + V + extra]);
+    std::unique_ptr<float[]> holder(
+        new float[ring * slot_floats + R * W * E + 2 * W * V + V + extra]);
     float* ringbuf = holder.get();
     float* scratch = ringbuf + ring * slot_floats;
-    float* tmp = scratch + R * W * E;  // raw depthwise sums of one chunk [W][V]
-    c10::BFloat16* drow16 = reinterpret_cast<c10::BFloat16*>(tmp + W * V + V);
-    float* yf = tmp + W * V + V + (R * W * E + 1) / 2;
+    float* tmp = scratch + R * W * E;  // raw depthwise sums of one chunk, 2 rows [2][W][V]
+    c10::BFloat16* drow16 = reinterpret_cast<c10::BFloat16*>(tmp + 2 * W * V + V);
+    float* yf = tmp + 2 * W * V + V + (R * W * E + 1) / 2;
     for (int64_t s = 0; s < ring; ++s) {
       float* slot = ringbuf + s * slot_floats;
       std::memset(slot, 0, sizeof(float) * p * E);
@@ -233,38 +286,51 @@ void run(const MBConvArgs& a, const float* wq_all) {
           }
         }
       }
-      for (int64_t j = 0; j < nb; ++j) {
+      // Depthwise: the block's rows two at a time (a last odd row alone), raw sums of one
+      // channel chunk in tmp (row 0) / tmp + W * V (row 1), then bias + Swish into the block's
+      // depthwise rows (float, or bf16 for the bf16 project GEMM).
+      for (int64_t j = 0; j < nb;) {
         const int64_t oh = oh0 + j;
-        for (int64_t kh = 0; kh < k; ++kh) {
-          const int64_t ih = oh - p + kh;
-          rows[kh] = (ih < 0 || ih >= H) ? nullptr : ringbuf + (ih % ring) * slot_floats;
+        const int64_t pair = j + 1 < nb ? 2 : 1;
+        for (int64_t t = 0; t < k + pair - 1; ++t) {
+          const int64_t ih = oh - p + t;
+          rows[t] = (ih < 0 || ih >= H) ? nullptr : ringbuf + (ih % ring) * slot_floats;
         }
-        float* drow = scratch + j * W * E;
         for (int64_t c = 0; c < nchunk; ++c) {
           const int64_t c0 = c * V;
           const int64_t m = std::min<int64_t>(V, E - c0);
           const float* wq = wq_all + c * k * k * V;
-          constexpr int T = 8;
           int64_t w = 0;
-          for (; w + T <= W; w += T) dw_tile<KC, T>(rows, k, E, wq, w, c0, tmp);
-          for (; w < W; ++w) dw_tile<KC, 1>(rows, k, E, wq, w, c0, tmp);
+          if (pair == 2) {
+            constexpr int T2 = 6;
+            for (; w + T2 <= W; w += T2) dw_tile2<KC, T2>(rows, k, E, wq, w, c0, tmp, tmp + W * V);
+            for (; w < W; ++w) dw_tile2<KC, 1>(rows, k, E, wq, w, c0, tmp, tmp + W * V);
+          } else {
+            constexpr int T = 8;
+            for (; w + T <= W; w += T) dw_tile<KC, T>(rows, k, E, wq, w, c0, tmp);
+            for (; w < W; ++w) dw_tile<KC, 1>(rows, k, E, wq, w, c0, tmp);
+          }
           const fVec b = m == V ? fVec::loadu(a.bd + c0) : fVec::loadu(a.bd + c0, m);
-          for (int64_t jw = 0; jw < W; ++jw) {
-            const fVec v = swish_lanes(fVec::loadu(tmp + jw * V) + b);
-            if constexpr (BF16) {
-              c10::BFloat16* d16 = drow16 + (j * W + jw) * E + c0;
-              if (m == V) {
-                Lanes<c10::BFloat16>::store(d16, v);
+          for (int64_t q = 0; q < pair; ++q) {
+            const float* tq = tmp + q * W * V;
+            for (int64_t jw = 0; jw < W; ++jw) {
+              const fVec v = swish_lanes(fVec::loadu(tq + jw * V) + b);
+              const int64_t off = ((j + q) * W + jw) * E + c0;
+              if constexpr (BF16) {
+                if (m == V) {
+                  Lanes<c10::BFloat16>::store(drow16 + off, v);
+                } else {
+                  Lanes<c10::BFloat16>::store(drow16 + off, v, m);
+                }
+              } else if (m == V) {
+                v.store(scratch + off);
               } else {
-                Lanes<c10::BFloat16>::store(d16, v, m);
+                v.store(scratch + off, m);
               }
-            } else if (m == V) {
-              v.store(drow + jw * E + c0);
-            } else {
-              v.store(drow + jw * E + c0, m);
             }
           }
         }
+        j += pair;
       }
       in_t* yrow = y + ((n * H + oh0) * W) * a.C2;
       if constexpr (BF16) {
