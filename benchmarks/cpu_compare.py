@@ -5,7 +5,8 @@
 
 Candidates: B0 = impl="ref" fp32 (the official cost model), B1 = torch.compile of the reference
 modules (fp32, default mode; compile time reported separately), ours = impl="fast" in fp32 and
-bf16. Workloads (ARCH-256, random weights): decoder, encoder, unet, wedit, wgen.
+bf16; with ``--official-src DIR`` also B0-official = the public release's own autoencoder and
+U-Net modules (not shipped; see official_b0.py), the B0 the CPU issue's checker uses. Workloads (ARCH-256, random weights): decoder, encoder, unet, wedit, wgen.
 Accuracy gate first: fast vs ref relative L2 (latents and logits).
 """
 from __future__ import annotations
@@ -36,9 +37,14 @@ class CompiledModules:
         return self._unet(x, t)
 
 
-def make_samplers(model, which):
+def make_samplers(model, which, official_src=None):
     from d2c_fast import Sampler
     out = {}
+    if "B0-official" in which:
+        if not official_src:
+            raise SystemExit("candidate B0-official needs --official-src (a jiamings/d2c checkout)")
+        from official_b0 import official_sampler
+        out["B0-official"] = official_sampler(model, official_src)
     if "B0" in which:
         out["B0"] = Sampler(model, impl="ref")
     if "B1" in which:
@@ -72,7 +78,7 @@ def _memory_child(args):
     from d2c_fast import Attribute
     from d2c_fast.models.random_init import arch256_config_path, random_model
     model = random_model(arch256_config_path(), seed=0)
-    s = make_samplers(model, [args._child])[args._child]
+    s = make_samplers(model, [args._child], args.official_src)[args._child]
     del model  # as with Sampler(path): only what the sampler keeps stays alive
     import gc
     gc.collect()
@@ -92,8 +98,9 @@ def _memory(args):
     import subprocess
     out = {}
     for c in args.candidates.split(","):
+        extra = ["--official-src", args.official_src] if args.official_src else []
         r = subprocess.run([sys.executable, os.path.abspath(__file__), "--workload", args.workload,
-                            "--batch", str(args.batch), "--_child", c],
+                            "--batch", str(args.batch), "--_child", c] + extra,
                            capture_output=True, text=True, check=True)
         out[c] = json.loads(r.stdout.strip().splitlines()[-1])
         print(f"  {c:10s} peak RSS {out[c]['peak_rss_mb']:8.0f} MB "
@@ -115,7 +122,12 @@ def main(argv=None):
                     help="comma list of decoder, encoder, unet, wedit, wgen")
     ap.add_argument("--batch", default="1", help="comma list of batch sizes")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--candidates", default="B0,B1,fast,fast-bf16")
+    ap.add_argument("--candidates", default="B0,B1,fast,fast-bf16",
+                    help="comma list of B0, B0-official, B1, fast, fast-bf16 (B0-official: the "
+                         "release's own modules, see official_b0.py; added by --official-src)")
+    ap.add_argument("--official-src", default=None,
+                    help="a checkout of github.com/jiamings/d2c (the folder holding the d2c "
+                         "package): adds candidate B0-official")
     ap.add_argument("--out", default=None)
     ap.add_argument("--memory", action="store_true",
                     help="instead of timing: peak resident memory of each candidate, each in a "
@@ -130,7 +142,9 @@ def main(argv=None):
     from d2c_fast.models.random_init import arch256_config_path, random_model
     model = random_model(arch256_config_path(), seed=0)
     cands = args.candidates.split(",")
-    ss = make_samplers(model, cands)
+    if args.official_src and "B0-official" not in cands:
+        cands.insert(0, "B0-official")
+    ss = make_samplers(model, cands, args.official_src)
     ref = ss.get("B0") or make_samplers(model, ["B0"])["B0"]
     batches = [int(b) for b in str(args.batch).split(",")]
     g = torch.Generator().manual_seed(0)
@@ -166,8 +180,8 @@ def main(argv=None):
             med = {k: statistics.median(v) for k, v in times.items()}
             res = {"workload": name, "batch": batch, "rounds": args.rounds, "median_s": med,
                    "all_s": times,
-                   "ratios_vs": {b: {k: med[b] / med[k] for k in med} for b in ("B0", "B1")
-                                 if b in med}}
+                   "ratios_vs": {b: {k: med[b] / med[k] for k in med}
+                                 for b in ("B0-official", "B0", "B1") if b in med}}
             results.append(res)
             print(f"{name} batch {batch} ({args.rounds} interleaved rounds, medians)", flush=True)
             for k in med:

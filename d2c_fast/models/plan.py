@@ -184,9 +184,14 @@ class FusedMBConv(_Fp32Consts):
 
     def __init__(self, e: nn.Conv2d, d: nn.Conv2d, p: nn.Conv2d):
         super().__init__()
-        self.we, self.be = e.weight.detach().float().clone(), e.bias.detach().float().clone()
+        # The 1x1 weights in conv shapes (E, C, 1, 1) / (C2, E, 1, 1) but with (C, E) / (E, C2)
+        # row-major memory, the layout the kernel's GEMMs read: its reshape + transpose +
+        # contiguous() is then free at every call.
+        self.we = _transposed_1x1(e.weight)
+        self.wp = _transposed_1x1(p.weight)
+        self.be = e.bias.detach().float().clone()
         self.wd, self.bd = d.weight.detach().float().clone(), d.bias.detach().float().clone()
-        self.wp, self.bp = p.weight.detach().float().clone(), p.bias.detach().float().clone()
+        self.bp = p.bias.detach().float().clone()
         self.seq = nn.Sequential(ConvSwish(e), DWConvSwish(d), p)
 
     # bf16: the fused op multiplies on AMX (PyTorch's brgemm) but its depthwise part is plain
@@ -207,6 +212,13 @@ class FusedMBConv(_Fp32Consts):
             from ..ops.mbconv import mbconv
             return mbconv(x, self.we, self.be, self.wd, self.bd, self.wp, self.bp)
         return self.seq(x)
+
+
+def _transposed_1x1(w: torch.Tensor) -> torch.Tensor:
+    """A (O, I, 1, 1) float32 weight whose memory is the (I, O) row-major matrix (strides
+    (1, O, 1, 1)); same values and shape as ``w``."""
+    O, I = w.shape[0], w.shape[1]
+    return w.detach().float().reshape(O, I).t().contiguous().t().view(O, I, 1, 1)
 
 
 _AMX: bool | None = None
