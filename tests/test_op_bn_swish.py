@@ -21,19 +21,15 @@ import torch.nn.functional as F
 
 from d2c_fast.ops import BN_SWISH_SCHEMA, backend_info, bn_swish, bn_swish_ref, fold_bn, has_compiled_kernel
 
+from op_helpers import require_cpu_kernel
+
 ROOT = Path(__file__).resolve().parents[1]
-HAS_CPU_KERNEL = has_compiled_kernel("bn_swish", "cpu")
-REQUIRE_EXT = os.environ.get("D2C_FAST_REQUIRE_EXT", "") == "1"
 
 
 @pytest.fixture
 def cpu_kernel():
     """Skip without the compiled CPU kernel, unless D2C_FAST_REQUIRE_EXT=1 (then fail)."""
-    if not HAS_CPU_KERNEL:
-        msg = f"no compiled CPU kernel for d2c_fast::bn_swish: {backend_info()['bn_swish']['reason']}"
-        if REQUIRE_EXT:
-            pytest.fail(msg + " (D2C_FAST_REQUIRE_EXT=1)")
-        pytest.skip(msg)
+    require_cpu_kernel("bn_swish")
 
 
 def _params(C, seed=0):

@@ -20,20 +20,16 @@ from d2c_fast.ops.dwconv_bias_swish import output_memory_format
 
 from test_op_dwconv import LAYOUTS, _input
 
+from op_helpers import require_cpu_kernel
+
 ROOT = Path(__file__).resolve().parents[1]
 OP = "mbconv"
-HAS_CPU_KERNEL = has_compiled_kernel(OP, "cpu")
-REQUIRE_EXT = os.environ.get("D2C_FAST_REQUIRE_EXT", "") == "1"
 FP32_TOL = dict(rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture
 def cpu_kernel():
-    if not HAS_CPU_KERNEL:
-        msg = f"no compiled CPU kernel for d2c_fast::{OP}: {backend_info()[OP]['reason']}"
-        if REQUIRE_EXT:
-            pytest.fail(msg + " (D2C_FAST_REQUIRE_EXT=1)")
-        pytest.skip(msg)
+    require_cpu_kernel(OP)
 
 
 def _weights(C, E, C2, k, seed=0):

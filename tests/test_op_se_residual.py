@@ -20,21 +20,17 @@ from d2c_fast.ops import (SE_RESIDUAL_SCHEMA, backend_info, has_compiled_kernel,
                           se_residual_ref)
 from d2c_fast.ops.dwconv_bias_swish import output_memory_format
 
+from op_helpers import require_cpu_kernel
+
 ROOT = Path(__file__).resolve().parents[1]
 OP = "se_residual"
-HAS_CPU_KERNEL = has_compiled_kernel(OP, "cpu")
-REQUIRE_EXT = os.environ.get("D2C_FAST_REQUIRE_EXT", "") == "1"
 FP32_TOL = dict(rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture
 def cpu_kernel():
     """Skip without the compiled CPU kernel, unless D2C_FAST_REQUIRE_EXT=1 (then fail)."""
-    if not HAS_CPU_KERNEL:
-        msg = f"no compiled CPU kernel for d2c_fast::{OP}: {backend_info()[OP]['reason']}"
-        if REQUIRE_EXT:
-            pytest.fail(msg + " (D2C_FAST_REQUIRE_EXT=1)")
-        pytest.skip(msg)
+    require_cpu_kernel(OP)
 
 
 def _params(C, seed=0):

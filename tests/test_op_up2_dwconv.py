@@ -22,19 +22,15 @@ from d2c_fast.ops.dwconv_bias_swish import output_memory_format
 
 from test_op_dwconv import FP32_TOL, LAYOUTS, _input, _params
 
+from op_helpers import require_cpu_kernel
+
 ROOT = Path(__file__).resolve().parents[1]
 OP = "up2_dwconv_bias_swish"
-HAS_CPU_KERNEL = has_compiled_kernel(OP, "cpu")
-REQUIRE_EXT = os.environ.get("D2C_FAST_REQUIRE_EXT", "") == "1"
 
 
 @pytest.fixture
 def cpu_kernel():
-    if not HAS_CPU_KERNEL:
-        msg = f"no compiled CPU kernel for d2c_fast::{OP}: {backend_info()[OP]['reason']}"
-        if REQUIRE_EXT:
-            pytest.fail(msg + " (D2C_FAST_REQUIRE_EXT=1)")
-        pytest.skip(msg)
+    require_cpu_kernel(OP)
 
 
 def _naive(x, w, b, swish):

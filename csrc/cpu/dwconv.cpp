@@ -69,6 +69,33 @@ void check_inputs(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   check_dwconv_args(kOp, x, weight, bias, stride, padding, dilation);
 }
 
+// Allocates y (N, C, Ho, Wo) in x's layout rule, runs the kernel (`a` carries the conv
+// parameters; shapes, pointers and dtype are filled here) from a channels-last x into y itself
+// when its memory is (N, Ho, Wo, C)-ordered (always for channels-last; also NCHW with C == 1 or
+// Ho*Wo == 1), otherwise into a channels-last temporary copied back.
+at::Tensor launch(const at::Tensor& x, int64_t Ho, int64_t Wo, const at::Tensor& weight,
+                  const at::Tensor& bias, DwConvArgs a) {
+  const int64_t N = x.size(0), C = x.size(1);
+  at::Tensor y = at::empty({N, C, Ho, Wo}, x.options().memory_format(output_memory_format(x)));
+  if (y.numel() == 0) return y;
+  const at::Tensor xc = x.contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor yc = y.is_contiguous(at::MemoryFormat::ChannelsLast)
+                      ? y
+                      : at::empty({N, C, Ho, Wo},
+                                  x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const at::Tensor wc = weight.contiguous();
+  const at::Tensor bc = bias.contiguous();
+  a.x = xc.const_data_ptr();
+  a.y = yc.mutable_data_ptr();
+  a.weight = wc.const_data_ptr<float>();
+  a.bias = bc.const_data_ptr<float>();
+  a.N = N; a.C = C; a.H = x.size(2); a.W = x.size(3); a.Ho = Ho; a.Wo = Wo;
+  a.dtype = x.scalar_type() == at::kFloat ? 0 : 1;
+  run_kernel(a);
+  if (!yc.is_same(y)) y.copy_(yc);
+  return y;
+}
+
 at::Tensor dwconv_bias_swish_cpu(const at::Tensor& x, const at::Tensor& weight,
                                  const at::Tensor& bias, int64_t stride, int64_t padding,
                                  int64_t dilation, bool swish) {
@@ -77,32 +104,11 @@ at::Tensor dwconv_bias_swish_cpu(const at::Tensor& x, const at::Tensor& weight,
   const int64_t k = weight.size(2);
   const int64_t Ho = conv_out_size(H, k, stride, padding, dilation);
   const int64_t Wo = conv_out_size(W, k, stride, padding, dilation);
-  const auto fmt = output_memory_format(x);
-  at::Tensor y = at::empty({N, C, Ho, Wo}, x.options().memory_format(fmt));
-  if (y.numel() == 0) return y;
-
-  const at::Tensor xc = x.contiguous(at::MemoryFormat::ChannelsLast);
-  // y itself when its memory is already (N, Ho, Wo, C)-ordered (always for channels-last; also
-  // NCHW with C == 1 or Ho*Wo == 1), otherwise a channels-last temporary copied back.
-  at::Tensor yc = y.is_contiguous(at::MemoryFormat::ChannelsLast)
-                      ? y
-                      : at::empty({N, C, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  const at::Tensor wc = weight.contiguous();
-  const at::Tensor bc = bias.contiguous();
-
   DwConvArgs a;
-  a.x = xc.const_data_ptr();
-  a.y = yc.mutable_data_ptr();
-  a.weight = wc.const_data_ptr<float>();
-  a.bias = bc.const_data_ptr<float>();
-  a.N = N; a.C = C; a.H = H; a.W = W; a.Ho = Ho; a.Wo = Wo;
   a.k = k; a.stride = stride; a.pad = padding; a.dil = dilation;
   a.swish = swish;
   a.up2 = false;
-  a.dtype = x.scalar_type() == at::kFloat ? 0 : 1;
-  run_kernel(a);
-  if (!yc.is_same(y)) y.copy_(yc);
-  return y;
+  return launch(x, Ho, Wo, weight, bias, a);
 }
 
 // y = dwconv_bias_swish(nearest_upsample_x2(x), weight, bias, 1, (k-1)/2, 1, swish) without the
@@ -115,31 +121,12 @@ at::Tensor up2_dwconv_bias_swish_cpu(const at::Tensor& x, const at::Tensor& weig
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, kUpOp,
               "x must be float32 or bfloat16, got ", x.scalar_type());
   check_up2_dwconv_args(kUpOp, x, weight, bias);
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t k = weight.size(2);
-  const auto fmt = output_memory_format(x);
-  at::Tensor y = at::empty({N, C, 2 * H, 2 * W}, x.options().memory_format(fmt));
-  if (y.numel() == 0) return y;
-  const at::Tensor xc = x.contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor yc = y.is_contiguous(at::MemoryFormat::ChannelsLast)
-                      ? y
-                      : at::empty({N, C, 2 * H, 2 * W},
-                                  x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  const at::Tensor wc = weight.contiguous();
-  const at::Tensor bc = bias.contiguous();
   DwConvArgs a;
-  a.x = xc.const_data_ptr();
-  a.y = yc.mutable_data_ptr();
-  a.weight = wc.const_data_ptr<float>();
-  a.bias = bc.const_data_ptr<float>();
-  a.N = N; a.C = C; a.H = H; a.W = W; a.Ho = 2 * H; a.Wo = 2 * W;
   a.k = k; a.stride = 1; a.pad = (k - 1) / 2; a.dil = 1;
   a.swish = swish;
   a.up2 = true;
-  a.dtype = x.scalar_type() == at::kFloat ? 0 : 1;
-  run_kernel(a);
-  if (!yc.is_same(y)) y.copy_(yc);
-  return y;
+  return launch(x, 2 * x.size(2), 2 * x.size(3), weight, bias, a);
 }
 
 void run_kernel(const DwConvArgs& a) {

@@ -382,32 +382,20 @@ inline void up2_tile(const UpGeo& g, const float* const* rows, int64_t u0, int64
     a0[j] = bias;
     a1[j] = bias;
   }
+  const int64_t nv = KUC > 0 ? KUC : ku;  // a constant (fully unrolled) when KUC > 0
   for (int64_t u = u0; u < u1; ++u) {
     const float* r = rows[u] + j0 * V;
     const float* p0 = w0 + u * ku * V;
     const float* p1 = w1 + u * ku * V;
-    if constexpr (KUC > 0) {
 #pragma GCC unroll 16
-      for (int v = 0; v < KUC; ++v) {
-        const fVec wa = fVec::loadu(p0 + v * V);
-        const fVec wb = fVec::loadu(p1 + v * V);
+    for (int64_t v = 0; v < nv; ++v) {
+      const fVec wa = fVec::loadu(p0 + v * V);
+      const fVec wb = fVec::loadu(p1 + v * V);
 #pragma GCC unroll 16
-        for (int j = 0; j < T; ++j) {
-          const fVec xv = fVec::loadu(r + (j + v) * V);
-          a0[j] = at::vec::fmadd(xv, wa, a0[j]);
-          a1[j] = at::vec::fmadd(xv, wb, a1[j]);
-        }
-      }
-    } else {
-      for (int64_t v = 0; v < ku; ++v) {
-        const fVec wa = fVec::loadu(p0 + v * V);
-        const fVec wb = fVec::loadu(p1 + v * V);
-#pragma GCC unroll 16
-        for (int j = 0; j < T; ++j) {
-          const fVec xv = fVec::loadu(r + (j + v) * V);
-          a0[j] = at::vec::fmadd(xv, wa, a0[j]);
-          a1[j] = at::vec::fmadd(xv, wb, a1[j]);
-        }
+      for (int j = 0; j < T; ++j) {
+        const fVec xv = fVec::loadu(r + (j + v) * V);
+        a0[j] = at::vec::fmadd(xv, wa, a0[j]);
+        a1[j] = at::vec::fmadd(xv, wb, a1[j]);
       }
     }
   }
@@ -482,6 +470,16 @@ void run_up2(const UpGeo& g, const scalar_t* x, scalar_t* y, const float* wpack,
   });
 }
 
+template <bool SW, typename scalar_t>
+void up2_dispatch(const UpGeo& g, const scalar_t* x, scalar_t* y, const float* wp,
+                  const float* bp) {
+  switch (g.ku) {  // window 3 (k = 3, 5) and 5 (k = 7) compiled with the size as a constant
+    case 3: run_up2<3, SW, scalar_t>(g, x, y, wp, bp); break;
+    case 5: run_up2<5, SW, scalar_t>(g, x, y, wp, bp); break;
+    default: run_up2<0, SW, scalar_t>(g, x, y, wp, bp); break;
+  }
+}
+
 inline int64_t floor_div2(int64_t v) { return v >= 0 ? v / 2 : -((-v + 1) / 2); }
 
 template <typename scalar_t>
@@ -515,20 +513,8 @@ void up2_entry(const DwConvArgs& a, const scalar_t* x, scalar_t* y) {
   }
   const float* wp = wpack.data();
   const float* bp = bpack.data();
-  const int key = static_cast<int>(g.ku);
-  if (a.swish) {
-    switch (key) {
-      case 3: run_up2<3, true, scalar_t>(g, x, y, wp, bp); break;
-      case 5: run_up2<5, true, scalar_t>(g, x, y, wp, bp); break;
-      default: run_up2<0, true, scalar_t>(g, x, y, wp, bp); break;
-    }
-  } else {
-    switch (key) {
-      case 3: run_up2<3, false, scalar_t>(g, x, y, wp, bp); break;
-      case 5: run_up2<5, false, scalar_t>(g, x, y, wp, bp); break;
-      default: run_up2<0, false, scalar_t>(g, x, y, wp, bp); break;
-    }
-  }
+  a.swish ? up2_dispatch<true, scalar_t>(g, x, y, wp, bp)
+          : up2_dispatch<false, scalar_t>(g, x, y, wp, bp);
 }
 
 }  // namespace

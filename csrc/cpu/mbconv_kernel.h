@@ -134,19 +134,11 @@ inline void dw_tile(const float* const* rows, int64_t k, int64_t E, const float*
     if (r == nullptr) continue;
     r += w0 * E + c0;
     const float* wk = wq + kh * kk * V;
-    if constexpr (KC > 0) {
 #pragma GCC unroll 16
-      for (int kw = 0; kw < KC; ++kw) {
-        const fVec wv = fVec::loadu(wk + kw * V);
+    for (int64_t kw = 0; kw < kk; ++kw) {  // kk is a constant (fully unrolled) when KC > 0
+      const fVec wv = fVec::loadu(wk + kw * V);
 #pragma GCC unroll 16
-        for (int j = 0; j < T; ++j) acc[j] = at::vec::fmadd(fVec::loadu(r + (j + kw) * E), wv, acc[j]);
-      }
-    } else {
-      for (int64_t kw = 0; kw < kk; ++kw) {
-        const fVec wv = fVec::loadu(wk + kw * V);
-#pragma GCC unroll 16
-        for (int j = 0; j < T; ++j) acc[j] = at::vec::fmadd(fVec::loadu(r + (j + kw) * E), wv, acc[j]);
-      }
+      for (int j = 0; j < T; ++j) acc[j] = at::vec::fmadd(fVec::loadu(r + (j + kw) * E), wv, acc[j]);
     }
   }
 #pragma GCC unroll 16

@@ -54,41 +54,10 @@ struct SeResidualArgs {
 namespace D2C_ISA_NS {
 namespace {
 
-using fVec = at::vec::Vectorized<float>;
-constexpr int64_t V = fVec::size();
+#include "vec_math.h"  // fVec, V, Lanes<T> (this ISA copy)
+
 constexpr int64_t kRowsPerBlock = 128;    // channels-last rows per partial sum (pass 1)
 constexpr int64_t kGrainElems = 32768;    // elements per parallel task (pass 2)
-
-template <typename scalar_t>
-struct Lanes;
-
-template <>
-struct Lanes<float> {
-  static inline fVec load(const float* p) { return fVec::loadu(p); }
-  static inline fVec load(const float* p, int64_t n) { return fVec::loadu(p, n); }
-  static inline void store(float* p, const fVec& v) { v.store(p); }
-  static inline void store(float* p, const fVec& v, int64_t n) { v.store(p, n); }
-};
-
-template <>
-struct Lanes<c10::BFloat16> {
-  using bVec = at::vec::Vectorized<c10::BFloat16>;
-  static_assert(bVec::size() == 2 * V, "unexpected bfloat16 vector width");
-  static inline fVec load(const c10::BFloat16* p) {
-    fVec v;
-    at::vec::load_to_float<c10::BFloat16>(p, v);
-    return v;
-  }
-  static inline fVec load(const c10::BFloat16* p, int64_t n) {
-    return std::get<0>(at::vec::convert_to_float<c10::BFloat16>(bVec::loadu(p, n)));
-  }
-  static inline void store(c10::BFloat16* p, const fVec& v) {
-    at::vec::convert_from_float<c10::BFloat16>(v, v).store(p, V);
-  }
-  static inline void store(c10::BFloat16* p, const fVec& v, int64_t n) {
-    at::vec::convert_from_float<c10::BFloat16>(v, v).store(p, n);
-  }
-};
 
 // Pass 1, channels-last: sums[n * C + c] (float64).
 template <typename scalar_t>
