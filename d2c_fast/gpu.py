@@ -326,10 +326,11 @@ class _DDIMLoop:
     ``with_noise``; ``out`` receives the raw latents (``x * std + mean``)."""
 
     def __init__(self, unet: FastUNet, shape, steps: int, with_noise: bool, mean, std,
-                 use_graph: bool):
+                 use_graph: bool, predict_v: bool = False):
         n, C, d, _ = shape
         dev = unet.conv_in.weight.device
         self.unet, self.steps, self.with_noise = unet, steps, with_noise
+        self.predict_v = predict_v
         self.mean, self.std = mean, std
         cl = unet.channels_last
 
@@ -351,6 +352,8 @@ class _DDIMLoop:
     def _body(self) -> None:
         for i in range(self.steps):
             eps = self.unet(self.x, step_bias=self.bias[i:i + 1])
+            if self.predict_v:   # coeffs[i] = (sqrt(abar_t), sqrt(1 - abar_t), ...)
+                eps = torch.addcmul(self.x * self.coeffs[i, 1], eps.float(), self.coeffs[i, 0])
             ddim_step(self.x, eps, self.coeffs[i], self.noise[i] if self.with_noise else None,
                       out=self.x)
         torch.mul(self.x, self.std, out=self.out).add_(self.mean)
@@ -386,11 +389,9 @@ class GpuSampler:
         if self.use_graphs and device.type != "cuda":
             raise ValueError("use_graphs=True needs a CUDA device")
         loaded = ckpt if isinstance(ckpt, LoadedModel) else load_model(ckpt, config)
-        if loaded.config.unet.prediction != "eps":
-            from .errors import ConfigError
-            raise ConfigError("diffusion.model.prediction",
-                              "the graph-captured GPU loop serves eps-prediction U-Nets; use "
-                              "d2c_fast.Sampler for this model (it converts v to eps)")
+        # v-prediction U-Nets: eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v inside the loop, from
+        # the step's device-resident coefficients (no host read, graph-capturable)
+        self.predict_v = loaded.config.unet.prediction == "v"
         self.channels_last = channels_last
         if _base is None:
             # The fast autoencoder, schedule, standardisation and RNG helpers of the CPU engine.
@@ -414,12 +415,13 @@ class GpuSampler:
     # ------------------------------------------------------------------ pieces
     @torch.inference_mode()
     def unet_eps(self, z_t: torch.Tensor, t) -> torch.Tensor:
-        """Noise prediction (fp32) for standardised latents, like ``Sampler.unet``."""
+        """Noise prediction (fp32) for standardised latents, like ``Sampler.unet`` (a v model's
+        output converted to eps)."""
         x = z_t.to(self.device, torch.float32)
         tt = torch.as_tensor(t, dtype=torch.float32, device=self.device)
         if tt.dim() == 0:
             tt = tt.expand(x.shape[0])
-        return self.unet(x, tt).float()
+        return self.base._as_eps(self.unet(x, tt).float(), x, tt)
 
     def _step_tables(self, seq: list[int], eta: float):
         """(coeffs (S, 5), bias (S, width)) on the device for a sequence; cached, so a repeated
@@ -437,7 +439,8 @@ class GpuSampler:
         key = (n, steps, with_noise)
         if key not in self._loops:
             self._loops[key] = _DDIMLoop(self.unet, (n, *self.latent_shape), steps, with_noise,
-                                         self.base.mean, self.base.std, self.use_graphs)
+                                         self.base.mean, self.base.std, self.use_graphs,
+                                         self.predict_v)
         return self._loops[key]
 
     # ------------------------------------------------------------------ sampling

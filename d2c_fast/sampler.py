@@ -117,7 +117,7 @@ class Sampler:
         self.unet_model = unet.to(self.device, self.dtype)
         self.bernoulli = self.autoencoder.bernoulli
         self._gpu = None
-        if impl == "fast" and self.device.type == "cuda" and self._v_coefs is None:
+        if impl == "fast" and self.device.type == "cuda":
             # Triton U-Net + graph-captured DDIM loop (d2c_fast/gpu.py)
             from .gpu import attach_gpu_path
             attach_gpu_path(self, loaded)
@@ -154,11 +154,13 @@ class Sampler:
         return z * self.std + self.mean
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = self.unet_model(x.to(self.dtype), t).float()
+        return self._as_eps(self.unet_model(x.to(self.dtype), t).float(), x, t)
+
+    def _as_eps(self, out: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The U-Net's fp32 output at ``(x, t)`` as a noise prediction (v models converted)."""
         if self._v_coefs is None:
             return out
-        idx = t.long()
-        sa, s1 = (c.index_select(0, idx).view(-1, 1, 1, 1) for c in self._v_coefs)
+        sa, s1 = (c.index_select(0, t.long()).view(-1, 1, 1, 1) for c in self._v_coefs)
         return s1 * x.float() + sa * out
 
     @staticmethod

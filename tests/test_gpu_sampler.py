@@ -148,6 +148,24 @@ def test_cuda_fp32_graph_matches_reference(tiny, no_tf32):
 
 
 @cuda
+def test_cuda_fp32_graph_v_prediction_matches_reference(no_tf32):
+    """A v-prediction U-Net (the built-in model's kind): the graph-captured loop converts v to
+    eps from its device-resident step coefficients."""
+    import json
+    from pathlib import Path
+    raw = json.loads((Path(__file__).resolve().parents[1] / TINY).read_text())
+    raw["diffusion"]["model"].update(prediction="v", norm_groups=8)
+    m = random_model(raw, seed=2)
+    ref = Sampler(copy.deepcopy(m), impl="ref", device="cuda")
+    gs = GpuSampler(m, device="cuda", dtype=torch.float32)
+    assert gs.use_graphs and gs.predict_v
+    zT = torch.randn(3, *ref.latent_shape, generator=torch.Generator().manual_seed(0)).cuda()
+    assert _rel(gs.sample_latents(3, noise=zT), ref.sample_latents(3, noise=zT)) <= 1e-4
+    kw = dict(skip=200, eta=1.0, seed=5)
+    assert _rel(gs.sample_latents(2, **kw), ref.sample_latents(2, **kw)) <= 1e-4
+
+
+@cuda
 @torch.inference_mode()
 def test_cuda_bf16_sampler_low_precision_rule(arch, no_tf32):
     """W-gen latents (skip 100, 11 U-Net calls) of ours in bf16 vs the fp32 reference, against

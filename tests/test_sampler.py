@@ -285,8 +285,15 @@ def test_v_prediction_model_gives_eps(v_model, impl):
     assert rel(got, want_z) < 1e-4
 
 
-def test_gpu_sampler_refuses_v_models(v_model):
-    from d2c_fast.errors import ConfigError
+def test_gpu_sampler_eager_fallback_serves_v_models(v_model):
+    """The GPU path's loop (its CPU eager fallback here) converts v to eps like Sampler."""
     from d2c_fast.gpu import GpuSampler
-    with pytest.raises(ConfigError, match="prediction"):
-        GpuSampler(v_model, device="cpu")
+    ref = Sampler(v_model, impl="ref")
+    gs = GpuSampler(v_model, device="cpu")
+    assert gs.predict_v
+    zT = torch.randn(2, *ref.latent_shape, generator=torch.Generator().manual_seed(4))
+    assert rel(gs.sample_latents(2, noise=zT, steps=5), ref.sample_latents(2, noise=zT, steps=5)) < 1e-4
+    assert rel(gs.sample_latents(2, skip=250, eta=1.0, seed=3),
+               ref.sample_latents(2, skip=250, eta=1.0, seed=3)) < 1e-4
+    t = torch.tensor([10.0, 900.0])
+    assert rel(gs.unet_eps(zT, t), ref.unet(zT, t)) < 1e-5
