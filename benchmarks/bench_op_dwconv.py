@@ -26,16 +26,23 @@ from machine import clone_median, machine_info
 SHAPES = [(1, 288, 128, 128), (1, 576, 64, 64), (1, 1152, 32, 32), (1, 144, 256, 256)]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 K, STRIDE, PAD, DIL = 5, 1, 2, 1
+
+
+def _inputs(shape, dtype):
+    """Channels-last activations, folded-BN-like k x k depthwise weights and bias (fp32)."""
+    C = shape[1]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    return x, torch.randn(C, 1, K, K, generator=g) * 0.2, torch.randn(C, generator=g) * 0.5
+
+
 @pytest.mark.parametrize("impl", ["ref", "onednn", "fast", "clone"])
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_dwconv_bias_swish(benchmark, shape, dtype_name, impl):
     dtype = DTYPES[dtype_name]
     C = shape[1]
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(C, 1, K, K, generator=g) * 0.2
-    b = torch.randn(C, generator=g) * 0.5
+    x, w, b = _inputs(shape, dtype)
     wd, bd = w.to(dtype), b.to(dtype)
 
     if impl == "ref":
@@ -88,11 +95,7 @@ def test_up2_dwconv_bias_swish(benchmark, shape, dtype_name, impl):
 
     from d2c_fast.ops import up2_dwconv_bias_swish, up2_dwconv_bias_swish_ref
     dtype = DTYPES[dtype_name]
-    C = shape[1]
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(C, 1, K, K, generator=g) * 0.2
-    b = torch.randn(C, generator=g) * 0.5
+    x, w, b = _inputs(shape, dtype)
     if impl == "ref":
         def run():
             return up2_dwconv_bias_swish_ref(x, w, b, True)
