@@ -180,7 +180,7 @@ class FusedMBConv(_Fp32Consts):
     Otherwise (other devices, no library) the unfused sequence ``seq`` (oneDNN / cuDNN convs
     and ``dwconv_bias_swish``)."""
 
-    _FP32 = ("we", "be", "wd", "bd", "wp", "bp")
+    _FP32 = ("we", "be", "wp", "bp")   # the depthwise constants live in seq's DWConvSwish
 
     def __init__(self, e: nn.Conv2d, d: nn.Conv2d, p: nn.Conv2d):
         super().__init__()
@@ -190,9 +190,16 @@ class FusedMBConv(_Fp32Consts):
         self.we = _transposed_1x1(e.weight)
         self.wp = _transposed_1x1(p.weight)
         self.be = e.bias.detach().float().clone()
-        self.wd, self.bd = d.weight.detach().float().clone(), d.bias.detach().float().clone()
         self.bp = p.bias.detach().float().clone()
         self.seq = nn.Sequential(ConvSwish(e), DWConvSwish(d), p)
+
+    @property
+    def wd(self) -> torch.Tensor:
+        return self.seq[1].weight   # fp32 (C, 1, k, k), kept fp32 by DWConvSwish
+
+    @property
+    def bd(self) -> torch.Tensor:
+        return self.seq[1].bias
 
     # bf16: the fused op multiplies on AMX (PyTorch's brgemm) but its depthwise part is plain
     # fp32 FMA; measured on this project's CPU (1 thread, benchmarks/bench_op_mbconv.py) it beats
