@@ -16,9 +16,10 @@ from d2c_fast.train.testing import tiny_train_dict
 N_AE, N_DIF = 6, 6
 
 
-def _tc():
+def _tc(amp="none"):
     d = tiny_train_dict(ae_steps=N_AE, diffusion_steps=N_DIF)
     d["checkpoint_every_steps"] = 3
+    d["ae"]["amp"] = d["diffusion"]["amp"] = amp
     return TrainConfig.from_dict(d)
 
 
@@ -87,6 +88,36 @@ def test_resume_is_bitwise(straight, tmp_path, monkeypatch, cls, at):
     _assert_same(load_checkpoint(ref / "autoencoder.pt"), load_checkpoint(tmp_path / "autoencoder.pt"))
     ta, tb = load_file(ref_path), load_file(path)
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+@pytest.mark.parametrize("cls", [AETrainer, DiffusionTrainer])
+def test_bf16_autocast_resume_is_bitwise(straight, tmp_path, monkeypatch, cls):
+    """``amp="bf16"``: resumable bitwise too, and really in mixed precision (the weights move
+    away from the fp32 run's, by little)."""
+    ref = tmp_path / "straight"
+    train(_tc("bf16"), ref, resume=False)
+    run = tmp_path / "killed"
+    with monkeypatch.context() as m:
+        _kill_at(m, cls, 4)
+        with pytest.raises(Killed):
+            train(_tc("bf16"), run, resume=False)
+    train(_tc("bf16"), run, resume=True)
+    for f in ("ckpt-ae.pt", "ckpt-diffusion.pt"):
+        _assert_same(load_checkpoint(ref / f)["state"], load_checkpoint(run / f)["state"])
+    fp32 = load_checkpoint(straight[0] / "autoencoder.pt")
+    bf16 = load_checkpoint(ref / "autoencoder.pt")
+    fa, fb = _flat(fp32), _flat(bf16)
+    diff = [k for k in fa if fa[k].is_floating_point() and not torch.equal(fa[k], fb[k])]
+    assert diff, "amp='bf16' left the weights bitwise equal to fp32 training"
+    for k in diff:
+        assert torch.allclose(fa[k], fb[k], rtol=0.05, atol=0.05), k
+
+
+def test_amp_value_checked():
+    d = tiny_train_dict(ae_steps=1, diffusion_steps=1)
+    d["diffusion"]["amp"] = "fp16"
+    with pytest.raises(d2c_fast.ConfigError, match="train.diffusion.amp"):
+        TrainConfig.from_dict(d)
 
 
 def test_export_loads_in_sampler(straight):

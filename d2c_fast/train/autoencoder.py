@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from ..models.autoencoder import AutoEncoder, quantize_input
 from ..models.mixture import log_prob
 from .augment import augment
-from .engine import (DistInfo, StageTrainer, TrainConfig, concat_all_gather, lr_at,
+from .engine import (DistInfo, StageTrainer, TrainConfig, autocast, concat_all_gather, lr_at,
                      save_checkpoint, set_lr, step_generator, step_seed)
 
 
@@ -91,14 +91,18 @@ class MoCoAE(nn.Module):
         """-> per-image reconstruction NLL ``(B,)`` of ``x_q``, logits ``(B, 1 + K)``, keys."""
         z = self.encoder_q.encode(x_q)
         rec = self.encoder_q.decode_logits(z)
-        target = quantize_input(x_q, self.num_bits)
-        nll = -log_prob(rec, target, self.num_bits).sum(dim=(1, 2))
-        q = F.normalize(self.fc_q(z.flatten(1)), dim=1)
+        q = self.fc_q(z.flatten(1))
         with torch.no_grad():
-            k = F.normalize(self.fc_k(self.encoder_k.encode(x_k).flatten(1)), dim=1)
-        l_pos = (q * k).sum(dim=1, keepdim=True)
-        l_neg = q @ self.queue.clone().detach()
-        logits = torch.cat([l_pos, l_neg], dim=1) / self.T
+            k = self.fc_k(self.encoder_k.encode(x_k).flatten(1))
+        # the likelihood and the contrastive logits in fp32 also under bf16 autocast
+        with torch.autocast(x_q.device.type, enabled=False):
+            target = quantize_input(x_q, self.num_bits)
+            nll = -log_prob(rec.float(), target, self.num_bits).sum(dim=(1, 2))
+            q = F.normalize(q.float(), dim=1)
+            k = F.normalize(k.float(), dim=1)
+            l_pos = (q * k).sum(dim=1, keepdim=True)
+            l_neg = q @ self.queue.clone().detach()
+            logits = torch.cat([l_pos, l_neg], dim=1) / self.T
         return nll, logits, k
 
 
@@ -172,7 +176,8 @@ class AETrainer(StageTrainer):
         lr = lr_at(step, self.budget.total(), st.lr, st.warmup_steps, st.cosine, st.min_lr_ratio)
         set_lr(self.opt, lr)
         self.model.momentum_update()
-        nll, logits, k = self.ddp(xq, xk)
+        with autocast(x.device, st.amp):
+            nll, logits, k = self.ddp(xq, xk)
         recon = nll.mean()
         target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         nce = F.cross_entropy(logits, target)

@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from ..diffusion import beta_schedule
 from ..models.unet import UNet
-from .engine import (EMA, DataOrder, DistInfo, StageTrainer, TrainConfig, barrier,
+from .engine import (EMA, DataOrder, DistInfo, StageTrainer, TrainConfig, autocast, barrier,
                      load_checkpoint, lr_at, save_checkpoint, set_lr, step_generator, step_seed)
 
 
@@ -75,7 +75,7 @@ def noise_estimation_loss(model, x0, t, e, abar, prediction: str = "eps") -> tor
     (official) or, for ``prediction="v"``, ``v = sqrt(abar) e - sqrt(1 - abar) x0``."""
     a = abar.index_select(0, t).view(-1, 1, 1, 1)
     x = x0 * a.sqrt() + e * (1.0 - a).sqrt()
-    out = model(x, t.float())
+    out = model(x, t.float()).float()
     target = e if prediction == "eps" else a.sqrt() * e - (1.0 - a).sqrt() * x0
     return (target - out).square().sum(dim=(1, 2, 3)).mean(dim=0)
 
@@ -126,8 +126,9 @@ class DiffusionTrainer(StageTrainer):
         lr = lr_at(step, self.budget.total(), self.lr, self.st.warmup_steps, self.st.cosine,
                    self.st.min_lr_ratio)
         set_lr(self.opt, lr)
-        loss = noise_estimation_loss(self.ddp, x0, t, e, self.abar,
-                                     self.model_cfg.unet.prediction)
+        with autocast(dev, self.st.amp):
+            loss = noise_estimation_loss(self.ddp, x0, t, e, self.abar,
+                                         self.model_cfg.unet.prediction)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.optim_cfg["grad_clip"])

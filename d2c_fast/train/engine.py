@@ -69,6 +69,7 @@ class AEStageConfig:
     mlp: bool = True                  # official --mlp head
     mlp_hidden: Optional[int] = None  # None: latent numel (official dim_mlp_next default)
     bn_recalib_batches: int = 0       # re-estimate BN running stats on clean images at the end
+    amp: str = "none"                 # "bf16": autocast the networks (fp32 weights, losses, Adam)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -84,6 +85,7 @@ class DiffusionStageConfig:
     flip: bool = True                 # encode horizontal flips too (official save_latents)
     encode_batch_size: int = 128
     ema_warmup: bool = False          # EMA rate min(rate, (1 + n) / (10 + n)); official: off
+    amp: str = "none"                 # "bf16": autocast the U-Net (fp32 weights, loss, Adam)
 
 
 @dataclass
@@ -183,6 +185,8 @@ def _validate(c: TrainConfig) -> None:
             raise ConfigError(f"train.{name}.steps", "must be an int >= 0")
         if st.batch_size is not None and st.batch_size < 1:
             raise ConfigError(f"train.{name}.batch_size", "must be >= 1")
+        if st.amp not in ("none", "bf16"):
+            raise ConfigError(f"train.{name}.amp", f"must be 'none' or 'bf16', got {st.amp!r}")
     if c.data.kind not in ("faces", "folder", "celeba", "synthetic"):
         raise ConfigError("train.data.kind", f"unknown dataset kind {c.data.kind!r}")
     if not 0 < c.ae_share <= 1:
@@ -195,6 +199,13 @@ def as_train_config(src) -> TrainConfig:
     if isinstance(src, dict):
         return TrainConfig.from_dict(src)
     return TrainConfig.load(src)
+
+
+def autocast(device: torch.device, amp: str):
+    """The training forward's autocast context: bf16 mixed precision for ``amp="bf16"``
+    (matmuls and convolutions in bf16 with fp32 weights and accumulation; on CPUs with AMX
+    or AVX512-BF16 a ~1.5x faster step here), a no-op for ``"none"``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
 
 
 # --------------------------------------------------------------------------- atomic files
