@@ -192,9 +192,13 @@ class Sampler:
     @torch.inference_mode()
     def decode_logits(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw latents -> decoder output ``(B, 100, H, W)`` float32 (mixture-of-logistics
-        parameters; ``(B, 1, H, W)`` Bernoulli logits for an MNIST model)."""
+        parameters; ``(B, 1, H, W)`` Bernoulli logits for an MNIST model).
+
+        The memory format is the decoder's: channels-last for ``impl="fast"`` on CPU (its
+        convolutions' layout; a transpose to NCHW would cost ~10% of the decoder), contiguous
+        NCHW for ``impl="ref"``. Call ``.contiguous()`` where a consumer needs NCHW."""
         z = self._latents(latents)
-        return self.autoencoder.decode_logits(z.to(self.dtype)).float().contiguous()
+        return self.autoencoder.decode_logits(z.to(self.dtype)).float()
 
     def _logits_to_images(self, logits, mode, rng: _RNG | None) -> torch.Tensor:
         if mode not in ("sample", "mode"):
