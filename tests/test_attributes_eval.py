@@ -6,6 +6,7 @@ import os
 import torch
 
 from d2c_fast import Sampler
+from d2c_fast.data import ATTRIBUTES
 from d2c_fast.eval.attributes_eval import evaluate_attributes
 from d2c_fast.eval.oracle import Oracle
 from d2c_fast.models.random_init import random_model
@@ -37,6 +38,10 @@ def test_eval_attributes_tiny(tmp_path):
         assert len(a["edits"]) == 5 * 2 + 1 and a["edits"][0]["method"] == "reconstruction"
         for e in a["edits"]:
             assert 0 <= e["success"] <= 1 and 0 <= e["preservation"] <= 1
+            by = e["preservation_by_attribute"]
+            assert set(by) == set(ATTRIBUTES) - {name}
+            # the overall preservation is the mean over the other attributes
+            assert abs(sum(by.values()) / len(by) - e["preservation"]) < 1e-6
             assert e["identity"] >= 0 and e["identity_rel"] >= 0
         c = a["conditional"]
         assert 0 <= c["naive_precision"] <= 1

@@ -16,7 +16,7 @@ Per attribute (default ``blond_hair``, ``red_lipstick``, ``beard``):
   other attributes (fitted the same way): the edit is orthogonal to their normals.
   Decodes use the deterministic ``mode``. Success: the oracle says the attribute is present
   (p > 0.5); preservation: the fraction of (image, other attribute) pairs whose oracle
-  decision is unchanged; identity: mean oracle-feature distance edit-original, also divided
+  decision is unchanged (also per other attribute: ``preservation_by_attribute``); identity: mean oracle-feature distance edit-original, also divided
   by the mean distance between different originals (1.0 = as far as another face).
   A ``reconstruction`` row (decode of the encoding, no edit) gives the preservation and
   identity that the autoencoder alone reaches.
@@ -56,14 +56,24 @@ def _pick(labels: torch.Tensor, col: int, want: int, n: int, start: int = 0):
 
 
 def _edit_metrics(oracle, a_idx, p0, f0, x_edit, id_scale):
+    from ..data import ATTRIBUTES
     p1 = oracle.predict(x_edit)
     f1 = oracle.features(x_edit)
     others = [j for j in range(p0.shape[1]) if j != a_idx]
     success = float((p1[:, a_idx] > 0.5).float().mean())
-    pres = float(((p1[:, others] > 0.5) == (p0[:, others] > 0.5)).float().mean())
+    kept = ((p1[:, others] > 0.5) == (p0[:, others] > 0.5)).float()
     ident = float((f1 - f0).norm(dim=1).mean())
-    return {"success": success, "preservation": pres, "identity": ident,
-            "identity_rel": ident / id_scale}
+    names = [ATTRIBUTES[j] if j < len(ATTRIBUTES) else str(j) for j in others]
+    return {"success": success, "preservation": float(kept.mean()),
+            "preservation_by_attribute": dict(zip(names, kept.mean(0).tolist())),
+            "identity": ident, "identity_rel": ident / id_scale}
+
+
+def _flips(row) -> str:
+    """The other attributes an edit changes most often, e.g. ``smiling 12%, beard 3%``."""
+    by = row.get("preservation_by_attribute") or {}
+    worst = sorted(((1 - v, k) for k, v in by.items()), reverse=True)
+    return ", ".join(f"{k} {100 * f:.0f}%" for f, k in worst[:2] if f >= 0.005) or "-"
 
 
 def _batched(fn, x, bs):
@@ -364,12 +374,13 @@ def markdown(res: dict) -> str:
                        f"{_f(fr['heldout_balanced_accuracy'])} | {_f(fr['prior'])} | "
                        f"{fr['l2']:g} | {_f(fr['logit_gap'], '{:.2f}')} |")
     out += ["", "## Edits", "", "| attribute | fit | method | strength | x gap | success | "
-            "preservation | identity (rel.) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "preservation | most changed others | identity (rel.) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in res["attributes"].items():
         for row in r["edits"]:
             out.append(f"| {name} | {row['fit']} | {row['method']} | {row['strength']:.2f} | "
                        f"{_f(row['factor'], '{:.1f}')} | {_f(row['success'])} | "
-                       f"{_f(row['preservation'])} | {_f(row['identity_rel'])} |")
+                       f"{_f(row['preservation'])} | {_flips(row)} | {_f(row['identity_rel'])} |")
     out += ["", "Best success with preservation >= 0.95:", ""]
     for name, r in res["attributes"].items():
         out.append(f"- {name}: " + ", ".join(f"{k} {v:.3f}"
