@@ -161,7 +161,9 @@ def cmd_eval_attributes(args) -> int:
         strength_factors=tuple(args.strength_factors), strengths=args.strengths,
         methods=tuple(args.methods), t0=args.t0, d2c_skip=args.d2c_skip,
         ddim_skip=args.ddim_skip, n_cond=args.n_cond, n_naive=args.n_naive,
-        cond_skip=args.cond_skip, projector_steps=args.projector_steps,
+        cond_skip=args.cond_skip,
+        cond_threshold=args.cond_threshold if args.cond_threshold > 0 else None,
+        projector_steps=args.projector_steps,
         positive_only=not args.no_positive_only, preserve_others=not args.no_preserve,
         seed=args.seed, data_seed=args.data_seed,
         batch_size=args.batch_size, out_dir=args.output,
@@ -295,6 +297,8 @@ def add_parser(sub) -> None:
     p.add_argument("--n-cond", type=int, default=100)
     p.add_argument("--n-naive", type=int, default=200)
     p.add_argument("--cond-skip", type=int, default=100)
+    p.add_argument("--cond-threshold", type=float, default=0.9,
+                   help="also report conditional samples accepted when p >= this (<= 0: off)")
     p.add_argument("--projector-steps", type=int, default=1000)
     p.add_argument("--no-positive-only", action="store_true")
     p.add_argument("--no-preserve", action="store_true", help="skip the d2c + preserve rows")

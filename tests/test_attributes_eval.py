@@ -45,10 +45,16 @@ def test_eval_attributes_tiny(tmp_path):
             assert e["identity"] >= 0 and e["identity_rel"] >= 0
         c = a["conditional"]
         assert 0 <= c["naive_precision"] <= 1
-        if "error" not in c:
-            assert 0 <= c["precision"] <= 1 and 0 < c["acceptance_rate"] <= 1
-            assert c["fd_oracle"] is not None and c["fd_oracle"] > -1e-6
+        for k in ("", "threshold_"):
+            if k + "error" not in c:
+                assert 0 <= c[k + "precision"] <= 1 and 0 < c[k + "acceptance_rate"] <= 1
+                assert c[k + "fd_oracle"] is not None and c[k + "fd_oracle"] > -1e-6
+        assert c["threshold"] == 0.9
+        if "threshold_error" not in c:
+            assert c["threshold_mean_classifier_probability"] >= 0.9
         assert set(a["at_preservation_95"]) == {f"{f}/{m}" for f, m in methods}
+    # the threshold rule ran to the end for at least one attribute (the checks above bit)
+    assert any("threshold_precision" in a["conditional"] for a in r["attributes"].values())
     lt = r["latency"]
     assert lt["edit_d2c_s"] > 0 and lt["projector_s"] > 0 and lt["ratio"] > 0
     files = r["files"]

@@ -23,9 +23,10 @@ Per attribute (default ``blond_hair``, ``red_lipstick``, ``beard``):
   ``at_preservation_95``: per method, the best success among strengths with preservation
   >= 0.95 (how "d2c beats nvae and ddim at equal preservation" is read).
 * **Conditional generation.** ``n_cond`` rejection samples with the labelled classifier
-  (probability rule, ``cond_skip``): oracle precision, FD_oracle to ``n_real`` real ``test``
-  images with the attribute, acceptance rate; the "naive" row: ``n_naive`` unconditional
-  samples against the same class.
+  (the paper's probability rule, ``cond_skip``): oracle precision, FD_oracle to ``n_real``
+  real ``test`` images with the attribute, acceptance rate; the same with the threshold rule
+  (accept when ``p >= cond_threshold``; keys ``threshold_*``; ``None`` skips it); the "naive"
+  row: ``n_naive`` unconditional samples against the same class.
 * **Latency** (batch 1, this CPU): one ``d2c`` edit (encode + edit + decode, fast plan) vs
   the projector baseline (``projector_steps`` Adam steps through the decoder + edit + decode,
   on the reference modules: the fused ops have no backward); the ratio.
@@ -85,7 +86,8 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         strength_factors=(1.0, 2.0, 3.0), strengths=None,
                         methods=("d2c", "nvae", "ddim"), t0: int = 50, d2c_skip: int = 50,
                         ddim_skip: int = 100, n_cond: int = 100, n_naive: int = 200,
-                        cond_skip: int = 100, max_draws: int | None = None,
+                        cond_skip: int = 100, cond_threshold: float | None = 0.9,
+                        max_draws: int | None = None,
                         projector_steps: int = 1000, latency_repeats: int = 5,
                         positive_only: bool = True, seed: int = 0, data_seed: int = 0,
                         batch_size: int = 100, out_dir=None, progress: bool = True,
@@ -136,7 +138,8 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         "strengths": list(strengths) if strengths is not None else None,
                         "methods": list(methods), "t0": t0, "d2c_skip": d2c_skip,
                         "ddim_skip": ddim_skip, "n_cond": n_cond, "n_naive": n_naive,
-                        "cond_skip": cond_skip, "projector_steps": projector_steps,
+                        "cond_skip": cond_skip, "cond_threshold": cond_threshold,
+                        "projector_steps": projector_steps,
                         "seed": seed, "data_seed": data_seed, "decode": "mode",
                         "preserve_others": preserve_others,
                         "threads": torch.get_num_threads()},
@@ -279,20 +282,29 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
             cond = {"naive_precision": float((p_naive[:, a_idx] > 0.5).float().mean()),
                     "naive_fd_oracle": (frechet_distance(f_naive, f_real)
                                         if f_real is not None else None)}
-            try:
-                xc, pc, st = s.sample_conditional(attr, n_cond, seed=seed, batch_size=batch_size,
-                                                  skip=cond_skip, mode="mode",
-                                                  max_draws=max_draws, return_stats=True)
-                pcond = orc.predict(xc)
-                cond.update(precision=float((pcond[:, a_idx] > 0.5).float().mean()),
-                            fd_oracle=(frechet_distance(orc.features(xc), f_real)
-                                       if f_real is not None else None),
-                            acceptance_rate=st["acceptance_rate"], draws=st["draws"],
-                            mean_classifier_probability=float(pc.mean()))
-                cond_rows.append(xc[:grid_n])
-                cond_labels.append(f"{name}")
-            except ValueError as e:   # RareAttributeError
-                cond["error"] = str(e)
+            rules = [("", None)] + ([("threshold_", cond_threshold)]
+                                    if cond_threshold is not None else [])
+            for prefix, thr in rules:
+                try:
+                    xc, pc, st = s.sample_conditional(attr, n_cond, seed=seed,
+                                                      batch_size=batch_size, skip=cond_skip,
+                                                      mode="mode", max_draws=max_draws,
+                                                      threshold=thr, return_stats=True)
+                    pcond = orc.predict(xc)
+                    cond.update({
+                        prefix + "precision": float((pcond[:, a_idx] > 0.5).float().mean()),
+                        prefix + "fd_oracle": (frechet_distance(orc.features(xc), f_real)
+                                               if f_real is not None else None),
+                        prefix + "acceptance_rate": st["acceptance_rate"],
+                        prefix + "draws": st["draws"],
+                        prefix + "mean_classifier_probability": float(pc.mean())})
+                    if thr is None:
+                        cond_rows.append(xc[:grid_n])
+                        cond_labels.append(f"{name}")
+                except ValueError as e:   # RareAttributeError
+                    cond[prefix + "error"] = str(e)
+            if cond_threshold is not None:
+                cond["threshold"] = cond_threshold
             cond["seconds"] = round(time.perf_counter() - t, 1)
             r["conditional"] = cond
             log(f"{name}: conditional precision {cond.get('precision', float('nan')):.2f} "
@@ -386,17 +398,22 @@ def markdown(res: dict) -> str:
         out.append(f"- {name}: " + ", ".join(f"{k} {v:.3f}"
                                              for k, v in r["at_preservation_95"].items()))
     if any("conditional" in r for r in res["attributes"].values()):
-        out += ["", "## Conditional generation", "", "| attribute | precision | FD_oracle to class "
-                "| naive precision | naive FD_oracle | acceptance rate |",
-                "| --- | --- | --- | --- | --- | --- |"]
+        out += ["", "## Conditional generation", "", "| attribute | rule | precision | "
+                "FD_oracle to class | acceptance rate |", "| --- | --- | --- | --- | --- |"]
         for name, r in res["attributes"].items():
             c = r.get("conditional")
             if c is None:
                 continue
-            out.append(f"| {name} | {_f(c.get('precision'))} | {_f(c.get('fd_oracle'), '{:.2f}')} | "
-                       f"{_f(c['naive_precision'])} | {_f(c['naive_fd_oracle'], '{:.2f}')} | "
-                       f"{_f(c.get('acceptance_rate'))} |"
-                       + (f" error: {c['error']}" if "error" in c else ""))
+            rules = [("probability (paper)", "")]
+            if c.get("threshold") is not None:
+                rules.append((f"p >= {c['threshold']:g}", "threshold_"))
+            for label, k in rules:
+                out.append(f"| {name} | {label} | {_f(c.get(k + 'precision'))} | "
+                           f"{_f(c.get(k + 'fd_oracle'), '{:.2f}')} | "
+                           f"{_f(c.get(k + 'acceptance_rate'))} |"
+                           + (f" error: {c[k + 'error']}" if k + "error" in c else ""))
+            out.append(f"| {name} | naive (unconditional) | {_f(c['naive_precision'])} | "
+                       f"{_f(c['naive_fd_oracle'], '{:.2f}')} | 1 |")
     if "latency" in res:
         lt = res["latency"]
         out += ["", "## Latency (batch 1)", "",
