@@ -203,6 +203,20 @@ def test_special_values():
     assert torch.isnan(y[:, 13]).all() and (y[:, 11] == float("inf")).all()
 
 
+def test_special_values_bf16():
+    """The bf16 path's cheaper Swish (vec_math.h swish_lanes_lp): same special values, within
+    bf16 rounding of the float32 reference; -inf -> NaN like PyTorch's SiLU."""
+    x = torch.zeros(1, 17, 5, 5, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    w = torch.zeros(17, 1, 3, 3)
+    b = torch.tensor([0.0, 1e-30, -1e-30, 30.0, -30.0, 86.0, -86.0, 100.0, -100.0, 1e30, -1e30,
+                      float("inf"), 5.0, float("nan"), -3.0, 3.0, float("-inf")])
+    y = dwconv_bias_swish(x, w, b, 1, 1, 1, True).float()
+    ref = F.silu(b).view(1, 17, 1, 1).expand_as(y).bfloat16().float()
+    torch.testing.assert_close(y, ref, rtol=8e-3, atol=1e-5, equal_nan=True)
+    assert torch.isnan(y[:, 13]).all() and torch.isnan(y[:, 16]).all()
+    assert (y[:, 11] == float("inf")).all()
+
+
 def test_empty():
     x = torch.empty(0, 4, 5, 5)
     w, b = _params(4, 3)

@@ -44,6 +44,7 @@
 #include <cstring>
 #include <memory>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #ifndef D2C_ISA_NS
@@ -101,16 +102,16 @@ template <bool SW, typename scalar_t>
 inline void finish(const float* tp, int64_t Wo, scalar_t* yp, int64_t C, int64_t nch) {
   int64_t ow = 0;
   for (; ow + 4 <= Wo; ow += 4) {
-    const fVec v0 = epilogue<SW>(fVec::loadu(tp + ow * V));
-    const fVec v1 = epilogue<SW>(fVec::loadu(tp + (ow + 1) * V));
-    const fVec v2 = epilogue<SW>(fVec::loadu(tp + (ow + 2) * V));
-    const fVec v3 = epilogue<SW>(fVec::loadu(tp + (ow + 3) * V));
+    const fVec v0 = epilogue<SW, scalar_t>(fVec::loadu(tp + ow * V));
+    const fVec v1 = epilogue<SW, scalar_t>(fVec::loadu(tp + (ow + 1) * V));
+    const fVec v2 = epilogue<SW, scalar_t>(fVec::loadu(tp + (ow + 2) * V));
+    const fVec v3 = epilogue<SW, scalar_t>(fVec::loadu(tp + (ow + 3) * V));
     store_out(yp + ow * C, v0, nch);
     store_out(yp + (ow + 1) * C, v1, nch);
     store_out(yp + (ow + 2) * C, v2, nch);
     store_out(yp + (ow + 3) * C, v3, nch);
   }
-  for (; ow < Wo; ++ow) store_out(yp + ow * C, epilogue<SW>(fVec::loadu(tp + ow * V)), nch);
+  for (; ow < Wo; ++ow) store_out(yp + ow * C, epilogue<SW, scalar_t>(fVec::loadu(tp + ow * V)), nch);
 }
 
 // --- one output row ------------------------------------------------------------------------------
@@ -324,7 +325,7 @@ void run(const Geo& g, const scalar_t* x, scalar_t* y, const float* wpack, const
       const int64_t kh1 = ih0 >= g.H ? 0 : std::min<int64_t>(g.k, (g.H - 1 - ih0) / g.dil + 1);
       if (kh1 <= kh0) {  // the whole receptive field is padding: bias only
         for (int64_t c = 0; c < g.nchunk; ++c) {
-          const fVec v = epilogue<SW>(fVec::loadu(bpack + c * V));
+          const fVec v = epilogue<SW, scalar_t>(fVec::loadu(bpack + c * V));
           const int64_t nch = std::min<int64_t>(V, g.C - c * V);
           for (int64_t ow = 0; ow < g.Wo; ++ow) store_out(yrow + ow * g.C + c * V, v, nch);
         }

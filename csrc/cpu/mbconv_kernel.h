@@ -197,17 +197,21 @@ inline void dw_tile2(const float* const* rows, int64_t k, int64_t E, const float
   }
 }
 
-// dst[i] = swish(src[i] + b) over n rows of `width` channels (dst and src rows contiguous).
+// dst[i] = swish(src[i] + b) over n rows of `width` channels (dst and src rows contiguous); the
+// bf16 path's cheaper Swish when the rows feed a bf16 result (epilogue<true, out_t>).
+template <typename out_t>
 void bias_swish_copy(float* dst, const float* src, const float* b, int64_t n, int64_t width) {
   const int64_t full = width / V * V;
   for (int64_t i = 0; i < n; ++i) {
     const float* s = src + i * width;
     float* d = dst + i * width;
     int64_t c = 0;
-    for (; c < full; c += V) swish_lanes(fVec::loadu(s + c) + fVec::loadu(b + c)).store(d + c);
+    for (; c < full; c += V) {
+      epilogue<true, out_t>(fVec::loadu(s + c) + fVec::loadu(b + c)).store(d + c);
+    }
     if (c < width) {
       const int64_t m = width - c;
-      swish_lanes(fVec::loadu(s + c, m) + fVec::loadu(b + c, m)).store(d + c, m);
+      epilogue<true, out_t>(fVec::loadu(s + c, m) + fVec::loadu(b + c, m)).store(d + c, m);
     }
   }
 }
@@ -272,7 +276,7 @@ void run(const MBConvArgs& a, const float* wq_all) {
           }
           for (int64_t i = 0; i < m; ++i) {
             const int64_t ih = ih0 + i;
-            bias_swish_copy(ringbuf + (ih % ring) * slot_floats + p * E, scratch + i * W * E,
+            bias_swish_copy<in_t>(ringbuf + (ih % ring) * slot_floats + p * E, scratch + i * W * E,
                             a.be, W, E);
             held[ih % ring] = n * H + ih;
           }
@@ -306,7 +310,7 @@ void run(const MBConvArgs& a, const float* wq_all) {
           for (int64_t q = 0; q < pair; ++q) {
             const float* tq = tmp + q * W * V;
             for (int64_t jw = 0; jw < W; ++jw) {
-              const fVec v = swish_lanes(fVec::loadu(tq + jw * V) + b);
+              const fVec v = epilogue<true, in_t>(fVec::loadu(tq + jw * V) + b);
               const int64_t off = ((j + q) * W + jw) * E + c0;
               if constexpr (BF16) {
                 if (m == V) {

@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstdint>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #ifndef D2C_ISA_NS

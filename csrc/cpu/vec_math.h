@@ -1,6 +1,7 @@
-// Vector maths shared by the CPU kernel bodies (dwconv_kernel.h, mbconv_kernel.h): float lanes of
-// the current ISA copy, a polynomial exp, a refined reciprocal estimate, Swish, and float <->
-// float/bfloat16 loads and stores. Included INSIDE `namespace d2c_fast::D2C_ISA_NS::{anonymous}`
+// Vector maths shared by the CPU kernel bodies (dwconv_kernel.h, mbconv_kernel.h,
+// se_residual_kernel.h): float lanes of the current ISA copy, a polynomial exp, a refined
+// reciprocal estimate, Swish (and a cheaper one for bf16 results), and float <-> float/bfloat16
+// loads and stores. Included INSIDE `namespace d2c_fast::D2C_ISA_NS::{anonymous}`
 // of a kernel body (so every ISA copy and translation unit gets its own), never on its own.
 // No include guard on purpose: each kernel body of a translation unit includes it once.
 
@@ -66,12 +67,42 @@ inline fVec swish_lanes(const fVec& v) {
   return v * recip_lanes(fVec(1.0f) + exp_lanes(fVec(0.0f) - v));
 }
 
-template <bool SW>
+// Swish for values that end up in bfloat16 (stored as bf16, or the fp32 hidden rows of the bf16
+// MBConv path, whose depthwise sums are rounded to bf16): 13 instructions instead of 21 with
+// AVX-512. One bound instead of a clamp (vscalefps saturates 2^n to inf by itself), one-constant
+// ln2 reduction, degree-4 Taylor polynomial for e^r (|r| <= ln2/2: relative error < 4.3e-5), the
+// bare 14-bit reciprocal estimate (< 6.2e-5): the result is within ~1.1e-4 relative of Swish,
+// 35x below bf16's rounding step (2^-8). Other ISAs: swish_lanes.
+inline fVec swish_lanes_lp(const fVec& v) {
+#if defined(CPU_CAPABILITY_AVX512)
+  const __m512 vv = v;
+  // u = max(-v, -88): v = +inf then gives e^u ~ 0 and inf * 1 = inf (Swish(+inf)); a NaN v
+  // gives u = -88 here (maxps returns its second operand) and NaN through the final v * ...
+  const __m512 u = _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), vv), _mm512_set1_ps(-88.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(u, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693147180559945f), u);
+  __m512 p = _mm512_set1_ps(1.0f / 24.0f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  const __m512 d = _mm512_add_ps(_mm512_scalef_ps(p, n), _mm512_set1_ps(1.0f));
+  return fVec(_mm512_mul_ps(vv, _mm512_rcp14_ps(d)));
+#else
+  return swish_lanes(v);
+#endif
+}
+
+// The epilogue of a value stored as out_t: Swish (if SW), the cheaper one for bfloat16.
+template <bool SW, typename out_t = float>
 inline fVec epilogue(const fVec& v) {
-  if constexpr (SW) {
-    return swish_lanes(v);
-  } else {
+  if constexpr (!SW) {
     return v;
+  } else if constexpr (std::is_same_v<out_t, c10::BFloat16>) {
+    return swish_lanes_lp(v);
+  } else {
+    return swish_lanes(v);
   }
 }
 
