@@ -157,6 +157,17 @@ def test_special_values():
     assert torch.isnan(y[-1]).all() and y[-3].item() == float("inf")
 
 
+def test_special_values_bf16():
+    """bf16 (its cheaper Swish with AVX-512): the same special values within bf16 rounding."""
+    x = torch.tensor([[0.0, 1e-30, -1e-30, 30.0, -30.0, 88.0, -88.0, 100.0, -100.0, 1e30, -1e30,
+                       float("inf"), float("-inf"), float("nan")]]).T.contiguous()
+    scale, shift = torch.ones(1), torch.zeros(1)
+    y = bn_swish(x.bfloat16(), scale, shift).float()
+    ref = bn_swish_ref(x, scale, shift).bfloat16().float()
+    torch.testing.assert_close(y, ref, rtol=8e-3, atol=1e-5, equal_nan=True)
+    assert torch.isnan(y[-1]).all() and torch.isnan(y[-2]).all() and y[-3].item() == float("inf")
+
+
 def test_empty():
     x = torch.empty(0, 4, 3, 3)
     assert bn_swish(x, *_params(4)).shape == x.shape

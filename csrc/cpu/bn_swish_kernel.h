@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <numeric>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #ifndef D2C_ISA_NS
@@ -49,44 +50,24 @@ struct BnSwishArgs {
 namespace D2C_ISA_NS {
 namespace {
 
-using fVec = at::vec::Vectorized<float>;
-using iVec = at::vec::Vectorized<int32_t>;
+#include "vec_math.h"  // fVec, V, exp_lanes, swish_lanes_lp (this ISA copy)
 
-constexpr int64_t kFSize = fVec::size();
+constexpr int64_t kFSize = V;
 // Every loop step handles two float vectors (= one vector of bfloat16/half).
 constexpr int64_t kBlock = 2 * kFSize;
 constexpr int64_t kGrain = 32768;             // elements per parallel task
 constexpr int64_t kMaxPattern = 1 << 16;      // floats in the repeated scale/shift buffer
 
-// exp(u) for float lanes. Range reduction u = n*ln2 + r, |r| <= ln2/2, degree-6 Cephes
-// polynomial for e^r, 2^n built in the exponent bits. u is clamped to [-87.3, 89]: below, the
-// result is ~1e-38 (we only ever add it to 1); above ~88.38, n reaches 128 and 2^n becomes
-// +inf, which is what the caller wants (v / (1 + inf) -> -0, -inf / inf -> NaN as PyTorch).
-// at::vec::minimum/maximum propagate NaN, so NaN in -> NaN out.
-inline fVec vexp(fVec u) {
-  u = at::vec::minimum(at::vec::maximum(u, fVec(-87.3f)), fVec(89.0f));
-  // round(u * log2(e)) by the 1.5 * 2^23 trick; the low mantissa bits of t then hold n.
-  const fVec magic(12582912.0f);
-  const fVec t = at::vec::fmadd(u, fVec(1.44269504088896341f), magic);
-  const fVec n = t - magic;
-  fVec r = at::vec::fmadd(n, fVec(-0.693359375f), u);
-  r = at::vec::fmadd(n, fVec(2.12194440e-4f), r);
-  fVec p(1.9875691500e-4f);
-  p = at::vec::fmadd(p, r, fVec(1.3981999507e-3f));
-  p = at::vec::fmadd(p, r, fVec(8.3333452e-3f));
-  p = at::vec::fmadd(p, r, fVec(4.1665795894e-2f));
-  p = at::vec::fmadd(p, r, fVec(1.6666665459e-1f));
-  p = at::vec::fmadd(p, r, fVec(5.0000001201e-1f));
-  p = at::vec::fmadd(p, r * r, r + fVec(1.0f));
-  // bits(t) = 0x4B400000 + n  ->  bits(2^n) = (n + 127) << 23 = (bits(t) - 0x4B3FFF81) * 2^23.
-  // n + 127 is in [0, 255], so the product stays below 2^31 (255 << 23 = +inf's bits).
-  const iVec e = (at::vec::cast<int32_t>(t) - iVec(0x4B3FFF81)) * iVec(1 << 23);
-  return p * at::vec::cast<float>(e);
-}
-
-// swish(v) = v * sigmoid(v) = v / (1 + exp(-v))
+// swish(v) = v * sigmoid(v) = v / (1 + exp(-v)): an exact division, and e^u overflowing to +inf
+// above u ~ 88.7 (v / (1 + inf) -> -0; -inf / inf -> NaN as PyTorch). bfloat16 results with
+// AVX-512: the cheaper swish_lanes_lp (~1e-4 relative, far below bf16's rounding step; the same
+// special values).
+template <typename scalar_t>
 inline fVec vswish(fVec v) {
-  return v / (fVec(1.0f) + vexp(fVec(0.0f) - v));
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) return swish_lanes_lp(v);
+#endif
+  return v / (fVec(1.0f) + exp_lanes(fVec(0.0f) - v, 89.0f));
 }
 
 // Load/store kBlock elements of scalar_t as two float vectors, with an optional count (< kBlock).
@@ -144,15 +125,15 @@ void kernel_planes(const scalar_t* x, scalar_t* y, const float* scale, const flo
       fVec a0, a1;
       for (; i + kBlock <= stop; i += kBlock) {
         Io<scalar_t>::load(x + i, a0, a1);
-        a0 = vswish(at::vec::fmadd(a0, s, b));
-        a1 = vswish(at::vec::fmadd(a1, s, b));
+        a0 = vswish<scalar_t>(at::vec::fmadd(a0, s, b));
+        a1 = vswish<scalar_t>(at::vec::fmadd(a1, s, b));
         Io<scalar_t>::store(y + i, a0, a1);
       }
       if (i < stop) {
         const int64_t n = stop - i;
         Io<scalar_t>::load(x + i, n, a0, a1);
-        a0 = vswish(at::vec::fmadd(a0, s, b));
-        a1 = vswish(at::vec::fmadd(a1, s, b));
+        a0 = vswish<scalar_t>(at::vec::fmadd(a0, s, b));
+        a1 = vswish<scalar_t>(at::vec::fmadd(a1, s, b));
         Io<scalar_t>::store(y + i, n, a0, a1);
         i = stop;
       }
@@ -172,8 +153,8 @@ void kernel_rows_pattern(const scalar_t* x, scalar_t* y, const float* ps, const 
     fVec a0, a1;
     for (; i + kBlock <= end; i += kBlock) {
       Io<scalar_t>::load(x + i, a0, a1);
-      a0 = vswish(at::vec::fmadd(a0, fVec::loadu(ps + off), fVec::loadu(pb + off)));
-      a1 = vswish(at::vec::fmadd(a1, fVec::loadu(ps + off + kFSize), fVec::loadu(pb + off + kFSize)));
+      a0 = vswish<scalar_t>(at::vec::fmadd(a0, fVec::loadu(ps + off), fVec::loadu(pb + off)));
+      a1 = vswish<scalar_t>(at::vec::fmadd(a1, fVec::loadu(ps + off + kFSize), fVec::loadu(pb + off + kFSize)));
       Io<scalar_t>::store(y + i, a0, a1);
       off += kBlock;
       if (off >= P) off -= P;
@@ -181,8 +162,8 @@ void kernel_rows_pattern(const scalar_t* x, scalar_t* y, const float* ps, const 
     if (i < end) {
       const int64_t n = end - i;
       Io<scalar_t>::load(x + i, n, a0, a1);
-      a0 = vswish(at::vec::fmadd(a0, fVec::loadu(ps + off), fVec::loadu(pb + off)));
-      a1 = vswish(at::vec::fmadd(a1, fVec::loadu(ps + off + kFSize), fVec::loadu(pb + off + kFSize)));
+      a0 = vswish<scalar_t>(at::vec::fmadd(a0, fVec::loadu(ps + off), fVec::loadu(pb + off)));
+      a1 = vswish<scalar_t>(at::vec::fmadd(a1, fVec::loadu(ps + off + kFSize), fVec::loadu(pb + off + kFSize)));
       Io<scalar_t>::store(y + i, n, a0, a1);
     }
   });
@@ -203,8 +184,8 @@ void kernel_rows_plain(const scalar_t* x, scalar_t* y, const float* scale, const
         Io<scalar_t>::load(xr + c, a0, a1);
         Io<float>::load(scale + c, s0, s1);
         Io<float>::load(shift + c, b0, b1);
-        a0 = vswish(at::vec::fmadd(a0, s0, b0));
-        a1 = vswish(at::vec::fmadd(a1, s1, b1));
+        a0 = vswish<scalar_t>(at::vec::fmadd(a0, s0, b0));
+        a1 = vswish<scalar_t>(at::vec::fmadd(a1, s1, b1));
         Io<scalar_t>::store(yr + c, a0, a1);
       }
       if (c < C) {
@@ -212,8 +193,8 @@ void kernel_rows_plain(const scalar_t* x, scalar_t* y, const float* scale, const
         Io<scalar_t>::load(xr + c, n, a0, a1);
         Io<float>::load(scale + c, n, s0, s1);
         Io<float>::load(shift + c, n, b0, b1);
-        a0 = vswish(at::vec::fmadd(a0, s0, b0));
-        a1 = vswish(at::vec::fmadd(a1, s1, b1));
+        a0 = vswish<scalar_t>(at::vec::fmadd(a0, s0, b0));
+        a1 = vswish<scalar_t>(at::vec::fmadd(a1, s1, b1));
         Io<scalar_t>::store(yr + c, n, a0, a1);
       }
     }

@@ -11,12 +11,13 @@ using iVec = at::vec::Vectorized<int32_t>;
 constexpr int64_t V = fVec::size();
 
 // exp(u) on float lanes: u = n*ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), a degree-6
-// polynomial for e^r (Cephes expf coefficients), times 2^n. u is clamped to [-87.3, 87]: at the
-// bottom e^u ~ 1e-38 (it is only ever added to 1); at the top e^87 ~ 6e37 keeps 1 / (1 + e^u) a
-// normal float. A NaN u gives some finite value here; the caller multiplies by v, so NaN still
-// propagates to the output.
-inline fVec exp_lanes(fVec u) {
-  u = at::vec::clamp(u, fVec(-87.3f), fVec(87.0f));
+// polynomial for e^r (Cephes expf coefficients), times 2^n. u is clamped to [-87.3, hi]: at the
+// bottom e^u ~ 1e-38 (it is only ever added to 1); at the default top e^87 ~ 6e37 keeps
+// 1 / (1 + e^u) a normal float (for recip_lanes); hi = 89 lets e^u overflow to +inf instead
+// (bn_swish's exact division wants that: -inf / inf = NaN, as PyTorch's SiLU(-inf)). A NaN u
+// gives some finite value here; the caller multiplies by v, so NaN still propagates.
+inline fVec exp_lanes(fVec u, float hi = 87.0f) {
+  u = at::vec::clamp(u, fVec(-87.3f), fVec(hi));
 #if defined(CPU_CAPABILITY_AVX512)
   // n by one rounding instruction, 2^n by vscalefps: 4 instructions fewer than the portable path.
   const __m512 uu = u;
