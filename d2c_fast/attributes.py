@@ -545,6 +545,9 @@ def _pu_calibrate(sp: torch.Tensor, su: torch.Tensor, prior: float, iters: int =
     return float(la.detach().exp()), float(c.detach())
 
 
+# inference_mode(False): the L-BFGS fits need autograd, also when the caller is inside
+# torch.inference_mode() (as a pipeline that encodes its images usually is).
+@torch.inference_mode(False)
 def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=None,
                   prior: float | None = None, l2_grid=DEFAULT_L2_GRID, folds: int = 5,
                   seed: int = 0, batch_size: int = 256) -> Attribute:

@@ -54,6 +54,19 @@ def test_fit_separates_planted_signal(s):
     assert a.info["fit_seconds"] < 30
 
 
+def test_fit_inside_inference_mode(s):
+    """A pipeline that encodes under torch.inference_mode() can fit there too (labelled and
+    positive-only), with the same result as outside."""
+    z, y, _ = planted(s, 120)
+    out = s.fit_attribute(z[y > 0], z[y < 1])
+    with torch.inference_mode():
+        zi = z.clone()
+        a = s.fit_attribute(zi[y > 0], zi[y < 1])
+        pu = s.fit_attribute(zi[y > 0][:30], unlabelled=zi[30:])
+    assert torch.equal(a.normal_std, out.normal_std) and pu.is_fitted
+    assert float(a.probability(z[:5]).sum()) >= 0
+
+
 def test_fit_linear_cv_picks_from_grid_and_reports_oof():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(60, 5, generator=g, dtype=torch.float64)
