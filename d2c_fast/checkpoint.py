@@ -393,15 +393,26 @@ def _atomic_write(path, write_fn) -> None:
         raise
 
 
-def save_native(path, config: ModelConfig, autoencoder, unet, mean, std) -> None:
-    """Write the native ``.safetensors`` file atomically."""
+UNET_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def save_native(path, config: ModelConfig, autoencoder, unet, mean, std, *,
+                unet_dtype: str = "float32") -> None:
+    """Write the native ``.safetensors`` file atomically. ``unet_dtype``: how the U-Net's
+    floating-point weights are stored (``"float16"`` halves the file; every loader upcasts to
+    float32, so the model is the float32 U-Net with its weights rounded once to float16)."""
     from safetensors.torch import save_file
+    if unet_dtype not in UNET_DTYPES:
+        raise ValueError(f"unet_dtype must be one of {sorted(UNET_DTYPES)}, got {unet_dtype!r}")
     tensors = {}
     for k, v in autoencoder.state_dict().items():
         if not _is_alias(k):
             tensors[f"autoencoder.{k}"] = v.detach().cpu().contiguous()
     for k, v in unet.state_dict().items():
-        tensors[f"diffusion.{k}"] = v.detach().cpu().contiguous()
+        v = v.detach().cpu()
+        if v.is_floating_point():
+            v = v.to(UNET_DTYPES[unet_dtype])
+        tensors[f"diffusion.{k}"] = v.contiguous()
     tensors["latent_mod.mean"] = mean.detach().cpu().float().contiguous()
     tensors["latent_mod.std"] = std.detach().cpu().float().contiguous()
     meta = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "config": config.to_json()}

@@ -140,3 +140,35 @@ def test_export_loads_in_sampler(straight):
     fast = d2c_fast.Sampler(path)
     imgs = fast.sample(2, steps=3, seed=0)
     assert imgs.shape == (2, 3, 16, 16) and torch.isfinite(imgs).all()
+
+
+def test_export_float16_unet(straight, tmp_path):
+    """export_run(unet_dtype="float16"): U-Net weights stored as float16 (smaller file), the
+    autoencoder and latent statistics untouched; it loads as the float32 U-Net with its
+    weights rounded once to float16."""
+    from d2c_fast.train.pipeline import export_run
+    out, path32 = straight
+    path16 = export_run(out, str(tmp_path / "m16.safetensors"), unet_dtype="float16")
+    a, b = load_file(path32), load_file(path16)
+    assert a.keys() == b.keys()
+    for k in a:
+        if k.startswith("diffusion.") and a[k].is_floating_point():
+            assert b[k].dtype == torch.float16 and torch.equal(b[k], a[k].half()), k
+        else:
+            assert torch.equal(a[k], b[k]), k
+    assert os.path.getsize(path16) < os.path.getsize(path32)
+    s32, s16 = d2c_fast.Sampler(path32, impl="ref"), d2c_fast.Sampler(path16, impl="ref")
+    for (n, p32), (_, p16) in zip(s32.unet_model.named_parameters(), s16.unet_model.named_parameters()):
+        assert p16.dtype == torch.float32 and torch.equal(p16, p32.half().float()), n
+    z = torch.randn(2, *s32.latent_shape)
+    e32, e16 = s32.unet(z, 10), s16.unet(z, 10)
+    assert float((e16 - e32).norm() / e32.norm()) < 1e-2
+    with pytest.raises(ValueError, match="unet_dtype"):
+        export_run(out, str(tmp_path / "x.safetensors"), unet_dtype="int8")
+
+
+def test_export_unet_dtype_config_checked():
+    d = tiny_train_dict(ae_steps=1, diffusion_steps=1)
+    d["export_unet_dtype"] = "fp8"
+    with pytest.raises(d2c_fast.ConfigError, match="export_unet_dtype"):
+        TrainConfig.from_dict(d)

@@ -32,7 +32,7 @@ def cmd_train(args) -> int:
 
 def cmd_export(args) -> int:
     from .pipeline import export_run
-    print(f"wrote {export_run(args.run_dir, args.output)}")
+    print(f"wrote {export_run(args.run_dir, args.output, args.unet_dtype)}")
     return 0
 
 
@@ -55,4 +55,6 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("export", help="export a training run folder to .safetensors")
     p.add_argument("run_dir")
     p.add_argument("-o", "--output", default=None)
+    p.add_argument("--unet-dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                   help="U-Net weights in the file (default: the run's export_unet_dtype)")
     p.set_defaults(fn=cmd_export)

@@ -108,6 +108,7 @@ class TrainConfig:
     diffusion: DiffusionStageConfig = field(default_factory=DiffusionStageConfig)
     max_minutes: Optional[float] = None  # total budget (both stages + export)
     ae_share: float = 0.65            # share of the remaining total budget given to stage 1
+    export_unet_dtype: str = "float32"  # U-Net weights in the exported file (float16: half size)
     checkpoint_every_steps: int = 500
     checkpoint_every_minutes: float = 5.0
     log_every: int = 10
@@ -189,6 +190,8 @@ def _validate(c: TrainConfig) -> None:
             raise ConfigError(f"train.{name}.amp", f"must be 'none' or 'bf16', got {st.amp!r}")
     if c.data.kind not in ("faces", "folder", "celeba", "synthetic"):
         raise ConfigError("train.data.kind", f"unknown dataset kind {c.data.kind!r}")
+    if c.export_unet_dtype not in ("float32", "float16", "bfloat16"):
+        raise ConfigError("train.export_unet_dtype", "must be float32, float16 or bfloat16")
     if not 0 < c.ae_share <= 1:
         raise ConfigError("train.ae_share", "must be in (0, 1]")
 

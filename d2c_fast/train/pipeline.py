@@ -138,22 +138,24 @@ def _train(tc: TrainConfig, model_cfg, out_dir, info: DistInfo, resume, stage, d
               img_per_s=round(getattr(dif, "last_rate", 0.0), 2))
     path = export_path or os.path.join(out_dir, "model.safetensors")
     if info.is_main:
-        export(path, model_cfg, ae, dif.ema_unet(), mean, std)
+        export(path, model_cfg, ae, dif.ema_unet(), mean, std, tc.export_unet_dtype)
         log_event(out_dir, info, event="export", path=path,
                   total_seconds=round(time.perf_counter() - t_start, 1))
     barrier(info)
     return path if info.is_main else None
 
 
-def export(path, model_cfg, ae, unet, mean, std) -> None:
+def export(path, model_cfg, ae, unet, mean, std, unet_dtype: str = "float32") -> None:
     """The native ``.safetensors`` that ``d2c_fast.Sampler(path)`` loads (MoCo head, key
-    encoder and queue are not part of it)."""
+    encoder and queue are not part of it); ``unet_dtype``: see ``save_native``."""
     from ..checkpoint import save_native
-    save_native(path, model_cfg, ae.cpu().eval(), unet.cpu().eval(), mean.cpu(), std.cpu())
+    save_native(path, model_cfg, ae.cpu().eval(), unet.cpu().eval(), mean.cpu(), std.cpu(),
+                unet_dtype=unet_dtype)
 
 
-def export_run(out_dir, path=None) -> str:
-    """Export a run folder whose stages have finished (or the latest checkpoints)."""
+def export_run(out_dir, path=None, unet_dtype=None) -> str:
+    """Export a run folder whose stages have finished (or the latest checkpoints);
+    ``unet_dtype`` default: the run's ``export_unet_dtype``."""
     from ..config import load_config
     from .autoencoder import load_trained_autoencoder
     from .diffusion import DiffusionTrainer
@@ -170,5 +172,9 @@ def export_run(out_dir, path=None) -> str:
             if n in ck["ema"]["shadow"]:
                 p.data.copy_(ck["ema"]["shadow"][n])
     path = path or os.path.join(out_dir, "model.safetensors")
-    export(path, cfg, ae, unet, lat["mean"], lat["std"])
+    if unet_dtype is None:
+        tc_path = os.path.join(out_dir, "train_config.json")
+        unet_dtype = (TrainConfig.load(tc_path).export_unet_dtype if os.path.exists(tc_path)
+                      else "float32")
+    export(path, cfg, ae, unet, lat["mean"], lat["std"], unet_dtype)
     return path
