@@ -1,5 +1,5 @@
-// Vector maths shared by the CPU kernel bodies (dwconv_kernel.h, mbconv_kernel.h,
-// se_residual_kernel.h): float lanes of the current ISA copy, a polynomial exp, a refined
+// Vector maths shared by the CPU kernel bodies (bn_swish_kernel.h, dwconv_kernel.h,
+// mbconv_kernel.h, se_residual_kernel.h): float lanes of the current ISA copy, a polynomial exp, a refined
 // reciprocal estimate, Swish (and a cheaper one for bf16 results), and float <-> float/bfloat16
 // loads and stores. Included INSIDE `namespace d2c_fast::D2C_ISA_NS::{anonymous}`
 // of a kernel body (so every ISA copy and translation unit gets its own), never on its own.

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from ..checkpoint import UNET_DTYPES
+
 
 def cmd_train(args) -> int:
     from .engine import TrainConfig
@@ -55,6 +57,6 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("export", help="export a training run folder to .safetensors")
     p.add_argument("run_dir")
     p.add_argument("-o", "--output", default=None)
-    p.add_argument("--unet-dtype", default=None, choices=["float32", "float16", "bfloat16"],
+    p.add_argument("--unet-dtype", default=None, choices=sorted(UNET_DTYPES),
                    help="U-Net weights in the file (default: the run's export_unet_dtype)")
     p.set_defaults(fn=cmd_export)

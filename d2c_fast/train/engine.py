@@ -190,8 +190,9 @@ def _validate(c: TrainConfig) -> None:
             raise ConfigError(f"train.{name}.amp", f"must be 'none' or 'bf16', got {st.amp!r}")
     if c.data.kind not in ("faces", "folder", "celeba", "synthetic"):
         raise ConfigError("train.data.kind", f"unknown dataset kind {c.data.kind!r}")
-    if c.export_unet_dtype not in ("float32", "float16", "bfloat16"):
-        raise ConfigError("train.export_unet_dtype", "must be float32, float16 or bfloat16")
+    from ..checkpoint import UNET_DTYPES
+    if c.export_unet_dtype not in UNET_DTYPES:
+        raise ConfigError("train.export_unet_dtype", f"must be one of {sorted(UNET_DTYPES)}")
     if not 0 < c.ae_share <= 1:
         raise ConfigError("train.ae_share", "must be in (0, 1]")
 
