@@ -1,0 +1,92 @@
+"""Where does an attribute get lost between the data and the prior's samples? (built-in faces)
+
+    python scripts/diag_sample_rates.py runs/builtin5/model.safetensors \
+        --oracle runs/oracle32.safetensors [--n 1000] [--eta 0] [--inflate 1.0,1.05,1.1]
+
+Per attribute, rates of:
+  data      the oracle on rendered training faces (ground truth is within its 0.4% error)
+  recon     the oracle on their deterministic reconstructions (what the autoencoder keeps)
+  samples   the oracle on decoded prior samples (DDIM, 50 steps), as `d2c-fast evaluate`
+  probe     a linear probe fitted on many real latents (standardised), applied to the real and
+            to the sampled latents: whether the prior's latents carry the attribute at all
+and the sampled latents' standard deviation relative to the data's (under-dispersion), then
+the oracle rates of samples whose standardised latents are scaled by each `--inflate` factor.
+A diagnostic for QUALITY.md's lipstick analysis, not a test: it asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+
+def probe(x, y, l2=1e-3, iters=200):
+    """L2 logistic regression (L-BFGS) on rows of x -> (w, b)."""
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=iters)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) \
+            + l2 * w.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def main(argv=None):
+    from d2c_fast import Sampler
+    from d2c_fast.data import ATTRIBUTES, FacesDataset
+    from d2c_fast.eval.oracle import Oracle
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("model")
+    ap.add_argument("--oracle", required=True)
+    ap.add_argument("--n", type=int, default=1000, help="samples (and 3x as many real faces)")
+    ap.add_argument("--eta", type=float, default=0.0)
+    ap.add_argument("--inflate", default="1.0,1.05,1.1")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    s, orc = Sampler(args.model), Oracle.load(args.oracle)
+    n_real = 3 * args.n
+    ds = FacesDataset(n_real, resolution=s.resolution, seed=0, split="train")
+    x = torch.stack([ds[i][0] for i in range(n_real)])
+    y = torch.stack([ds[i][1] for i in range(n_real)]).float()
+    bs = 250
+    with torch.inference_mode():
+        z = torch.cat([s.encode(x[i:i + bs]) for i in range(0, n_real, bs)])
+        zs = torch.cat([s.sample_latents(min(bs, args.n - i), steps=50, seed=i, eta=args.eta)
+                        for i in range(0, args.n, bs)])
+        rec = torch.cat([s.decode(z[i:i + bs], mode="mode") for i in range(0, args.n, bs)])
+        smp = torch.cat([s.decode(zs[i:i + bs], mode="mode") for i in range(0, args.n, bs)])
+    zr, zq = z.flatten(1).clone(), zs.flatten(1).clone()
+    mu, sd = zr.mean(0), zr.std(0) + 1e-6
+    xr, xq = (zr - mu) / sd, (zq - mu) / sd
+    r_data = (orc.predict(x[:args.n]) > 0.5).float().mean(0)
+    r_rec = (orc.predict(rec) > 0.5).float().mean(0)
+    r_smp = (orc.predict(smp) > 0.5).float().mean(0)
+    ntr = n_real - args.n // 2
+    print(f"{'attribute':14s} {'data':>6s} {'recon':>6s} {'samples':>8s} {'probe acc':>9s} "
+          f"{'probe real':>10s} {'probe smp':>9s}")
+    for a, name in enumerate(ATTRIBUTES):
+        w, b = probe(xr[:ntr], y[:ntr, a])
+        acc = float(((xr[ntr:] @ w + b > 0).float() == y[ntr:, a]).float().mean())
+        pr = float((xr @ w + b > 0).float().mean())
+        pq = float((xq @ w + b > 0).float().mean())
+        print(f"{name:14s} {r_data[a]:6.3f} {r_rec[a]:6.3f} {r_smp[a]:8.3f} {acc:9.3f} "
+              f"{pr:10.3f} {pq:9.3f}")
+    print(f"sampled / real latent std: {float(zq.std(0).mean() / zr.std(0).mean()):.3f}")
+    with torch.inference_mode():
+        for k in (float(v) for v in args.inflate.split(",")):
+            zk = s._unmod(s._mod(zs) * k)
+            r = (orc.predict(torch.cat([s.decode(zk[i:i + bs], mode="mode")
+                                        for i in range(0, args.n, bs)])) > 0.5).float().mean(0)
+            print(f"samples, standardised latents x {k:g}: " + ", ".join(
+                f"{n} {float(v):.3f}" for n, v in zip(ATTRIBUTES, r)))
+
+
+if __name__ == "__main__":
+    main()
