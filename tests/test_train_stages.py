@@ -5,6 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import d2c_fast
+
 from d2c_fast.config import config_from_dict
 from d2c_fast.train.augment import augment
 from d2c_fast.train.autoencoder import AETrainer, MoCoAE, recalibrate_bn
@@ -189,3 +191,32 @@ def test_v_prediction_training_loss_decreases(tmp_path):
     tr = DiffusionTrainer(tc, tc.model_config(), lat, str(tmp_path), DistInfo())
     m = [tr.train_step(s)[0]["loss"] for s in range(40)]
     assert sum(m[-8:]) / 8 < 0.8 * sum(m[:8]) / 8, m
+
+
+def test_min_snr_weighting():
+    """min_snr_gamma: per-latent weights min(SNR, gamma) / SNR (eps) or / (SNR + 1) (v), i.e.
+    the x0-error weight capped at gamma; 0 leaves the official loss."""
+    from d2c_fast.train.diffusion import min_snr_weight
+    abar = alphas_cumprod(_cfg().schedule)
+    x0, e = torch.randn(4, 4, 4, 4), torch.randn(4, 4, 4, 4)
+    t = torch.tensor([0, 100, 500, 999])
+    a = abar[t]
+    snr = a / (1 - a)
+    zero = lambda x, tt: torch.zeros_like(x)   # noqa: E731
+    for pred, target in (("eps", e), ("v", a.sqrt().view(-1, 1, 1, 1) * e
+                                      - (1 - a).sqrt().view(-1, 1, 1, 1) * x0)):
+        per = target.square().sum(dim=(1, 2, 3))
+        w = min_snr_weight(a, 5.0, pred)
+        base = snr if pred == "eps" else snr + 1
+        assert torch.allclose(w * base, snr.clamp(max=5.0))        # x0 weight min(SNR, 5)
+        assert w[0] < 0.01            # t = 0: SNR ~ 1e4, capped at 5
+        assert w[-1] == pytest.approx(1.0 if pred == "eps" else float(snr[-1] / (snr[-1] + 1)),
+                                      rel=1e-4)
+        got = noise_estimation_loss(zero, x0, t, e, abar, pred, 5.0)
+        assert got.item() == pytest.approx(float((per * w).mean()), rel=1e-5)
+        assert noise_estimation_loss(zero, x0, t, e, abar, pred, 0.0).item() == \
+            pytest.approx(float(per.mean()), rel=1e-5)
+    d = tiny_train_dict(diffusion_steps=1)
+    d["diffusion"]["min_snr_gamma"] = -1.0
+    with pytest.raises(d2c_fast.ConfigError, match="min_snr_gamma"):
+        TrainConfig.from_dict(d)

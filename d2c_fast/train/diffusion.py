@@ -70,14 +70,31 @@ def alphas_cumprod(sched) -> torch.Tensor:
     return (1 - b).cumprod(dim=0)
 
 
-def noise_estimation_loss(model, x0, t, e, abar, prediction: str = "eps") -> torch.Tensor:
+def min_snr_weight(a: torch.Tensor, gamma: float, prediction: str) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al., 2023) for ``abar`` values ``a``: the x0-error
+    weight ``min(SNR, gamma)``, ``SNR = a / (1 - a)``, expressed for the model's target: eps
+    losses already weigh the x0 error by SNR, v losses by SNR + 1. Caps the low-noise steps,
+    which otherwise dominate the loss (weight up to ~1e4), so more of the model goes to the
+    mid-noise steps where coarse content (which attributes a face has) is decided."""
+    snr = a / (1.0 - a)
+    base = snr if prediction == "eps" else snr + 1.0
+    return snr.clamp(max=gamma) / base
+
+
+def noise_estimation_loss(model, x0, t, e, abar, prediction: str = "eps",
+                          min_snr_gamma: float = 0.0) -> torch.Tensor:
     """``sum (target - model(x_t, t))^2`` per latent, mean over the batch; the target is ``e``
-    (official) or, for ``prediction="v"``, ``v = sqrt(abar) e - sqrt(1 - abar) x0``."""
+    (official) or, for ``prediction="v"``, ``v = sqrt(abar) e - sqrt(1 - abar) x0``. With
+    ``min_snr_gamma > 0`` each latent's term is weighted by :func:`min_snr_weight` (ours;
+    0 = off, the official loss)."""
     a = abar.index_select(0, t).view(-1, 1, 1, 1)
     x = x0 * a.sqrt() + e * (1.0 - a).sqrt()
     out = model(x, t.float()).float()
     target = e if prediction == "eps" else a.sqrt() * e - (1.0 - a).sqrt() * x0
-    return (target - out).square().sum(dim=(1, 2, 3)).mean(dim=0)
+    per = (target - out).square().sum(dim=(1, 2, 3))
+    if min_snr_gamma > 0:
+        per = per * min_snr_weight(a.flatten(), min_snr_gamma, prediction)
+    return per.mean(dim=0)
 
 
 class DiffusionTrainer(StageTrainer):
@@ -128,7 +145,7 @@ class DiffusionTrainer(StageTrainer):
         set_lr(self.opt, lr)
         with autocast(dev, self.st.amp):
             loss = noise_estimation_loss(self.ddp, x0, t, e, self.abar,
-                                         self.model_cfg.unet.prediction)
+                                         self.model_cfg.unet.prediction, self.st.min_snr_gamma)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.optim_cfg["grad_clip"])

@@ -86,6 +86,7 @@ class DiffusionStageConfig:
     encode_batch_size: int = 128
     ema_warmup: bool = False          # EMA rate min(rate, (1 + n) / (10 + n)); official: off
     amp: str = "none"                 # "bf16": autocast the U-Net (fp32 weights, loss, Adam)
+    min_snr_gamma: float = 0.0        # > 0: Min-SNR-gamma loss weights (ours); 0: official
 
 
 @dataclass
@@ -186,6 +187,8 @@ def _validate(c: TrainConfig) -> None:
             raise ConfigError(f"train.{name}.steps", "must be an int >= 0")
         if st.batch_size is not None and st.batch_size < 1:
             raise ConfigError(f"train.{name}.batch_size", "must be >= 1")
+        if name == "diffusion" and not st.min_snr_gamma >= 0:
+            raise ConfigError("train.diffusion.min_snr_gamma", "must be >= 0 (0: off)")
         if st.amp not in ("none", "bf16"):
             raise ConfigError(f"train.{name}.amp", f"must be 'none' or 'bf16', got {st.amp!r}")
     if c.data.kind not in ("faces", "folder", "celeba", "synthetic"):
