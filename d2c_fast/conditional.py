@@ -153,7 +153,7 @@ def decode_with(sampler, z, gens, mode="sample", batch_size=None) -> torch.Tenso
     for a, b in sampler._chunks(z.shape[0], batch_size):
         rng = _RNG(b - a, sampler.device)
         rng.gens = list(gens[a:b])
-        logits = sampler.autoencoder.decode_logits(z[a:b].to(sampler.dtype)).float()
+        logits = sampler._decode_logits(z[a:b])
         out.append(sampler._logits_to_images(logits, mode, rng))
     return torch.cat(out)
 

@@ -217,7 +217,7 @@ def manipulate(sampler, images, attr, *, step=None, strength=None, t0=50, skip=N
             eps = noise[a:b] if noise is not None else sub.randn(*sampler.latent_shape)
         zp = apply_delta(sampler, z[a:b], delta, method=method, t0=t0, skip=skip, eps=eps,
                          rng=sub)
-        logits = sampler.autoencoder.decode_logits(zp.to(sampler.dtype)).float()
+        logits = sampler._decode_logits(zp)
         out.append(sampler._logits_to_images(logits, mode, sub))
     return torch.cat(out)
 

@@ -197,7 +197,10 @@ class Sampler:
         The memory format is the decoder's: channels-last for ``impl="fast"`` on CPU (its
         convolutions' layout; a transpose to NCHW would cost ~10% of the decoder), contiguous
         NCHW for ``impl="ref"``. Call ``.contiguous()`` where a consumer needs NCHW."""
-        z = self._latents(latents)
+        return self._decode_logits(self._latents(latents))
+
+    def _decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Checked raw latents -> fp32 logits in the decoder's layout."""
         return self.autoencoder.decode_logits(z.to(self.dtype)).float()
 
     def _logits_to_images(self, logits, mode, rng: _RNG | None) -> torch.Tensor:
@@ -229,7 +232,7 @@ class Sampler:
         rng = _RNG(z.shape[0], self.device, generator, seed)
         out = []
         for a, b in self._chunks(z.shape[0], batch_size):
-            logits = self.autoencoder.decode_logits(z[a:b].to(self.dtype)).float()
+            logits = self._decode_logits(z[a:b])
             sub = _SubRNG(rng, a, b)
             out.append(self._logits_to_images(logits, mode, sub))
         return torch.cat(out)
@@ -312,7 +315,7 @@ class Sampler:
         z = self._sample_latents(n, seq, eta, rng, noise, batch_size, progress)
         out = []
         for a, b in self._chunks(n, batch_size):
-            logits = self.autoencoder.decode_logits(z[a:b].to(self.dtype)).float()
+            logits = self._decode_logits(z[a:b])
             out.append(self._logits_to_images(logits, mode, _SubRNG(rng, a, b)))
         return torch.cat(out)
 

@@ -16,8 +16,9 @@ Per attribute (default ``blond_hair``, ``red_lipstick``, ``beard``):
   other attributes (fitted the same way): the edit is orthogonal to their normals.
   Decodes use the deterministic ``mode``. Success: the oracle says the attribute is present
   (p > 0.5); preservation: the fraction of (image, other attribute) pairs whose oracle
-  decision is unchanged (also per other attribute: ``preservation_by_attribute``); identity: mean oracle-feature distance edit-original, also divided
-  by the mean distance between different originals (1.0 = as far as another face).
+  decision is unchanged (also per other attribute: ``preservation_by_attribute``); identity:
+  mean oracle-feature distance edit-original, also divided by the mean distance between
+  different originals (1.0 = as far as another face).
   A ``reconstruction`` row (decode of the encoding, no edit) gives the preservation and
   identity that the autoencoder alone reaches.
   ``at_preservation_95``: per method, the best success among strengths with preservation
@@ -57,16 +58,15 @@ def _pick(labels: torch.Tensor, col: int, want: int, n: int, start: int = 0):
 
 
 def _edit_metrics(oracle, a_idx, p0, f0, x_edit, id_scale):
-    from ..data import ATTRIBUTES
     p1 = oracle.predict(x_edit)
     f1 = oracle.features(x_edit)
     others = [j for j in range(p0.shape[1]) if j != a_idx]
     success = float((p1[:, a_idx] > 0.5).float().mean())
     kept = ((p1[:, others] > 0.5) == (p0[:, others] > 0.5)).float()
     ident = float((f1 - f0).norm(dim=1).mean())
-    names = [ATTRIBUTES[j] if j < len(ATTRIBUTES) else str(j) for j in others]
     return {"success": success, "preservation": float(kept.mean()),
-            "preservation_by_attribute": dict(zip(names, kept.mean(0).tolist())),
+            "preservation_by_attribute": dict(zip((oracle.attributes[j] for j in others),
+                                                  kept.mean(0).tolist())),
             "identity": ident, "identity_rel": ident / id_scale}
 
 

@@ -187,10 +187,10 @@ def _validate(c: TrainConfig) -> None:
             raise ConfigError(f"train.{name}.steps", "must be an int >= 0")
         if st.batch_size is not None and st.batch_size < 1:
             raise ConfigError(f"train.{name}.batch_size", "must be >= 1")
-        if name == "diffusion" and not st.min_snr_gamma >= 0:
-            raise ConfigError("train.diffusion.min_snr_gamma", "must be >= 0 (0: off)")
         if st.amp not in ("none", "bf16"):
             raise ConfigError(f"train.{name}.amp", f"must be 'none' or 'bf16', got {st.amp!r}")
+    if not c.diffusion.min_snr_gamma >= 0:
+        raise ConfigError("train.diffusion.min_snr_gamma", "must be >= 0 (0: off)")
     if c.data.kind not in ("faces", "folder", "celeba", "synthetic"):
         raise ConfigError("train.data.kind", f"unknown dataset kind {c.data.kind!r}")
     from ..checkpoint import UNET_DTYPES
