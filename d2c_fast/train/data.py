@@ -113,6 +113,9 @@ def dataset_to_uint8(ds, workers: int = 0, batch_size: int = 64,
 def _cache_key(cfg: DataConfig, resolution: int) -> str:
     d = {"kind": cfg.kind, "n": cfg.n, "seed": cfg.seed, "split": cfg.split, "root": cfg.root,
          "resolution": resolution, "v": 1}
+    if cfg.kind == "faces":
+        from ..data.faces import RENDER_VERSION
+        d["render"] = RENDER_VERSION
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
