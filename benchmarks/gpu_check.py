@@ -287,16 +287,8 @@ def markdown() -> str:
 
 
 # ---------------------------------------------------------------------------------------- setup
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import cpu_name  # noqa: E402
 
 from d2c_fast import diffusion as D  # noqa: E402
 from d2c_fast.gpu import GpuSampler, UNetCallGraph  # noqa: E402
@@ -306,7 +298,7 @@ from d2c_fast.sampler import Sampler  # noqa: E402
 
 CONFIG = str(ROOT / "d2c_fast" / "configs" / "tiny64.json") if ARGS.dry_run else arch256_config_path()
 R["meta"].update({
-    "argv": sys.argv[1:], "device": torch.cuda.get_device_name() if CUDA else f"cpu ({_cpu_name()})",
+    "argv": sys.argv[1:], "device": torch.cuda.get_device_name() if CUDA else f"cpu ({cpu_name()})",
     "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
     "config": Path(CONFIG).name, "batches": BATCHES, "b1_mode": B1_MODE,
     "b1_decoder_mode": ARGS.b1_decoder_mode, "iters": ITERS, "dry_run": ARGS.dry_run,

@@ -134,6 +134,19 @@ def test_folder_errors(tmp_path):
     assert issubclass(DatasetError, D2CError)
 
 
+def test_check_index_types_and_range():
+    from d2c_fast.data._common import check_index
+
+    for i in (2, np.int64(2), torch.tensor(2), -3, np.int32(-3)):
+        assert check_index(i, 5) == 2 and type(check_index(i, 5)) is int
+    for bad in (True, 2.0, "2", torch.tensor(2.0), None):
+        with pytest.raises(TypeError, match="indices must be ints"):
+            check_index(bad, 5)
+    for out in (5, -6, 100):
+        with pytest.raises(IndexError, match=f"index {out} out of range for a X of 5"):
+            check_index(out, 5, "X")
+
+
 # --------------------------------------------------------------------------------------------
 # CelebA
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from d2c_fast.data._common import DatasetError
+from d2c_fast.data._common import DatasetError, check_index
 from d2c_fast.errors import ImageError
 from d2c_fast.images import load_images
 
@@ -265,16 +265,7 @@ class CelebADataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
     def __getitem__(self, i):
-        if isinstance(i, bool) or not isinstance(i, int):
-            try:
-                i = int(i)
-            except (TypeError, ValueError):
-                raise TypeError(f"indices must be ints, got {type(i).__name__}") from None
-        n = len(self.files)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"index {i} out of range for a dataset of {n} images")
+        i = check_index(i, len(self.files), "CelebADataset")
         return self.load(i), self.labels[i].clone()
 
     def __repr__(self) -> str:

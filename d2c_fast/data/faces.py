@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from d2c_fast.data._common import DatasetError
+from d2c_fast.data._common import DatasetError, check_index
 
 __all__ = [
     "ATTRIBUTES",
@@ -862,14 +862,7 @@ class FacesDataset(torch.utils.data.Dataset):
         return self.n
 
     def _index(self, i) -> int:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"FacesDataset indices must be ints, got {type(i).__name__}")
-        i = int(i)
-        if i < 0:
-            i += self.n
-        if not 0 <= i < self.n:
-            raise IndexError(f"index {i} out of range for FacesDataset of length {self.n}")
-        return i
+        return check_index(i, self.n, "FacesDataset")
 
     def __getitem__(self, i):
         i = self._index(i)

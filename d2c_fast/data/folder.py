@@ -8,7 +8,7 @@ from typing import List, Sequence, Tuple
 
 import torch
 
-from d2c_fast.data._common import DatasetError
+from d2c_fast.data._common import DatasetError, check_index
 from d2c_fast.errors import ImageError
 from d2c_fast.images import load_images
 
@@ -132,16 +132,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return x[0]
 
     def __getitem__(self, i):
-        if isinstance(i, bool) or not isinstance(i, int):
-            try:
-                i = int(i)  # numpy / torch integer scalars
-            except (TypeError, ValueError):
-                raise TypeError(f"indices must be ints, got {type(i).__name__}") from None
         n = len(self.files)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"index {i} out of range for a dataset of {n} images")
+        i = check_index(i, n, "ImageFolderDataset")
         if not self.skip_bad:
             return self.load(i), i
         for k in range(n):
