@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -94,6 +95,8 @@ def _edit_kwargs(args):
         kw["strength"] = args.strength if len(args.strength) > 1 else args.strength[0]
     if args.step is not None:
         kw["step"] = args.step if len(args.step) > 1 else args.step[0]
+    if getattr(args, "target", None) is not None:
+        kw["target"] = args.target if len(args.target) > 1 else args.target[0]
     return kw
 
 
@@ -159,6 +162,7 @@ def cmd_eval_attributes(args) -> int:
         s, args.oracle, attributes=tuple(args.attributes), n_fit=args.n_fit,
         n_unlabelled=args.n_unlabelled, n_eval=args.n_eval, n_real=args.n_real,
         strength_factors=tuple(args.strength_factors), strengths=args.strengths,
+        target_offsets=tuple(args.target_offsets),
         methods=tuple(args.methods), t0=args.t0, d2c_skip=args.d2c_skip,
         ddim_skip=args.ddim_skip, n_cond=args.n_cond, n_naive=args.n_naive,
         cond_skip=args.cond_skip,
@@ -210,6 +214,15 @@ def cmd_sample_conditional_dir(args) -> int:
     return 0
 
 
+def _target_value(v: str):
+    if v == "typical":
+        return v
+    try:
+        return float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a logit or 'typical', got {v!r}") from None
+
+
 def _edit_args(p, images=True):
     p.add_argument("--attr", nargs="+", required=True, help="attribute file(s) (.safetensors "
                    "fitted, or official boundary .ckpt)")
@@ -217,6 +230,9 @@ def _edit_args(p, images=True):
     g.add_argument("--strength", type=float, nargs="+", help="calibrated strength(s): logit "
                    "change, > 0 adds the attribute (fitted attributes)")
     g.add_argument("--step", type=float, nargs="+", help="official raw step(s): z - step * boundary")
+    g.add_argument("--target", nargs="+", type=_target_value,
+                   help="per-image edit: take each image's classifier logit to this value "
+                   "('typical': the fit's median positive logit; >= 0 adds, < 0 removes)")
     if images:
         g.add_argument("--sweep", type=float, nargs="+", help="strengths of an interpolation grid")
     p.add_argument("--preserve", nargs="+", help="fitted attributes to keep unchanged")
@@ -290,6 +306,9 @@ def add_parser(sub) -> None:
                    help="strengths as multiples of each attribute's logit gap")
     p.add_argument("--strengths", type=float, nargs="+", default=None,
                    help="absolute calibrated strengths (instead of factors)")
+    p.add_argument("--target-offsets", type=float, nargs="*", default=[0.0, 0.5, 1.0],
+                   help="per-image edit rows: targets at the typical positive logit + offset * "
+                   "logit gap (none: skip them)")
     p.add_argument("--methods", nargs="+", default=["d2c", "nvae", "ddim"])
     p.add_argument("--t0", type=int, default=50)
     p.add_argument("--d2c-skip", type=int, default=50)

@@ -218,6 +218,19 @@ class Attribute:
         return -float(strength) * float(self.edit_direction.norm())
 
     @property
+    def typical_logits(self) -> tuple[float, float]:
+        """``(negative, positive)``: the median out-of-fold logits of the fit's two classes
+        (PU mode: of the unlabelled set and the positives). ``target="typical"`` edits take
+        an image to the positive one."""
+        self._need_classifier("typical_logits")
+        i = self.info
+        if "logit_median_positive" not in i:
+            raise AttributeFileError(f"{self.name or 'this attribute'} was fitted by an older "
+                                     "d2c_fast that did not record its typical logits: refit "
+                                     "it, or give target= as a number")
+        return float(i["logit_median_negative"]), float(i["logit_median_positive"])
+
+    @property
     def recommended_strength(self):
         """``(low, high)`` calibrated strengths from the fit (see :func:`fit_attribute`)."""
         r = self.info.get("recommended_strength")
@@ -567,7 +580,9 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
     bound of the real one), ``l2``, counts, ``prior``, ``recommended_strength`` = ``(0.5 g,
     1.5 g)`` with ``g`` the gap between the median out-of-fold logits of the two classes (the
     strength that takes a typical negative to a typical positive for the ``nvae`` step; the
-    ``d2c`` clean-up pulls edits back towards the data, so it usually needs the upper end)."""
+    ``d2c`` clean-up pulls edits back towards the data, so it usually needs the upper end),
+    and those medians themselves (``logit_median_positive`` / ``_negative``, population
+    logits: :attr:`Attribute.typical_logits`, ``target="typical"``)."""
     t0 = time.perf_counter()
     if (negatives is None) == (unlabelled is None):
         raise ValueError("give negatives= (labelled mode) or unlabelled= (positive-unlabelled "
@@ -621,6 +636,8 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
         "cv_auc": fit["cv_auc"], "l2_criterion": fit["criterion"],
         "cv_table": fit["table"], "prior": pi, "prior_source": prior_src,
         "logit_gap": gap, "recommended_strength": [0.5 * gap, 1.5 * gap],
+        "logit_median_positive": float(oof[:n1].median()) + clf.offset,
+        "logit_median_negative": float(oof[n1:].median()) + clf.offset,
         "weight_norm_std": float(w.norm()), "platt_scale": a_scale,
         "fit_seconds": round(time.perf_counter() - t0, 3),
         "standardisation": "x = ((z - latent_mod.mean) / latent_mod.std).flatten(); "

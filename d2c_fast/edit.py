@@ -14,6 +14,15 @@ The edit ``delta`` (raw latent space) is built in :func:`edit_delta`:
   preserved normals, rescaled so the target logit still moves by ``s``. ``delta = std * d``.
   With ``step=`` and ``preserve=``, the step's standardised direction is projected
   orthogonally to the preserved normals.
+* ``target=`` (calibrated per image, fitted attributes only): each image gets its own
+  strength, the one that takes its classifier logit to the target: ``s = max(target - logit,
+  0)`` for ``target >= 0`` (add the attribute, at least this sure; images already past the
+  target are not pushed further), ``s = min(target - logit, 0)`` for ``target < 0`` (remove
+  it). ``"typical"`` is the median (out-of-fold) logit of the fit's positives
+  (:attr:`Attribute.typical_logits`). Then as ``strength=``, one row of ``r`` per image. A
+  fixed strength over-edits the images that are near the boundary and under-edits those far
+  from it; a target edits each as much as it needs. The image's own logit is all it depends
+  on, so results do not depend on the batch.
 
 Methods (``method=``):
 
@@ -73,13 +82,56 @@ def _values(vals, n, what):
     return [float(x) for x in v]
 
 
+def _check_edit_args(step, strength, target=None):
+    given = [k for k, v in (("step", step), ("strength", strength), ("target", target))
+             if v is not None]
+    if not given:
+        raise ValueError("give step= (the official raw step along the boundary), strength= "
+                         "(calibrated logit units, fitted attributes) or target= (a logit "
+                         "each image is taken to, fitted attributes)")
+    if len(given) > 1:
+        raise ValueError(f"give one of step=, strength=, target=, not {' and '.join(given)}")
+
+
+def _need_fitted(attrs, what):
+    for a in attrs:
+        if not a.is_fitted:
+            raise AttributeFileError(f"{what} needs an attribute fitted with a classifier; "
+                                     f"{a.name or 'this attribute'} is a plain direction "
+                                     "(official boundary): use step=")
+
+
+def target_strengths(sampler, attr, z, target) -> torch.Tensor:
+    """Per-image calibrated strengths ``(B, k)`` float64 (CPU) that take each image's logit
+    to ``target`` (one value, or one per attribute; ``"typical"`` = the fit's median positive
+    logit); see the module docstring for the clamping rule."""
+    attrs, _ = resolve(sampler, attr)
+    _need_fitted(attrs, "target=")
+    vals = _as_list(target)
+    if len(vals) == 1 and len(attrs) > 1:
+        vals = vals * len(attrs)
+    if len(vals) != len(attrs):
+        raise ValueError(f"target: {len(vals)} values for {len(attrs)} attributes")
+    z = sampler._latents(z, "z")
+    cols = []
+    for a, v in zip(attrs, vals):
+        if isinstance(v, str):
+            if v != "typical":
+                raise ValueError(f"target must be a logit or 'typical', got {v!r}")
+            v = a.typical_logits[1]
+        v = float(v)
+        if not math.isfinite(v):
+            raise ValueError(f"target must be finite, got {v}")
+        d = v - a.logit(z).detach().cpu()
+        cols.append(d.clamp(min=0.0) if v >= 0 else d.clamp(max=0.0))
+    return torch.stack(cols, 1)
+
+
 def edit_delta(sampler, attr, *, step=None, strength=None, preserve=None) -> torch.Tensor:
-    """The raw-space edit ``(1, C, H, W)`` float32 on ``sampler.device`` (module docstring)."""
-    if (step is None) == (strength is None):
-        if step is None:
-            raise ValueError("give step= (the official raw step along the boundary) or "
-                             "strength= (calibrated logit units, fitted attributes)")
-        raise ValueError("give step= or strength=, not both")
+    """The raw-space edit ``(1, C, H, W)`` float32 on ``sampler.device`` (module docstring).
+    ``strength`` may also be a ``(B, k)`` tensor of per-image strengths (from
+    :func:`target_strengths`): the edit is then ``(B, C, H, W)``."""
+    _check_edit_args(step, strength)
     attrs, pres = resolve(sampler, attr, preserve)
     shape = sampler.latent_shape
     std = sampler.std.detach().reshape(-1, 1, 1).to("cpu", torch.float64)
@@ -94,21 +146,32 @@ def edit_delta(sampler, attr, *, step=None, strength=None, preserve=None) -> tor
             d = d - q @ (q.T @ d)
             delta = (std * d.reshape(shape)).float()
         return delta.to(sampler.device).unsqueeze(0)
-    for a in attrs:
-        if not a.is_fitted:
-            raise AttributeFileError(f"strength= needs an attribute fitted with a classifier; "
-                                     f"{a.name or 'this attribute'} is a plain direction "
-                                     "(official boundary): use step=")
-    s = _values(strength, len(attrs), "strength")
+    _need_fitted(attrs, "strength=")
+    if isinstance(strength, torch.Tensor) and strength.dim() == 2:
+        if strength.shape[1] != len(attrs):
+            raise ValueError(f"strength: {strength.shape[1]} columns for {len(attrs)} "
+                             "attributes")
+        s = strength.detach().to("cpu", torch.float64)
+    else:
+        s = torch.tensor([_values(strength, len(attrs), "strength")], dtype=torch.float64)
     m = torch.stack([a.normal_std for a in attrs] + [p.normal_std for p in pres])
-    r = torch.tensor(s + [0.0] * len(pres), dtype=torch.float64)
+    r = torch.cat([s, s.new_zeros(s.shape[0], len(pres))], 1)       # (B, k + p)
     gram = m @ m.T
-    coef = torch.linalg.pinv(gram, hermitian=True) @ r
-    if not torch.allclose(gram @ coef, r, atol=1e-6 * (1 + float(r.abs().max()))):
+    coef = r @ torch.linalg.pinv(gram, hermitian=True)                # gram is symmetric
+    if not torch.allclose(coef @ gram, r, atol=1e-6 * (1 + float(r.abs().max()))):
         raise ValueError("the requested strengths cannot be met while preserving the other "
                          "attributes (their classifiers are linearly dependent)")
-    d = m.T @ coef
-    return (std * d.reshape(shape)).float().to(sampler.device).unsqueeze(0)
+    d = coef @ m
+    return (std * d.reshape(-1, *shape)).float().to(sampler.device)
+
+
+def _edit_for(sampler, attr, z, *, step, strength, target, preserve):
+    """``edit_delta`` for ``step``/``strength``, or the per-image edit of ``target`` for the
+    raw latents ``z``."""
+    _check_edit_args(step, strength, target)
+    if target is not None:
+        strength = target_strengths(sampler, attr, z, target)
+    return edit_delta(sampler, attr, step=step, strength=strength, preserve=preserve)
 
 
 def ddim_invert(eps_fn, x: torch.Tensor, seq: Sequence[int], sched: D.Schedule,
@@ -173,15 +236,16 @@ def seeded_rng(sampler, seeds: Sequence[int]):
     return rng
 
 
-def manipulate_latents(sampler, z, attr, *, step=None, strength=None, t0=50, skip=None,
-                       method="d2c", preserve=None, noise=None, generator=None, seed=None,
-                       eta=0.0, rng=None) -> torch.Tensor:
+def manipulate_latents(sampler, z, attr, *, step=None, strength=None, target=None, t0=50,
+                       skip=None, method="d2c", preserve=None, noise=None, generator=None,
+                       seed=None, eta=0.0, rng=None) -> torch.Tensor:
     """``Sampler.manipulate_latents`` (see the module docstring). Returns raw latents."""
     from .sampler import _RNG
     _check_method(method)
     z = sampler._latents(z, "z")
     n = z.shape[0]
-    delta = edit_delta(sampler, attr, step=step, strength=strength, preserve=preserve)
+    delta = _edit_for(sampler, attr, z, step=step, strength=strength, target=target,
+                      preserve=preserve)
     if rng is None:
         rng = _RNG(n, sampler.device, generator, seed)
     eps = sampler._noise(noise, n, rng) if method == "d2c" else None
@@ -189,16 +253,24 @@ def manipulate_latents(sampler, z, attr, *, step=None, strength=None, t0=50, ski
                        eta=eta)
 
 
-def manipulate(sampler, images, attr, *, step=None, strength=None, t0=50, skip=None,
-               method="d2c", preserve=None, mode="sample", noise=None, generator=None,
-               seed=None, seeds=None, resize=False, batch_size=None) -> torch.Tensor:
+def manipulate(sampler, images, attr, *, step=None, strength=None, target=None, t0=50,
+               skip=None, method="d2c", preserve=None, mode="sample", noise=None,
+               generator=None, seed=None, seeds=None, resize=False,
+               batch_size=None) -> torch.Tensor:
     """``Sampler.manipulate``: encode, edit, decode (``(B, C, H, W)`` in [0, 1]). ``seeds``:
     explicit per-image seeds (instead of ``seed + i``)."""
     from .sampler import _RNG, _SubRNG
     _check_method(method)
-    delta = edit_delta(sampler, attr, step=step, strength=strength, preserve=preserve)
+    _check_edit_args(step, strength, target)
+    if target is None:  # bad attributes / strengths fail before the encoder runs
+        delta = edit_delta(sampler, attr, step=step, strength=strength, preserve=preserve)
+    else:
+        _need_fitted(resolve(sampler, attr, preserve)[0], "target=")
     z = sampler.encode(images, resize=resize, batch_size=batch_size)
     n = z.shape[0]
+    if target is not None:
+        delta = _edit_for(sampler, attr, z, step=None, strength=None, target=target,
+                          preserve=preserve)
     if seeds is not None:
         if generator is not None or seed is not None:
             raise ValueError("give seeds=, seed= or generator=, not several")
@@ -215,8 +287,8 @@ def manipulate(sampler, images, attr, *, step=None, strength=None, t0=50, skip=N
         eps = None
         if method == "d2c":
             eps = noise[a:b] if noise is not None else sub.randn(*sampler.latent_shape)
-        zp = apply_delta(sampler, z[a:b], delta, method=method, t0=t0, skip=skip, eps=eps,
-                         rng=sub)
+        zp = apply_delta(sampler, z[a:b], delta if delta.shape[0] == 1 else delta[a:b],
+                         method=method, t0=t0, skip=skip, eps=eps, rng=sub)
         logits = sampler._decode_logits(zp)
         out.append(sampler._logits_to_images(logits, mode, sub))
     return torch.cat(out)
@@ -249,5 +321,5 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method="d2c", t0
     return torch.stack(rows)
 
 
-__all__ = ["METHODS", "edit_delta", "apply_delta", "invert", "ddim_invert", "manipulate",
+__all__ = ["METHODS", "edit_delta", "target_strengths", "apply_delta", "invert", "ddim_invert", "manipulate",
            "manipulate_latents", "sweep", "seeded_rng", "resolve"]

@@ -81,7 +81,7 @@ def _sampler(model, **kw):
 
 
 def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=None,
-                   method: str = "d2c", preserve=None, t0: int = 50, skip: int | None = None,
+                   target=None, method: str = "d2c", preserve=None, t0: int = 50, skip: int | None = None,
                    seed: int = 0, batch_size: int = 16, mode: str = "sample",
                    resize: bool = False, progress: bool = True, rank=None, world=None,
                    **sampler_kw) -> dict:
@@ -106,8 +106,8 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
         idx = todo[a:a + batch_size]
         x = manipulate(s, [os.path.join(os.fspath(input_dir), files[i]) for i in idx],
                        attrs if len(attrs) > 1 else attrs[0], step=step, strength=strength,
-                       t0=t0, skip=skip, method=method, preserve=preserve, mode=mode,
-                       seeds=[seed + i for i in idx], resize=resize)
+                       target=target, t0=t0, skip=skip, method=method, preserve=preserve,
+                       mode=mode, seeds=[seed + i for i in idx], resize=resize)
         for i, img in zip(idx, x):
             save_png(img, outs[i])
         bar.update(len(idx))

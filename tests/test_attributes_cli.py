@@ -6,11 +6,11 @@ import os
 import pytest
 import torch
 
-from d2c_fast import Attribute
+from d2c_fast import Attribute, Sampler
 from d2c_fast.checkpoint import save_native
 from d2c_fast.cli import main
 from d2c_fast.eval.oracle import Oracle
-from d2c_fast.images import save_png
+from d2c_fast.images import load_images, save_png
 from d2c_fast.models.random_init import random_model
 from d2c_fast.train.testing import tiny_model_dict
 
@@ -57,6 +57,16 @@ def test_fit_edit_sample_cli(files, capsys):
                  "--method", "nvae", "--preserve", dirattr, "-o", str(out),
                  "--grid", str(d / "g.png")]) == 0
     assert sorted(os.listdir(out)) == ["face0.png", "face1.png"]
+    # per-image target: the CLI equals the Python API
+    assert main(["edit", model, *files["images"], "--attr", attr, "--target", "typical",
+                 "--method", "nvae", "--mode", "mode", "-o", str(d / "tgt")]) == 0
+    want = Sampler(model).manipulate(files["images"], Attribute.load(attr), target="typical",
+                                     method="nvae", mode="mode", seed=0)
+    got = load_images([str(d / "tgt" / "face0.png"), str(d / "tgt" / "face1.png")])
+    assert float((got - want).abs().max()) <= 1 / 255 + 1e-6
+    with pytest.raises(SystemExit):
+        main(["edit", model, *files["images"], "--attr", attr, "--target", "blond", "-o",
+              str(d / "bad")])
     assert main(["edit", model, *files["images"], "--attr", attr, "--sweep", "0", "1", "2",
                  "-o", str(d / "sweep"), "--grid", str(d / "sweep.png")]) == 0
     assert len(os.listdir(d / "sweep")) == 6 and os.path.isfile(d / "sweep.png")

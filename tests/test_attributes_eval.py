@@ -22,6 +22,7 @@ def test_eval_attributes_tiny(tmp_path):
     oracle = Oracle(resolution=32, width=8).eval()
     r = evaluate_attributes(s, oracle, attributes=("blond_hair", "beard"), n_fit=8,
                             n_unlabelled=12, n_eval=5, n_real=5, strength_factors=(1.0, 2.0),
+                            target_offsets=(0.0,),
                             n_cond=3, n_naive=4, cond_skip=500, ddim_skip=500,
                             projector_steps=3, latency_repeats=1, batch_size=4,
                             out_dir=tmp_path, progress=False, grid_n=3,
@@ -35,7 +36,12 @@ def test_eval_attributes_tiny(tmp_path):
         methods = {(e["fit"], e["method"]) for e in a["edits"]} - {("none", "reconstruction")}
         assert methods == {("labelled", "d2c"), ("labelled", "nvae"), ("labelled", "ddim"),
                            ("positive_only", "d2c"), ("labelled+preserve", "d2c")}
-        assert len(a["edits"]) == 5 * 2 + 1 and a["edits"][0]["method"] == "reconstruction"
+        # 5 (fit, method) pairs x (2 strengths + 1 per-image target) + the reconstruction
+        assert len(a["edits"]) == 5 * 3 + 1 and a["edits"][0]["method"] == "reconstruction"
+        tgt = [e for e in a["edits"] if e["target"] is not None]
+        assert len(tgt) == 5
+        for e in tgt:   # mean per-image strength >= 0: targets above 0 only ever add
+            assert e["strength"] >= 0 and e["factor"] is not None
         for e in a["edits"]:
             assert 0 <= e["success"] <= 1 and 0 <= e["preservation"] <= 1
             by = e["preservation_by_attribute"]
@@ -52,7 +58,8 @@ def test_eval_attributes_tiny(tmp_path):
         assert c["threshold"] == 0.9
         if "threshold_error" not in c:
             assert c["threshold_mean_classifier_probability"] >= 0.9
-        assert set(a["at_preservation_95"]) == {f"{f}/{m}" for f, m in methods}
+        assert set(a["at_preservation_95"]) == {f"{f}/{m}" for f, m in methods} | \
+            {f"{f}/{m}/target" for f, m in methods}
     # the threshold rule ran to the end for at least one attribute (the checks above bit)
     assert any("threshold_precision" in a["conditional"] for a in r["attributes"].values())
     lt = r["latency"]
@@ -66,5 +73,6 @@ def test_eval_attributes_tiny(tmp_path):
     assert "| blond_hair | labelled | d2c |" in md and "Latency" in md
     from PIL import Image
     im = Image.open(files["edits_grid"])
-    # per attribute: originals, d2c, nvae, ddim, positive-only d2c, d2c + preserve
-    assert im.size[1] == 2 * 6 * (64 + 2) + 2
+    # per attribute: originals, d2c, nvae, ddim, d2c with a per-image target,
+    # positive-only d2c, d2c + preserve
+    assert im.size[1] == 2 * 7 * (64 + 2) + 2

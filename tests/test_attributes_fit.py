@@ -47,6 +47,12 @@ def test_fit_separates_planted_signal(s):
     assert acc > 0.9
     lo, hi = a.recommended_strength
     assert 0 < lo < hi
+    # typical logits: population logits (the prior offset included) whose gap is the logit gap
+    neg, pos = a.typical_logits
+    assert neg < 0 < pos
+    assert abs((pos - neg) - a.info["logit_gap"]) < 1e-9
+    zl = a.logit(z[y > 0])
+    assert abs(float(zl.median()) - pos) < 0.5 * a.info["logit_gap"]  # in-sample ~ out-of-fold
     # direction: unit raw norm, collinear with the edit direction (positive class side)
     assert abs(float(a.direction.norm()) - 1) < 1e-5
     e = a.edit_direction

@@ -83,6 +83,51 @@ def test_several_attributes_and_preservation(s):
         s.manipulate_latents(z, a, strength=1.0, preserve=plain)
 
 
+def test_target_takes_each_logit_to_the_target(s):
+    z = zs(s, n=6, seed=5)
+    a, b = planted_attr(s, 1, "a"), planted_attr(s, 2, "b")
+    l0 = a.logit(z)
+    for tgt in (float(l0.median()), float(l0.max()) + 1.0, float(l0.min()) - 0.5):
+        zp = s.manipulate_latents(z, a, target=tgt, method="nvae")
+        want = torch.maximum(l0, torch.tensor(tgt, dtype=torch.float64)) if tgt >= 0 else \
+            torch.minimum(l0, torch.tensor(tgt, dtype=torch.float64))
+        assert torch.allclose(a.logit(zp), want, atol=1e-4), (tgt, a.logit(zp), want)
+        # images already past the target are untouched
+        keep = (l0 >= tgt) if tgt >= 0 else (l0 <= tgt)
+        assert torch.equal(zp[keep], z[keep])
+    # per-image strengths equal what target_strengths reports
+    from d2c_fast.edit import target_strengths
+    st = target_strengths(s, a, z, 1.5)
+    assert st.shape == (6, 1) and bool((st >= 0).all())
+    assert torch.allclose(st[:, 0], (1.5 - l0).clamp(min=0))
+    # two attributes with per-attribute targets and a preserved third
+    c = planted_attr(s, 4, "c")
+    zq = s.manipulate_latents(z, [a, b], target=[2.0, -1.0], preserve=c, method="nvae")
+    assert bool((a.logit(zq) >= 2.0 - 1e-4).all()) and bool((b.logit(zq) <= -1.0 + 1e-4).all())
+    assert torch.allclose(c.logit(zq), c.logit(z), atol=1e-4)
+    # per image: the same result alone or in a batch (d2c, fixed seeds)
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    full = s.manipulate(x, a, target=2.0, seed=0, mode="mode")
+    one = s.manipulate(x[2:], a, target=2.0, seed=2, mode="mode")
+    assert torch.allclose(one[0], full[2], atol=1e-5)
+    # "typical" needs the fit's record; errors are clear
+    with pytest.raises(Exception, match="typical logits"):
+        s.manipulate_latents(z, a, target="typical")
+    a.info.update(logit_median_negative=-3.0, logit_median_positive=2.5)
+    assert a.typical_logits == (-3.0, 2.5)
+    zt = s.manipulate_latents(z, a, target="typical", method="nvae")
+    assert bool((a.logit(zt) >= 2.5 - 1e-4).all())
+    with pytest.raises(ValueError, match="one of step=, strength=, target="):
+        s.manipulate_latents(z, a, strength=1.0, target=1.0)
+    with pytest.raises(ValueError, match="'typical'"):
+        s.manipulate_latents(z, a, target="blond")
+    with pytest.raises(ValueError, match="finite"):
+        s.manipulate_latents(z, a, target=float("nan"))
+    plain = Attribute(torch.randn(s.latent_shape, generator=torch.Generator().manual_seed(9)))
+    with pytest.raises(ValueError, match="fitted"):
+        s.manipulate(x, plain, target=1.0)
+
+
 def test_methods_run_and_differ(s):
     a = planted_attr(s, 1, "a")
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))

@@ -21,8 +21,12 @@ Per attribute (default ``blond_hair``, ``red_lipstick``, ``beard``):
   different originals (1.0 = as far as another face).
   A ``reconstruction`` row (decode of the encoding, no edit) gives the preservation and
   identity that the autoencoder alone reaches.
+  Per-image edits (``target=``, see :mod:`d2c_fast.edit`): the same methods and fits with
+  each image taken to the target logit ``typical positive + offset * g`` for each offset in
+  ``target_offsets`` (its own strength per image; the row reports the mean strength).
   ``at_preservation_95``: per method, the best success among strengths with preservation
-  >= 0.95 (how "d2c beats nvae and ddim at equal preservation" is read).
+  >= 0.95 (how "d2c beats nvae and ddim at equal preservation" is read); per-image rows count
+  as the method's (keys ``.../target`` separately as well).
 * **Conditional generation.** ``n_cond`` rejection samples with the labelled classifier
   (the paper's probability rule, ``cond_skip``): oracle precision, FD_oracle to ``n_real``
   real ``test`` images with the attribute, acceptance rate; the same with the threshold rule
@@ -84,7 +88,7 @@ def _batched(fn, x, bs):
 def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: int = 100,
                         n_unlabelled: int = 500, n_eval: int = 200, n_real: int = 300,
                         strength_factors=(1.0, 2.0, 3.0), strengths=None,
-                        methods=("d2c", "nvae", "ddim"), t0: int = 50, d2c_skip: int = 50,
+                        target_offsets=(0.0, 0.5, 1.0), methods=("d2c", "nvae", "ddim"), t0: int = 50, d2c_skip: int = 50,
                         ddim_skip: int = 100, n_cond: int = 100, n_naive: int = 200,
                         cond_skip: int = 100, cond_threshold: float | None = 0.9,
                         max_draws: int | None = None,
@@ -100,7 +104,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
     writes ``attributes_eval.json``,
     ``attributes_eval.md``, ``edits_grid.png`` and ``conditional_grid.png`` there."""
     from ..data import ATTRIBUTES, FacesDataset
-    from ..edit import apply_delta, edit_delta, invert
+    from ..edit import apply_delta, edit_delta, invert, target_strengths
     from ..images import save_grid
     from ..projector import project
     from ..sampler import Sampler, _RNG
@@ -136,6 +140,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
            "settings": {"n_fit": n_fit, "n_unlabelled": n_unlabelled, "n_eval": n_eval,
                         "n_real": n_real, "strength_factors": list(strength_factors or []),
                         "strengths": list(strengths) if strengths is not None else None,
+                        "target_offsets": list(target_offsets or []),
                         "methods": list(methods), "t0": t0, "d2c_skip": d2c_skip,
                         "ddim_skip": ddim_skip, "n_cond": n_cond, "n_naive": n_naive,
                         "cond_skip": cond_skip, "cond_threshold": cond_threshold,
@@ -215,40 +220,49 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
 
         def edit_rows(at, tag, meths, preserve=None):
             gap = at.info["logit_gap"]
-            svals = list(strengths) if strengths is not None else \
-                [f * gap for f in strength_factors]
+            # fixed strengths, then per-image targets: (strength or per-image (N, 1), target)
+            plans = [(sv, None) for sv in (list(strengths) if strengths is not None else
+                                           [f * gap for f in strength_factors])]
+            plans += [(target_strengths(s, at, z_ev, at.typical_logits[1] + o * gap),
+                       at.typical_logits[1] + o * gap) for o in (target_offsets or [])]
+            n_fixed = len(plans) - len(target_offsets or [])
             for m in meths:
                 inv = None
                 if m == "ddim":
                     with torch.inference_mode():
                         inv = _batched(lambda b, i: invert(s, b, skip=ddim_skip), z_ev,
                                        batch_size)
-                for k, sv in enumerate(svals):
+                for k, (sv, tv) in enumerate(plans):
                     delta = edit_delta(s, at, strength=sv, preserve=preserve)
 
                     def one(b, i):
                         rng = _RNG(b.shape[0], s.device, None, seed + i)
                         eps = rng.randn(*s.latent_shape) if m == "d2c" else None
-                        return apply_delta(s, b, delta, method=m, t0=t0,
+                        d = delta if delta.shape[0] == 1 else delta[i:i + b.shape[0]]
+                        return apply_delta(s, b, d, method=m, t0=t0,
                                            skip=d2c_skip if m == "d2c" else ddim_skip,
                                            eps=eps, rng=rng,
                                            inverted=None if inv is None else inv[i:i + b.shape[0]])
                     with torch.inference_mode():
                         zp = _batched(one, z_ev, batch_size)
                         x1 = dec(zp)
-                    row = {"fit": tag, "method": m, "strength": sv,
-                           "factor": (sv / gap if strengths is None else None),
+                    mean_s = float(sv.mean()) if tv is not None else sv
+                    row = {"fit": tag, "method": m, "strength": mean_s,
+                           "factor": (mean_s / gap if strengths is None or tv is not None
+                                      else None), "target": tv,
                            **_edit_metrics(orc, a_idx, p0, f0, x1, id_scale)}
                     rows.append(row)
-                    if k == len(svals) // 2:
-                        mid_imgs[(tag, m)] = (x1[:grid_n], sv)
+                    if k == n_fixed // 2:
+                        mid_imgs[(tag, m)] = (x1[:grid_n], f"s={sv:.1f}")
+                    elif k == n_fixed and m == "d2c" and tag == "labelled":
+                        mid_imgs[(tag, "d2c target")] = (x1[:grid_n], f"logit->{tv:.1f}")
 
         t = time.perf_counter()
         # reference row: the autoencoder's reconstruction (what "unchanged" can reach)
         with torch.inference_mode():
             x_rec = dec(z_ev)
         rows.append({"fit": "none", "method": "reconstruction", "strength": 0.0, "factor": 0.0,
-                     **_edit_metrics(orc, a_idx, p0, f0, x_rec, id_scale)})
+                     "target": None, **_edit_metrics(orc, a_idx, p0, f0, x_rec, id_scale)})
         edit_rows(attr, "labelled", methods)
         if "positive_only" in fits:
             edit_rows(fits["positive_only"], "positive_only", ["d2c"])
@@ -260,21 +274,24 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
         for row in rows:
             if row["method"] == "reconstruction":
                 continue
-            key = f"{row['fit']}/{row['method']}"
-            if row["preservation"] >= 0.95:
-                best[key] = max(best.get(key, 0.0), row["success"])
-            else:
-                best.setdefault(key, 0.0)
+            keys = [f"{row['fit']}/{row['method']}"]
+            if row.get("target") is not None:
+                keys.append(keys[0] + "/target")
+            for key in keys:
+                if row["preservation"] >= 0.95:
+                    best[key] = max(best.get(key, 0.0), row["success"])
+                else:
+                    best.setdefault(key, 0.0)
         r["at_preservation_95"] = best
         log(f"{name}: edits in {time.perf_counter() - t:.1f} s: " + ", ".join(
             f"{k} {v:.2f}" for k, v in best.items()))
         grid_rows.append(x_ev[:grid_n])
         grid_labels.append(f"{name}: original")
-        for (tag, m), (imgs, sv) in mid_imgs.items():
+        for (tag, m), (imgs, how) in mid_imgs.items():
             grid_rows.append(imgs)
             suffix = {"labelled": "", "positive_only": " (pos-only)",
                       "labelled+preserve": " +preserve"}[tag]
-            grid_labels.append(f"{m}{suffix} s={sv:.1f}")
+            grid_labels.append(f"{m}{suffix} {how}")
         # ---- conditional generation
         if n_cond:
             t = time.perf_counter()
@@ -385,12 +402,15 @@ def markdown(res: dict) -> str:
             out.append(f"| {name} | {mode} | {_f(fr['cv_accuracy'])} | "
                        f"{_f(fr['heldout_balanced_accuracy'])} | {_f(fr['prior'])} | "
                        f"{fr['l2']:g} | {_f(fr['logit_gap'], '{:.2f}')} |")
-    out += ["", "## Edits", "", "| attribute | fit | method | strength | x gap | success | "
+    out += ["", "## Edits", "", "Per-image rows (`target`): each image is taken to the target "
+            "logit; strength and x gap are then the mean over images.", "",
+            "| attribute | fit | method | target | strength | x gap | success | "
             "preservation | most changed others | identity (rel.) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in res["attributes"].items():
         for row in r["edits"]:
-            out.append(f"| {name} | {row['fit']} | {row['method']} | {row['strength']:.2f} | "
+            out.append(f"| {name} | {row['fit']} | {row['method']} | "
+                       f"{_f(row.get('target'), '{:.2f}')} | {row['strength']:.2f} | "
                        f"{_f(row['factor'], '{:.1f}')} | {_f(row['success'])} | "
                        f"{_f(row['preservation'])} | {_flips(row)} | {_f(row['identity_rel'])} |")
     out += ["", "Best success with preservation >= 0.95:", ""]
