@@ -22,6 +22,9 @@ def cmd_train_oracle(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .report import evaluate
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     r = evaluate(args.model, args.oracle, n_heldout=args.n_heldout, n_probe=args.n_probe,
                  n_samples=args.n_samples, sample_steps=args.steps, seed=args.seed)
     text = json.dumps(r, indent=1)
@@ -59,4 +62,5 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, default=50, help="DDIM steps per sample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     p.set_defaults(fn=cmd_evaluate)
