@@ -50,3 +50,40 @@ def test_budget_plans_steps_from_measured_speed():
     b2.after_step(20, DistInfo())
     assert b2.planned == 50                                    # steps stay the upper bound
     assert Budget(steps=7, max_seconds=None).total() == 7
+
+
+def test_a_slower_machine_cuts_the_plan_and_says_so(tmp_path):
+    """The step plan comes from the first 20 steps; if steps then get slower, the stage stops
+    at its time budget before the plan and logs ``time_budget_cut``."""
+    import time
+
+    from d2c_fast.train.engine import StageTrainer, TrainConfig
+
+    class Slowing(StageTrainer):
+        stage = "toy"
+
+        def train_step(self, step):
+            time.sleep(0.001 if step < 20 else 0.03)
+            return {"loss": 0.0}, 1
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, sd):
+            pass
+
+        def finish(self):
+            pass
+
+    tc = TrainConfig.from_dict(tiny_train_dict())
+    tr = Slowing(tc, str(tmp_path), DistInfo(), steps=100000, max_seconds=0.5)
+    tr.run(resume=False)
+    assert tr.step < tr.budget.total()
+    log = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    cut = [r for r in log if r["event"] == "time_budget_cut"]
+    assert len(cut) == 1 and cut[0]["step"] == tr.step and cut[0]["planned"] == tr.budget.total()
+    # an unhurried run within its plan logs nothing of the kind
+    tr2 = Slowing(tc, str(tmp_path / "b"), DistInfo(), steps=25, max_seconds=60.0)
+    (tmp_path / "b").mkdir()
+    tr2.run(resume=False)
+    assert tr2.step == 25 and not (tmp_path / "b" / "log.jsonl").exists()

@@ -662,6 +662,13 @@ class StageTrainer:
                     last_save = time.perf_counter()
         finally:
             prog.close()
+        if stop and self.step < self.budget.total():
+            # the plan came from the first steps' speed; a machine that got slower since
+            # (other jobs on the cores) cuts the cosine schedule short: say so
+            log_event(self.out_dir, info, event="time_budget_cut", stage=self.stage,
+                      step=self.step, planned=self.budget.total(),
+                      note="stopped by the time budget before the planned steps; the "
+                           "learning-rate schedule did not reach its end")
         self.last_rate = prog.rate
         self.finish()
         self.done = True
