@@ -95,7 +95,7 @@ def _edit_kwargs(args):
         kw["strength"] = args.strength if len(args.strength) > 1 else args.strength[0]
     if args.step is not None:
         kw["step"] = args.step if len(args.step) > 1 else args.step[0]
-    if getattr(args, "target", None) is not None:
+    if args.target is not None:
         kw["target"] = args.target if len(args.target) > 1 else args.target[0]
     return kw
 

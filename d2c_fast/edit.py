@@ -167,11 +167,13 @@ def edit_delta(sampler, attr, *, step=None, strength=None, preserve=None) -> tor
 
 def _edit_for(sampler, attr, z, *, step, strength, target, preserve):
     """``edit_delta`` for ``step``/``strength``, or the per-image edit of ``target`` for the
-    raw latents ``z``."""
+    raw latents ``z``. Attribute files are read once here (resolved objects pass through
+    :func:`resolve` again as they are)."""
     _check_edit_args(step, strength, target)
+    attrs, pres = resolve(sampler, attr, preserve)
     if target is not None:
-        strength = target_strengths(sampler, attr, z, target)
-    return edit_delta(sampler, attr, step=step, strength=strength, preserve=preserve)
+        strength = target_strengths(sampler, attrs, z, target)
+    return edit_delta(sampler, attrs, step=step, strength=strength, preserve=pres)
 
 
 def ddim_invert(eps_fn, x: torch.Tensor, seq: Sequence[int], sched: D.Schedule,
@@ -262,15 +264,16 @@ def manipulate(sampler, images, attr, *, step=None, strength=None, target=None, 
     from .sampler import _RNG, _SubRNG
     _check_method(method)
     _check_edit_args(step, strength, target)
+    attrs, pres = resolve(sampler, attr, preserve)   # read attribute files once
     if target is None:  # bad attributes / strengths fail before the encoder runs
-        delta = edit_delta(sampler, attr, step=step, strength=strength, preserve=preserve)
+        delta = edit_delta(sampler, attrs, step=step, strength=strength, preserve=pres)
     else:
-        _need_fitted(resolve(sampler, attr, preserve)[0], "target=")
+        _need_fitted(attrs, "target=")
     z = sampler.encode(images, resize=resize, batch_size=batch_size)
     n = z.shape[0]
     if target is not None:
-        delta = _edit_for(sampler, attr, z, step=None, strength=None, target=target,
-                          preserve=preserve)
+        delta = edit_delta(sampler, attrs, strength=target_strengths(sampler, attrs, z, target),
+                           preserve=pres)
     if seeds is not None:
         if generator is not None or seed is not None:
             raise ValueError("give seeds=, seed= or generator=, not several")
@@ -321,5 +324,5 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method="d2c", t0
     return torch.stack(rows)
 
 
-__all__ = ["METHODS", "edit_delta", "target_strengths", "apply_delta", "invert", "ddim_invert", "manipulate",
-           "manipulate_latents", "sweep", "seeded_rng", "resolve"]
+__all__ = ["METHODS", "edit_delta", "target_strengths", "apply_delta", "invert", "ddim_invert",
+           "manipulate", "manipulate_latents", "sweep", "seeded_rng", "resolve"]

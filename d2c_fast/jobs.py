@@ -81,7 +81,8 @@ def _sampler(model, **kw):
 
 
 def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=None,
-                   target=None, method: str = "d2c", preserve=None, t0: int = 50, skip: int | None = None,
+                   target=None, method: str = "d2c", preserve=None, t0: int = 50,
+                   skip: int | None = None,
                    seed: int = 0, batch_size: int = 16, mode: str = "sample",
                    resize: bool = False, progress: bool = True, rank=None, world=None,
                    **sampler_kw) -> dict:

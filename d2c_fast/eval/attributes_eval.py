@@ -88,7 +88,8 @@ def _batched(fn, x, bs):
 def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: int = 100,
                         n_unlabelled: int = 500, n_eval: int = 200, n_real: int = 300,
                         strength_factors=(1.0, 2.0, 3.0), strengths=None,
-                        target_offsets=(0.0, 0.5, 1.0), methods=("d2c", "nvae", "ddim"), t0: int = 50, d2c_skip: int = 50,
+                        target_offsets=(0.0, 0.5, 1.0), methods=("d2c", "nvae", "ddim"),
+                        t0: int = 50, d2c_skip: int = 50,
                         ddim_skip: int = 100, n_cond: int = 100, n_naive: int = 200,
                         cond_skip: int = 100, cond_threshold: float | None = 0.9,
                         max_draws: int | None = None,
@@ -223,9 +224,9 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
             # fixed strengths, then per-image targets: (strength or per-image (N, 1), target)
             plans = [(sv, None) for sv in (list(strengths) if strengths is not None else
                                            [f * gap for f in strength_factors])]
-            plans += [(target_strengths(s, at, z_ev, at.typical_logits[1] + o * gap),
-                       at.typical_logits[1] + o * gap) for o in (target_offsets or [])]
-            n_fixed = len(plans) - len(target_offsets or [])
+            targets = [at.typical_logits[1] + o * gap for o in (target_offsets or [])]
+            plans += [(target_strengths(s, at, z_ev, tv), tv) for tv in targets]
+            n_fixed = len(plans) - len(targets)
             for m in meths:
                 inv = None
                 if m == "ddim":
