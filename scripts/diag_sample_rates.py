@@ -1,14 +1,16 @@
 """Where does an attribute get lost between the data and the prior's samples? (built-in faces)
 
-    python scripts/diag_sample_rates.py runs/builtin5/model.safetensors \
-        --oracle runs/oracle32.safetensors [--n 1000] [--eta 0] [--inflate 1.0,1.05,1.1]
+    python scripts/diag_sample_rates.py runs/builtin6b/model.safetensors \
+        --oracle runs/oracle32v2.safetensors [--n 1000] [--eta 0] [--inflate 1.0,1.05,1.1]
 
 Per attribute, rates of:
   data      the oracle on rendered training faces (ground truth is within its 0.4% error)
   recon     the oracle on their deterministic reconstructions (what the autoencoder keeps)
   samples   the oracle on decoded prior samples (DDIM, 50 steps), as `d2c-fast evaluate`
   probe     a linear probe fitted on many real latents (standardised), applied to the real and
-            to the sampled latents: whether the prior's latents carry the attribute at all
+            to the sampled latents: whether the prior's latents carry the attribute at all,
+            and how wide its score spreads on samples relative to real latents (spread < 1:
+            the samples carry a weakened version of the attribute)
 and the sampled latents' standard deviation relative to the data's (under-dispersion), then
 the oracle rates of samples whose standardised latents are scaled by each `--inflate` factor.
 A diagnostic for QUALITY.md's lipstick analysis, not a test: it asserts nothing.
@@ -61,14 +63,14 @@ def main(argv=None):
     r_smp = (orc.predict(smp) > 0.5).float().mean(0)
     ntr = n_real - args.n // 2
     print(f"{'attribute':14s} {'data':>6s} {'recon':>6s} {'samples':>8s} {'probe acc':>9s} "
-          f"{'probe real':>10s} {'probe smp':>9s}")
+          f"{'probe real':>10s} {'probe smp':>9s} {'spread smp/real':>15s}")
     for a, name in enumerate(ATTRIBUTES):
         w, b = probe(xr[:ntr], y[:ntr, a])
         acc = float(((xr[ntr:] @ w + b > 0).float() == y[ntr:, a]).float().mean())
-        pr = float((xr @ w + b > 0).float().mean())
-        pq = float((xq @ w + b > 0).float().mean())
+        sr, sq = xr @ w + b, xq @ w + b
+        pr, pq = float((sr > 0).float().mean()), float((sq > 0).float().mean())
         print(f"{name:14s} {r_data[a]:6.3f} {r_rec[a]:6.3f} {r_smp[a]:8.3f} {acc:9.3f} "
-              f"{pr:10.3f} {pq:9.3f}")
+              f"{pr:10.3f} {pq:9.3f} {float(sq.std() / sr.std()):15.3f}")
     print(f"sampled / real latent std: {float(zq.std(0).mean() / zr.std(0).mean()):.3f}")
     with torch.inference_mode():
         for k in (float(v) for v in args.inflate.split(",")):
