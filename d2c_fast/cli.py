@@ -92,6 +92,11 @@ def cmd_manipulate(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
+    if args.threads is not None:
+        if args.threads < 1:
+            raise D2CError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+        torch.set_num_threads(args.threads)
     return run_demo(args.output, device=args.device, impl=args.impl)
 
 
@@ -140,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="demo.png")
     p.add_argument("--device", default="cpu")
     p.add_argument("--impl", default="fast", choices=["ref", "fast"])
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     p.set_defaults(fn=cmd_demo)
 
     from .eval.cli import add_parser as add_eval

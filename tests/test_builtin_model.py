@@ -35,3 +35,31 @@ def test_builtin_fast_and_ref_agree_and_edit_runs():
     imgs = fast.decode(z, mode="mode")
     out = fast.manipulate(imgs, torch.randn(fast.latent_shape), step=0.5, seed=0)
     assert out.shape == (2, 3, 32, 32) and 0 <= out.min() and out.max() <= 1
+
+
+def test_demo_command_writes_the_grid_and_reports_edit_time(tmp_path, capsys):
+    """The README's first command (``d2c-fast demo``) on the built-in model: a PNG with one
+    row per stage (input, recon, one edit per built-in attribute, samples) and a timing line."""
+    from PIL import Image
+
+    from d2c_fast.cli import main
+    from d2c_fast.data.faces import ATTRIBUTES
+
+    out = tmp_path / "demo.png"
+    threads = torch.get_num_threads()
+    try:
+        assert main(["demo", "-o", str(out), "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # --threads sets it for the whole process
+    text = capsys.readouterr().out
+    assert "built-in model" in text and "ms per image" in text
+    w, h = Image.open(out).size
+    rows = 2 + len(ATTRIBUTES) + 1
+    assert h >= rows * 32 and w >= 6 * 32
+
+
+def test_demo_rejects_bad_threads(tmp_path, capsys):
+    from d2c_fast.cli import main
+    assert main(["demo", "-o", str(tmp_path / "x.png"), "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
