@@ -40,8 +40,9 @@ def test_eval_attributes_tiny(tmp_path):
         assert len(a["edits"]) == 5 * 3 + 1 and a["edits"][0]["method"] == "reconstruction"
         tgt = [e for e in a["edits"] if e["target"] is not None]
         assert len(tgt) == 5
-        for e in tgt:   # mean per-image strength >= 0: targets above 0 only ever add
-            assert e["strength"] >= 0 and e["factor"] is not None
+        for e in tgt:   # targets >= 0 only ever add, targets < 0 only ever remove
+            assert e["factor"] is not None
+            assert e["strength"] >= 0 if e["target"] >= 0 else e["strength"] <= 0, e
         for e in a["edits"]:
             assert 0 <= e["success"] <= 1 and 0 <= e["preservation"] <= 1
             by = e["preservation_by_attribute"]
