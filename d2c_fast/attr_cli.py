@@ -19,6 +19,8 @@ import json
 import os
 import time
 
+from .cli import apply_threads
+
 
 def _expand(paths):
     """Files and directories (their images, sorted) -> list of image paths."""
@@ -36,9 +38,7 @@ def _expand(paths):
 
 def _sampler(args):
     from .sampler import Sampler
-    if getattr(args, "threads", None):
-        import torch
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     return Sampler(args.ckpt, config=args.config, device=args.device, impl=args.impl)
 
 
@@ -152,9 +152,7 @@ def cmd_sample_conditional(args) -> int:
 
 
 def cmd_eval_attributes(args) -> int:
-    import torch
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     from .eval.attributes_eval import evaluate_attributes
     from .sampler import Sampler
     s = Sampler(args.ckpt, config=args.config, device=args.device, impl=args.impl)
@@ -184,9 +182,7 @@ def cmd_eval_attributes(args) -> int:
 
 def cmd_manipulate_dir(args) -> int:
     from .jobs import manipulate_dir
-    if getattr(args, "threads", None):
-        import torch
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     kw = _edit_kwargs(args)
     r = manipulate_dir(args.ckpt, args.input_dir, args.output_dir,
                        args.attr if len(args.attr) > 1 else args.attr[0],
@@ -200,9 +196,7 @@ def cmd_manipulate_dir(args) -> int:
 
 def cmd_sample_conditional_dir(args) -> int:
     from .jobs import sample_conditional_dir
-    if getattr(args, "threads", None):
-        import torch
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     r = sample_conditional_dir(args.ckpt, args.output_dir,
                                args.attr if len(args.attr) > 1 else args.attr[0], args.n,
                                seed=args.seed, batch_size=args.batch_size,

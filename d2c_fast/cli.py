@@ -90,13 +90,21 @@ def cmd_manipulate(args) -> int:
     return 0
 
 
+def apply_threads(args) -> None:
+    """``--threads N`` of any subcommand: torch threads for this process (absent: torch's
+    default, all cores); ``N < 1`` is an error."""
+    n = getattr(args, "threads", None)
+    if n is None:
+        return
+    if n < 1:
+        raise D2CError(f"--threads must be >= 1, got {n}")
+    import torch
+    torch.set_num_threads(n)
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
-    if args.threads is not None:
-        if args.threads < 1:
-            raise D2CError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     return run_demo(args.output, device=args.device, impl=args.impl)
 
 

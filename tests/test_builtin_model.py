@@ -58,8 +58,15 @@ def test_demo_command_writes_the_grid_and_reports_edit_time(tmp_path, capsys):
     assert h >= rows * 32 and w >= 6 * 32
 
 
-def test_demo_rejects_bad_threads(tmp_path, capsys):
+def test_threads_option_rejects_values_below_one(tmp_path, capsys):
+    """Every subcommand's --threads goes through cli.apply_threads: a clear error, no output."""
     from d2c_fast.cli import main
     assert main(["demo", "-o", str(tmp_path / "x.png"), "--threads", "0"]) == 2
     assert "--threads" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+    for cmd in (["evaluate", "builtin", "--oracle", str(tmp_path / "none")],
+                ["eval-attributes", "builtin", "--oracle", str(tmp_path / "none"),
+                 "-o", str(tmp_path / "ev")]):
+        assert main(cmd + ["--threads", "-1"]) == 2
+        assert "--threads must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()

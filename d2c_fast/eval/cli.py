@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+from ..cli import apply_threads
+
 
 def cmd_train_oracle(args) -> int:
     from .oracle import train_oracle
@@ -22,9 +24,7 @@ def cmd_train_oracle(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .report import evaluate
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     r = evaluate(args.model, args.oracle, n_heldout=args.n_heldout, n_probe=args.n_probe,
                  n_samples=args.n_samples, sample_steps=args.steps, seed=args.seed)
     text = json.dumps(r, indent=1)
