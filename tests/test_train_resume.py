@@ -16,10 +16,11 @@ from d2c_fast.train.testing import tiny_train_dict
 N_AE, N_DIF = 6, 6
 
 
-def _tc(amp="none"):
+def _tc(amp="none", latent_noise=0.0):
     d = tiny_train_dict(ae_steps=N_AE, diffusion_steps=N_DIF)
     d["checkpoint_every_steps"] = 3
     d["ae"]["amp"] = d["diffusion"]["amp"] = amp
+    d["ae"]["latent_noise"] = latent_noise
     return TrainConfig.from_dict(d)
 
 
@@ -111,6 +112,24 @@ def test_bf16_autocast_resume_is_bitwise(straight, tmp_path, monkeypatch, cls):
     assert diff, "amp='bf16' left the weights bitwise equal to fp32 training"
     for k in diff:
         assert torch.allclose(fa[k], fb[k], rtol=0.05, atol=0.05), k
+
+
+def test_latent_noise_resume_is_bitwise(straight, tmp_path, monkeypatch):
+    """Stage 1 with ``latent_noise``: its per-step draws resume bitwise too, and they change
+    the trained weights."""
+    ref = tmp_path / "straight"
+    train(_tc(latent_noise=0.3), ref, resume=False)
+    run = tmp_path / "killed"
+    with monkeypatch.context() as m:
+        _kill_at(m, AETrainer, 4)
+        with pytest.raises(Killed):
+            train(_tc(latent_noise=0.3), run, resume=False)
+    train(_tc(latent_noise=0.3), run, resume=True)
+    _assert_same(load_checkpoint(ref / "ckpt-ae.pt")["state"],
+                 load_checkpoint(run / "ckpt-ae.pt")["state"])
+    plain = _flat(load_checkpoint(straight[0] / "autoencoder.pt"))
+    noisy = _flat(load_checkpoint(ref / "autoencoder.pt"))
+    assert any(v.is_floating_point() and not torch.equal(v, noisy[k]) for k, v in plain.items())
 
 
 def test_amp_value_checked():

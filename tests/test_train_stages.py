@@ -66,6 +66,36 @@ def test_moco_forward_logits():
     assert (nll > 0).all()
 
 
+def test_moco_latent_noise_reaches_the_decoder_only():
+    """``latent_noise``: the decoder's input is ``z + s * std_c(z) * noise`` (per-channel batch
+    std), the encoder's ``z`` and MoCo's logits are untouched; scale 0 is the plain forward."""
+    torch.manual_seed(0)
+    m = MoCoAE(_cfg()).eval()
+    x = torch.rand(5, 3, 16, 16)
+    seen = []
+    orig = m.encoder_q.decode_logits
+    m.encoder_q.decode_logits = lambda z: (seen.append(z.detach().clone()), orig(z))[1]
+    with torch.no_grad():
+        z = m.encoder_q.encode(x)
+        noise = torch.randn_like(z)
+        nll0, lg0, _ = m(x, x)
+        nll1, lg1, _ = m(x, x, noise, 0.3)
+        nll2, _, _ = m(x, x, noise, 0.0)
+    assert torch.equal(seen[0], z) and torch.equal(seen[2], z) and torch.equal(nll0, nll2)
+    sd = z.std(dim=(0, 2, 3), keepdim=True)
+    assert torch.allclose(seen[1] - z, 0.3 * sd * noise, atol=1e-6)
+    assert not torch.equal(nll0, nll1)
+    m.queue_ptr.zero_()
+    assert torch.allclose(lg0, lg1)
+
+
+def test_latent_noise_config_checked():
+    d = tiny_train_dict(ae_steps=1, diffusion_steps=1)
+    d["ae"]["latent_noise"] = -0.1
+    with pytest.raises(d2c_fast.ConfigError, match="train.ae.latent_noise"):
+        TrainConfig.from_dict(d)
+
+
 def test_augment_deterministic_and_valid():
     x = torch.rand(6, 3, 16, 16)
     cfg = AugmentConfig()

@@ -10,6 +10,11 @@ Facts taken from the official release (``train/train.py``, ``d2c/autoencoder/moc
   (quantised) like the encoder input. ``recon_view="clean"`` is our option: the query is the
   un-augmented image (one encoder pass; only the key is augmented), which keeps the encoder's
   BatchNorm statistics on clean data.
+* ``latent_noise`` (ours, default 0 = off): the decoder reconstructs from
+  ``z + latent_noise * s * N(0, 1)``, ``s`` the batch's per-channel std of ``z`` (detached, so
+  the encoder cannot outgrow the noise by scaling up). The prior's samples are never exact
+  encodings; a decoder trained on a neighbourhood of each latent renders them less brittly.
+  MoCo's query uses the clean ``z``.
 * MoCo: key encoder = copy of the query encoder (+ head), updated before each step as
   ``k = m k + (1 - m) q`` over all parameters (BatchNorm buffers are its own); keys L2
   normalised; logits ``[q.k, q.queue] / T``, target 0; the queue (``dim x K``, initialised
@@ -87,10 +92,16 @@ class MoCoAE(nn.Module):
         self.queue[:, idx] = keys.T.to(self.queue.dtype)
         self.queue_ptr[0] = (ptr + n) % self.K
 
-    def forward(self, x_q, x_k):
-        """-> per-image reconstruction NLL ``(B,)`` of ``x_q``, logits ``(B, 1 + K)``, keys."""
+    def forward(self, x_q, x_k, z_noise=None, noise_scale: float = 0.0):
+        """-> per-image reconstruction NLL ``(B,)`` of ``x_q``, logits ``(B, 1 + K)``, keys.
+        ``z_noise`` (latent-shaped unit Gaussian) is added to the decoder's input, scaled by
+        ``noise_scale`` times the batch's per-channel latent std."""
         z = self.encoder_q.encode(x_q)
-        rec = self.encoder_q.decode_logits(z)
+        zd = z
+        if z_noise is not None and noise_scale > 0:
+            sd = z.detach().float().std(dim=(0, 2, 3), keepdim=True)
+            zd = z + (noise_scale * sd * z_noise).to(z.dtype)
+        rec = self.encoder_q.decode_logits(zd)
         q = self.fc_q(z.flatten(1))
         with torch.no_grad():
             k = self.fc_k(self.encoder_k.encode(x_k).flatten(1))
@@ -176,8 +187,15 @@ class AETrainer(StageTrainer):
         lr = lr_at(step, self.budget.total(), st.lr, st.warmup_steps, st.cosine, st.min_lr_ratio)
         set_lr(self.opt, lr)
         self.model.momentum_update()
+        z_noise = None
+        if st.latent_noise > 0:
+            a = self.model_cfg.autoencoder
+            g = step_generator(self.tc.seed, "ae-latent-noise", step, self.info.rank,
+                               device=x.device)
+            z_noise = torch.randn((x.shape[0], a.num_latent_per_group, a.latent_dim,
+                                   a.latent_dim), generator=g, device=x.device)
         with autocast(x.device, st.amp):
-            nll, logits, k = self.ddp(xq, xk)
+            nll, logits, k = self.ddp(xq, xk, z_noise, st.latent_noise)
         recon = nll.mean()
         target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         nce = F.cross_entropy(logits, target)

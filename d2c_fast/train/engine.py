@@ -30,7 +30,7 @@ import torch.distributed as dist
 from ..errors import ConfigError
 
 STAGES = ("ae", "diffusion")
-_STAGE_TAG = {"ae": 1, "diffusion": 2, "data": 3, "init": 4, "queue": 5}
+_STAGE_TAG = {"ae": 1, "diffusion": 2, "data": 3, "init": 4, "queue": 5, "ae-latent-noise": 6}
 
 
 # --------------------------------------------------------------------------- config
@@ -66,6 +66,7 @@ class AEStageConfig:
     recon_loss_weight: float = 17500.0  # loss = mean(-log p(x)) / recon_loss_weight + InfoNCE
     moco_weight: float = 1.0
     recon_view: str = "query"         # "query" (official) or "clean" (un-augmented image)
+    latent_noise: float = 0.0         # decoder sees z + latent_noise * std_c(z) * N(0, 1); 0: off
     mlp: bool = True                  # official --mlp head
     mlp_hidden: Optional[int] = None  # None: latent numel (official dim_mlp_next default)
     bn_recalib_batches: int = 0       # re-estimate BN running stats on clean images at the end
@@ -182,6 +183,8 @@ def _validate(c: TrainConfig) -> None:
         raise ConfigError("train.ae.optimizer", f"unknown optimizer {c.ae.optimizer!r}")
     if c.ae.recon_view not in ("query", "clean"):
         raise ConfigError("train.ae.recon_view", "must be 'query' or 'clean'")
+    if not c.ae.latent_noise >= 0:
+        raise ConfigError("train.ae.latent_noise", "must be >= 0 (0: off)")
     for name, st in (("ae", c.ae), ("diffusion", c.diffusion)):
         if not isinstance(st.steps, int) or st.steps < 0:
             raise ConfigError(f"train.{name}.steps", "must be an int >= 0")
