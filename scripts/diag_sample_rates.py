@@ -1,7 +1,8 @@
 """Where does an attribute get lost between the data and the prior's samples? (built-in faces)
 
     python scripts/diag_sample_rates.py runs/builtin6b/model.safetensors \
-        --oracle runs/oracle32v2.safetensors [--n 1000] [--eta 0] [--inflate 1.0,1.05,1.1]
+        --oracle runs/oracle32v2.safetensors [--n 1000] [--eta 0] [--inflate 1.0,1.05,1.1] \
+        [--renoise 100,200,400,600,800]
 
 Per attribute, rates of:
   data      the oracle on rendered training faces (ground truth is within its 0.4% error)
@@ -12,7 +13,10 @@ Per attribute, rates of:
             and how wide its score spreads on samples relative to real latents (spread < 1:
             the samples carry a weakened version of the attribute)
 and the sampled latents' standard deviation relative to the data's (under-dispersion), then
-the oracle rates of samples whose standardised latents are scaled by each `--inflate` factor.
+the oracle rates of samples whose standardised latents are scaled by each `--inflate` factor,
+and (`--renoise T1,T2,...`) the rates after the real latents are noised to each t and brought
+back by the prior (DDIM every 20 steps): a perfect prior keeps the data's rates from any t,
+so the first t that loses an attribute says at which noise level the prior decides it.
 A diagnostic for QUALITY.md's lipstick analysis, not a test: it asserts nothing.
 """
 from __future__ import annotations
@@ -32,6 +36,7 @@ def probe(x, y, l2=2e-3):
 
 def main(argv=None):
     from d2c_fast import Sampler
+    from d2c_fast import diffusion as D
     from d2c_fast.data import ATTRIBUTES, FacesDataset
     from d2c_fast.eval.oracle import Oracle
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -40,6 +45,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=1000, help="samples (and 3x as many real faces)")
     ap.add_argument("--eta", type=float, default=0.0)
     ap.add_argument("--inflate", default="1.0,1.05,1.1")
+    ap.add_argument("--renoise", default="", help="e.g. 100,200,400,600,800")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -78,6 +84,17 @@ def main(argv=None):
             r = (orc.predict(torch.cat([s.decode(zk[i:i + bs], mode="mode")
                                         for i in range(0, args.n, bs)])) > 0.5).float().mean(0)
             print(f"samples, standardised latents x {k:g}: " + ", ".join(
+                f"{n} {float(v):.3f}" for n, v in zip(ATTRIBUTES, r)))
+        g = torch.Generator().manual_seed(0)
+        zr0 = s._mod(z[:args.n])
+        for t0 in (int(v) for v in args.renoise.split(",") if v.strip()):
+            seq = list(range(0, t0 + 1, 20))
+            zt = D.add_noise(zr0, seq[-1], torch.randn(zr0.shape, generator=g), s.schedule)
+            z0 = s._unmod(torch.cat([D.ddim(s._eps, zt[i:i + bs], seq, s.schedule)
+                                     for i in range(0, args.n, bs)]))
+            r = (orc.predict(torch.cat([s.decode(z0[i:i + bs], mode="mode")
+                                        for i in range(0, args.n, bs)])) > 0.5).float().mean(0)
+            print(f"real latents noised to t={seq[-1]}, denoised by the prior: " + ", ".join(
                 f"{n} {float(v):.3f}" for n, v in zip(ATTRIBUTES, r)))
 
 
