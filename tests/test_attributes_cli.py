@@ -94,3 +94,16 @@ def test_eval_attributes_cli(files):
     r = json.load(open(out / "attributes_eval.json"))
     assert r["model"] == files["model"] and "smiling" in r["attributes"]
     assert os.path.isfile(out / "edits_grid.png") and os.path.isfile(out / "attributes_eval.md")
+
+
+def test_sample_cli_eps_scale(files, tmp_path):
+    """``d2c-fast sample --eps-scale``: the same images as ``Sampler.sample(eps_scale=)``."""
+    for lam in ("1.0", "1.05"):
+        out = tmp_path / lam
+        assert main(["sample", files["model"], "-n", "2", "--skip", "250", "--seed", "3",
+                     "--mode", "mode", "--eps-scale", lam, "-o", str(out)]) == 0
+        got = load_images(sorted(str(p) for p in out.iterdir()))
+        want = Sampler(files["model"]).sample(2, skip=250, seed=3, mode="mode",
+                                             eps_scale=float(lam))
+        assert torch.allclose(got.float() / 255.0 if got.dtype == torch.uint8 else got,
+                              want, atol=1 / 255 + 1e-6)

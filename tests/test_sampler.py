@@ -55,6 +55,35 @@ def test_ddim_matches_official_formula(s, model, skip):
     assert rel(s.sample_latents(2, skip=skip, noise=zT), want) < 1e-5
 
 
+@pytest.mark.parametrize("lam", [1.02, 0.9])
+def test_eps_scale_divides_every_noise_prediction(s, model, lam):
+    """``eps_scale``: the official update with ``e / eps_scale`` at every step (epsilon
+    scaling); 1.0 is bitwise the default sampler, in ``sample`` too."""
+    zT = torch.randn(3, *s.latent_shape, generator=torch.Generator().manual_seed(5))
+    betas = np.linspace(1e-4, 0.02, 1000)
+    seq = list(range(0, 999, 200)) + [999]
+    with torch.no_grad():
+        want = official_ddim(lambda x, t: model.unet(x, t) / lam, zT, seq, betas)
+        want = want * model.std + model.mean
+    got = s.sample_latents(3, skip=200, noise=zT, eps_scale=lam)
+    assert rel(got, want) < 1e-5
+    assert rel(got, s.sample_latents(3, skip=200, noise=zT)) > 1e-3
+    assert torch.equal(s.sample_latents(3, skip=200, noise=zT, eps_scale=1.0),
+                       s.sample_latents(3, skip=200, noise=zT))
+    assert torch.equal(s.sample(2, skip=200, seed=4, mode="mode", eps_scale=1.0),
+                       s.sample(2, skip=200, seed=4, mode="mode"))
+    assert not torch.equal(s.sample(2, skip=200, seed=4, mode="mode", eps_scale=lam),
+                           s.sample(2, skip=200, seed=4, mode="mode"))
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "1.02", True])
+def test_eps_scale_checked(s, bad):
+    with pytest.raises(ValueError, match="eps_scale"):
+        s.sample_latents(1, eps_scale=bad)
+    with pytest.raises(ValueError, match="eps_scale"):
+        s.sample(1, eps_scale=bad)
+
+
 def test_ddim_eta_positive_matches_official_formula(s, model, monkeypatch):
     zT = torch.randn(2, *s.latent_shape, generator=torch.Generator().manual_seed(1))
     seq = [0, 300, 600, 999]

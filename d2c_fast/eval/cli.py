@@ -26,7 +26,8 @@ def cmd_evaluate(args) -> int:
     from .report import evaluate
     apply_threads(args)
     r = evaluate(args.model, args.oracle, n_heldout=args.n_heldout, n_probe=args.n_probe,
-                 n_samples=args.n_samples, sample_steps=args.steps, seed=args.seed)
+                 n_samples=args.n_samples, sample_steps=args.steps, seed=args.seed,
+                 eps_scale=args.eps_scale)
     text = json.dumps(r, indent=1)
     print(text)
     if args.json:
@@ -60,6 +61,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--n-probe", type=int, default=100)
     p.add_argument("--n-samples", type=int, default=1000)
     p.add_argument("--steps", type=int, default=50, help="DDIM steps per sample")
+    p.add_argument("--eps-scale", type=float, default=1.0,
+                   help="sampler's epsilon scaling (Sampler.sample eps_scale; 1: official)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
