@@ -403,19 +403,21 @@ class Sampler:
     def sample_conditional(self, attrs, n: int, *, seed: int = 0, batch_size: int = 64,
                            max_draws: int | None = None, threshold=None,
                            return_probs: bool = True, skip: int = 100, mode: str = "sample",
-                           return_stats: bool = False, progress: bool = False):
+                           return_stats: bool = False, progress: bool = False,
+                           eps_scale: float = 1.0):
         """Conditional samples by the paper's rejection sampling: prior latents (DDIM,
         ``skip``) accepted with the classifier's probability (product over ``attrs``), or
         when every probability is ``>= threshold``. Returns ``images`` or ``(images, probs)``
         (``probs`` ``(n, len(attrs))``), plus ``stats`` with ``return_stats``. Image ``k``
         depends only on ``(seed, k)``. ``RareAttributeError`` (a ``ValueError``) with the
         observed acceptance rate when ``max_draws`` (default ``100 * n + 1000``) is not
-        enough. See :mod:`d2c_fast.conditional`."""
+        enough. ``eps_scale``: as in :meth:`sample_latents`. See :mod:`d2c_fast.conditional`."""
         from .conditional import sample_conditional
         return sample_conditional(self, attrs, n, seed=seed, batch_size=batch_size,
                                   max_draws=max_draws, threshold=threshold,
                                   return_probs=return_probs, skip=skip, mode=mode,
-                                  return_stats=return_stats, progress=progress)
+                                  return_stats=return_stats, progress=progress,
+                                  eps_scale=eps_scale)
 
 
 class _SubRNG(_RNG):

@@ -102,3 +102,24 @@ def test_rare_attribute_error_reports_the_acceptance_rate(s):
 def test_plain_direction_is_refused(s):
     with pytest.raises(ValueError, match="fitted"):
         s.sample_conditional(Attribute(torch.zeros(s.latent_shape)), 1, skip=SKIP)
+
+
+@pytest.mark.parametrize("lam", [1.0, 1.05])
+def test_eps_scale_reaches_the_prior(s, lam):
+    """``eps_scale``: with threshold 0 every first candidate is accepted, so image ``k`` is
+    the scaled DDIM from candidate ``(k, 0)``'s start noise (drawn first from its generator)."""
+    from d2c_fast.conditional import draw_seed, sample_conditional_latents
+    a = const_attr(s, 0.5)
+    z, _, _, _ = sample_conditional_latents(s, a, 2, seed=7, threshold=0.0, skip=SKIP,
+                                            eps_scale=lam)
+    zT = torch.stack([torch.randn(*s.latent_shape, generator=torch.Generator().manual_seed(
+        draw_seed(7, k, 0))) for k in range(2)])
+    want = s.sample_latents(2, skip=SKIP, noise=zT, eps_scale=lam)
+    def rel(a, b):   # batch 2 vs the sampler's batch of candidates: float32 rounding only
+        return float((a - b).double().norm() / b.double().norm())
+
+    assert rel(z, want) < 1e-5
+    if lam != 1.0:
+        assert rel(z, s.sample_latents(2, skip=SKIP, noise=zT)) > 1e-3
+    with pytest.raises(ValueError, match="eps_scale"):
+        s.sample_conditional(a, 1, eps_scale=0.0)

@@ -326,3 +326,4 @@ def test_gpu_sampler_eager_fallback_serves_v_models(v_model):
                ref.sample_latents(2, skip=250, eta=1.0, seed=3)) < 1e-4
     t = torch.tensor([10.0, 900.0])
     assert rel(gs.unet_eps(zT, t), ref.unet(zT, t)) < 1e-5
+

@@ -31,7 +31,8 @@ Per attribute (default ``blond_hair``, ``red_lipstick``, ``beard``):
   (the paper's probability rule, ``cond_skip``): oracle precision, FD_oracle to ``n_real``
   real ``test`` images with the attribute, acceptance rate; the same with the threshold rule
   (accept when ``p >= cond_threshold``; keys ``threshold_*``; ``None`` skips it); the "naive"
-  row: ``n_naive`` unconditional samples against the same class.
+  row: ``n_naive`` unconditional samples against the same class. ``cond_eps_scale``: the
+  prior sampler's epsilon scaling for both (1: official).
 * **Latency** (batch 1, this CPU): one ``d2c`` edit (encode + edit + decode, fast plan) vs
   the projector baseline (``projector_steps`` Adam steps through the decoder + edit + decode,
   on the reference modules: the fused ops have no backward); the ratio.
@@ -92,6 +93,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         t0: int = 50, d2c_skip: int = 50,
                         ddim_skip: int = 100, n_cond: int = 100, n_naive: int = 200,
                         cond_skip: int = 100, cond_threshold: float | None = 0.9,
+                        cond_eps_scale: float = 1.0,
                         max_draws: int | None = None,
                         projector_steps: int = 1000, latency_repeats: int = 5,
                         positive_only: bool = True, seed: int = 0, data_seed: int = 0,
@@ -145,6 +147,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         "methods": list(methods), "t0": t0, "d2c_skip": d2c_skip,
                         "ddim_skip": ddim_skip, "n_cond": n_cond, "n_naive": n_naive,
                         "cond_skip": cond_skip, "cond_threshold": cond_threshold,
+                        "cond_eps_scale": cond_eps_scale,
                         "projector_steps": projector_steps,
                         "seed": seed, "data_seed": data_seed, "decode": "mode",
                         "preserve_others": preserve_others,
@@ -173,7 +176,8 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
     naive = None
     if n_cond:
         naive = torch.cat([s.sample(min(batch_size, n_naive - i), skip=cond_skip,
-                                    seed=seed + 10_000_000 + i, mode="mode")
+                                    seed=seed + 10_000_000 + i, mode="mode",
+                                    eps_scale=cond_eps_scale)
                            for i in range(0, n_naive, batch_size)])
         p_naive, f_naive = orc.predict(naive), orc.features(naive)
         log(f"naive: {n_naive} unconditional samples in {time.perf_counter() - t:.1f} s")
@@ -307,7 +311,8 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                     xc, pc, st = s.sample_conditional(attr, n_cond, seed=seed,
                                                       batch_size=batch_size, skip=cond_skip,
                                                       mode="mode", max_draws=max_draws,
-                                                      threshold=thr, return_stats=True)
+                                                      threshold=thr, return_stats=True,
+                                                      eps_scale=cond_eps_scale)
                     pcond = orc.predict(xc)
                     cond.update({
                         prefix + "precision": float((pcond[:, a_idx] > 0.5).float().mean()),
