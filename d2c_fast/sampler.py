@@ -308,7 +308,8 @@ class Sampler:
         deterministic DDIM). ``noise``: the starting noise ``(n, C, d, d)``; otherwise drawn
         from ``seed`` / ``generator``. ``eps_scale``: every noise prediction is divided by it
         (1: the official sampler; slightly above 1 counters the exposure bias of an imperfect
-        prior, "epsilon scaling", Ning et al. 2024; see QUALITY.md for its measured effect)."""
+        prior, "epsilon scaling", Ning et al. 2024; see QUALITY.md for its measured effect;
+        on a GPU a value other than 1 runs the eager DDIM loop, not the captured graph)."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         eps_scale = self._check_eps_scale(eps_scale)
