@@ -36,7 +36,7 @@ def probe(x, y, l2=2e-3):
 
 def main(argv=None):
     from d2c_fast import Sampler
-    from d2c_fast import diffusion as D
+    from d2c_fast.edit import apply_delta
     from d2c_fast.data import ATTRIBUTES, FacesDataset
     from d2c_fast.eval.oracle import Oracle
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -55,18 +55,21 @@ def main(argv=None):
     x = torch.stack([ds[i][0] for i in range(n_real)])
     y = torch.stack([ds[i][1] for i in range(n_real)]).float()
     bs = 250
+
+    def rates(zz):
+        """Oracle positive rates of the deterministic decodings of raw latents ``zz``."""
+        img = torch.cat([s.decode(zz[i:i + bs], mode="mode") for i in range(0, len(zz), bs)])
+        return (orc.predict(img) > 0.5).float().mean(0)
+
     with torch.inference_mode():
         z = torch.cat([s.encode(x[i:i + bs]) for i in range(0, n_real, bs)])
         zs = torch.cat([s.sample_latents(min(bs, args.n - i), steps=50, seed=i, eta=args.eta)
                         for i in range(0, args.n, bs)])
-        rec = torch.cat([s.decode(z[i:i + bs], mode="mode") for i in range(0, args.n, bs)])
-        smp = torch.cat([s.decode(zs[i:i + bs], mode="mode") for i in range(0, args.n, bs)])
+        r_rec, r_smp = rates(z[:args.n]), rates(zs)
     zr, zq = z.flatten(1).clone(), zs.flatten(1).clone()
     mu, sd = zr.mean(0), zr.std(0) + 1e-6
     xr, xq = (zr - mu) / sd, (zq - mu) / sd
     r_data = (orc.predict(x[:args.n]) > 0.5).float().mean(0)
-    r_rec = (orc.predict(rec) > 0.5).float().mean(0)
-    r_smp = (orc.predict(smp) > 0.5).float().mean(0)
     ntr = n_real - args.n // 2
     print(f"{'attribute':14s} {'data':>6s} {'recon':>6s} {'samples':>8s} {'probe acc':>9s} "
           f"{'probe real':>10s} {'probe smp':>9s} {'spread smp/real':>15s}")
@@ -80,21 +83,18 @@ def main(argv=None):
     print(f"sampled / real latent std: {float(zq.std(0).mean() / zr.std(0).mean()):.3f}")
     with torch.inference_mode():
         for k in (float(v) for v in args.inflate.split(",")):
-            zk = s._unmod(s._mod(zs) * k)
-            r = (orc.predict(torch.cat([s.decode(zk[i:i + bs], mode="mode")
-                                        for i in range(0, args.n, bs)])) > 0.5).float().mean(0)
+            r = rates(s._unmod(s._mod(zs) * k))
             print(f"samples, standardised latents x {k:g}: " + ", ".join(
                 f"{n} {float(v):.3f}" for n, v in zip(ATTRIBUTES, r)))
+        # the d2c edit's clean-up with a zero step: noise to t0, DDIM back every 20 steps
         g = torch.Generator().manual_seed(0)
-        zr0 = s._mod(z[:args.n])
         for t0 in (int(v) for v in args.renoise.split(",") if v.strip()):
-            seq = list(range(0, t0 + 1, 20))
-            zt = D.add_noise(zr0, seq[-1], torch.randn(zr0.shape, generator=g), s.schedule)
-            z0 = s._unmod(torch.cat([D.ddim(s._eps, zt[i:i + bs], seq, s.schedule)
-                                     for i in range(0, args.n, bs)]))
-            r = (orc.predict(torch.cat([s.decode(z0[i:i + bs], mode="mode")
-                                        for i in range(0, args.n, bs)])) > 0.5).float().mean(0)
-            print(f"real latents noised to t={seq[-1]}, denoised by the prior: " + ", ".join(
+            zn = z[:args.n]
+            eps = torch.randn(zn.shape, generator=g)
+            z0 = torch.cat([apply_delta(s, zn[i:i + bs], 0.0, method="d2c", t0=t0, skip=20,
+                                        eps=eps[i:i + bs]) for i in range(0, args.n, bs)])
+            r = rates(z0)
+            print(f"real latents noised to t={t0 - t0 % 20}, denoised by the prior: " + ", ".join(
                 f"{n} {float(v):.3f}" for n, v in zip(ATTRIBUTES, r)))
 
 

@@ -68,7 +68,8 @@ def test_moco_forward_logits():
 
 def test_moco_latent_noise_reaches_the_decoder_only():
     """``latent_noise``: the decoder's input is ``z + s * std_c(z) * noise`` (per-channel batch
-    std), the encoder's ``z`` and MoCo's logits are untouched; scale 0 is the plain forward."""
+    std, noise drawn from the given generator), the encoder's ``z`` and MoCo's logits are
+    untouched; scale 0 is the plain forward."""
     torch.manual_seed(0)
     m = MoCoAE(_cfg()).eval()
     x = torch.rand(5, 3, 16, 16)
@@ -77,10 +78,10 @@ def test_moco_latent_noise_reaches_the_decoder_only():
     m.encoder_q.decode_logits = lambda z: (seen.append(z.detach().clone()), orig(z))[1]
     with torch.no_grad():
         z = m.encoder_q.encode(x)
-        noise = torch.randn_like(z)
+        noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(11))
         nll0, lg0, _ = m(x, x)
-        nll1, lg1, _ = m(x, x, noise, 0.3)
-        nll2, _, _ = m(x, x, noise, 0.0)
+        nll1, lg1, _ = m(x, x, 0.3, torch.Generator().manual_seed(11))
+        nll2, _, _ = m(x, x, 0.0, torch.Generator().manual_seed(11))
     assert torch.equal(seen[0], z) and torch.equal(seen[2], z) and torch.equal(nll0, nll2)
     sd = z.std(dim=(0, 2, 3), keepdim=True)
     assert torch.allclose(seen[1] - z, 0.3 * sd * noise, atol=1e-6)

@@ -93,15 +93,17 @@ class MoCoAE(nn.Module):
         self.queue[:, idx] = keys.T.to(self.queue.dtype)
         self.queue_ptr[0] = (ptr + n) % self.K
 
-    def forward(self, x_q, x_k, z_noise=None, noise_scale: float = 0.0):
+    def forward(self, x_q, x_k, noise_scale: float = 0.0, noise_gen=None):
         """-> per-image reconstruction NLL ``(B,)`` of ``x_q``, logits ``(B, 1 + K)``, keys.
-        ``z_noise`` (latent-shaped unit Gaussian) is added to the decoder's input, scaled by
-        ``noise_scale`` times the batch's per-channel latent std."""
+        ``noise_scale > 0``: unit Gaussian noise (drawn from ``noise_gen``, float32) times
+        ``noise_scale`` times the batch's per-channel latent std is added to the decoder's
+        input."""
         z = self.encoder_q.encode(x_q)
         zd = z
-        if z_noise is not None and noise_scale > 0:
+        if noise_scale > 0:
             sd = z.detach().float().std(dim=(0, 2, 3), keepdim=True)
-            zd = z + (noise_scale * sd * z_noise).to(z.dtype)
+            noise = torch.randn(z.shape, generator=noise_gen, device=z.device)
+            zd = z + (noise_scale * sd * noise).to(z.dtype)
         rec = self.encoder_q.decode_logits(zd)
         q = self.fc_q(z.flatten(1))
         with torch.no_grad():
@@ -188,15 +190,12 @@ class AETrainer(StageTrainer):
         lr = lr_at(step, self.budget.total(), st.lr, st.warmup_steps, st.cosine, st.min_lr_ratio)
         set_lr(self.opt, lr)
         self.model.momentum_update()
-        z_noise = None
+        g = None
         if st.latent_noise > 0:
-            a = self.model_cfg.autoencoder
             g = step_generator(self.tc.seed, "ae-latent-noise", step, self.info.rank,
                                device=x.device)
-            z_noise = torch.randn((x.shape[0], a.num_latent_per_group, a.latent_dim,
-                                   a.latent_dim), generator=g, device=x.device)
         with autocast(x.device, st.amp):
-            nll, logits, k = self.ddp(xq, xk, z_noise, st.latent_noise)
+            nll, logits, k = self.ddp(xq, xk, st.latent_noise, g)
         recon = nll.mean()
         target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         nce = F.cross_entropy(logits, target)
