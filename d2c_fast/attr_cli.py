@@ -202,7 +202,8 @@ def cmd_sample_conditional_dir(args) -> int:
                                seed=args.seed, batch_size=args.batch_size,
                                threshold=args.threshold,
                                max_draws_per_image=args.max_draws_per_image, skip=args.skip,
-                               mode=args.mode, progress=not args.quiet, config=args.config,
+                               mode=args.mode, progress=not args.quiet,
+                               eps_scale=args.eps_scale, config=args.config,
                                device=args.device, impl=args.impl)
     print(json.dumps(r))
     return 0
@@ -345,6 +346,8 @@ def add_parser(sub) -> None:
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--max-draws-per-image", type=int, default=100)
     p.add_argument("--skip", type=int, default=100)
+    p.add_argument("--eps-scale", type=float, default=1.0,
+                   help="prior sampler's epsilon scaling (1: official; see QUALITY.md)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--mode", default="sample", choices=["sample", "mode"])
     p.add_argument("--threads", type=int, default=None)

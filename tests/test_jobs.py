@@ -114,3 +114,29 @@ def test_sample_conditional_dir_sharded_equals_single(setup, tmp_path):
     r = sample_conditional_dir(setup["sampler"], sharded, setup["attr"], n, seed=3, skip=500,
                                progress=False)
     assert r["written"] == 0 and r["skipped"] == n
+
+
+def test_sample_conditional_dir_eps_scale_matches_sampler(setup, tmp_path):
+    """``eps_scale`` reaches the prior sampler: the directory job writes what
+    ``Sampler.sample_conditional`` returns with the same scaling (not the default's images),
+    and records the scaling in each image's json."""
+    n, s = 3, setup["sampler"]
+    out = tmp_path / "eps"
+    sample_conditional_dir(s, out, setup["attr"], n, seed=5, batch_size=8, skip=500,
+                           mode="mode", progress=False, eps_scale=1.1)
+    want, p = s.sample_conditional(setup["attr"], n, seed=5, batch_size=8, skip=500,
+                                   mode="mode", eps_scale=1.1)
+    plain = s.sample_conditional(setup["attr"], n, seed=5, batch_size=8, skip=500,
+                                 mode="mode", return_probs=False)
+    got = read_dir(out)
+    for k in range(n):
+        img = got[f"{k:06d}.png"].transpose(2, 0, 1)
+        ref = np.round(want[k].clamp(0, 1).numpy() * 255).astype(np.int16)
+        assert np.abs(img - ref).max() <= 1, k
+        meta = json.load(open(out / f"{k:06d}.json"))
+        assert meta["eps_scale"] == 1.1
+        assert np.allclose(meta["probabilities"], p[k].numpy(), atol=1e-6)
+    assert not torch.allclose(want, plain, atol=1e-3)
+    with pytest.raises(ValueError, match="eps_scale"):
+        sample_conditional_dir(s, tmp_path / "bad", setup["attr"], 1, eps_scale=0.0,
+                               progress=False)
