@@ -106,7 +106,7 @@ _OPTIM_FIELDS = {
     "beta1": (float, 0.9), "amsgrad": (bool, False), "eps": (float, 1e-8),
     "grad_clip": (float, 1.0),
 }
-_BETA_SCHEDULES = ("linear", "quad", "const", "jsd", "sigmoid")
+_BETA_SCHEDULES = ("linear", "quad", "const", "jsd", "sigmoid", "cosine")
 _UNET_TYPES = ("simple", "bayesian")
 
 # arch_instance -> cell ops, as the official operation table defines them.

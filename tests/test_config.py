@@ -374,7 +374,7 @@ INCONSISTENT = [
     ({"diffusion.model.ch": -32}, "diffusion.model.ch"),
     ({"diffusion.model.num_res_blocks": 0}, "diffusion.model.num_res_blocks"),
     ({"diffusion.model.type": "ncsnpp"}, "diffusion.model.type"),
-    ({"diffusion.diffusion.beta_schedule": "cosine"}, "diffusion.diffusion.beta_schedule"),
+    ({"diffusion.diffusion.beta_schedule": "cosin"}, "diffusion.diffusion.beta_schedule"),
     ({"diffusion.diffusion.num_diffusion_timesteps": 1},
      "diffusion.diffusion.num_diffusion_timesteps"),
     ({"autoencoder.num_x_bits": 9}, "autoencoder.num_x_bits"),

@@ -327,3 +327,42 @@ def test_gpu_sampler_eager_fallback_serves_v_models(v_model):
     t = torch.tensor([10.0, 900.0])
     assert rel(gs.unet_eps(zT, t), ref.unet(zT, t)) < 1e-5
 
+
+
+def test_cosine_schedule_is_nichol_dhariwal():
+    """``cosine``: abar(t) = f(t + 1) / f(0), f(u) = cos^2(pi/2 (u/T + 0.008) / 1.008), written
+    out here independently of d2c_fast.diffusion; betas capped at 0.999 at the very end."""
+    from d2c_fast import diffusion as D
+    T = 1000
+    sched = D.Schedule(D.beta_schedule("cosine", beta_start=0.0, beta_end=0.0, num_timesteps=T))
+
+    def f(u):
+        return math.cos(math.pi / 2 * (u / T + 0.008) / 1.008) ** 2
+    for t in (0, 1, 49, 50, 200, 500, 800, 950):
+        assert sched.abar(t) == pytest.approx(f(t + 1) / f(0), rel=2e-5, abs=1e-7), t
+    betas = D.beta_schedule("cosine", beta_start=0.0, beta_end=0.0, num_timesteps=T)
+    assert betas.max() == pytest.approx(0.999) and (betas > 0).all()
+    assert (np.diff(betas) >= 0).all()
+    # mid-noise share: linear reaches SNR 0.03 by t = 600, cosine only near t = 900
+    lin = D.Schedule(D.beta_schedule("linear", beta_start=1e-4, beta_end=0.02, num_timesteps=T))
+    assert lin.abar(600) < 0.03 < sched.abar(600)
+
+
+def test_cosine_schedule_model_samples_with_official_ddim():
+    import json
+    from d2c_fast.config import load_config
+    raw = json.load(open(CFG))
+    raw["diffusion"]["diffusion"]["beta_schedule"] = "cosine"
+    m = random_model(load_config(raw), seed=3)
+    sc = Sampler(m, impl="ref")
+    T = 1000
+    f = np.cos(math.pi / 2 * (np.arange(T + 1) / T + 0.008) / 1.008) ** 2
+    betas = np.minimum(1 - f[1:] / f[:-1], 0.999)
+    zT = torch.randn(2, *sc.latent_shape, generator=torch.Generator().manual_seed(0))
+    seq = list(range(0, 999, 100)) + [999]
+    with torch.no_grad():
+        want = official_ddim(m.unet, zT, seq, betas) * m.std + m.mean
+    assert rel(sc.sample_latents(2, skip=100, noise=zT), want) < 1e-5
+    # and the cosine model is not sampled with the linear schedule
+    lin = official_ddim(m.unet, zT, seq, np.linspace(1e-4, 0.02, T)) * m.std + m.mean
+    assert rel(sc.sample_latents(2, skip=100, noise=zT), lin) > 1e-3
