@@ -140,7 +140,8 @@ def cmd_sample_conditional(args) -> int:
     x, p, st = s.sample_conditional(attrs, args.n, seed=args.seed, batch_size=args.batch_size,
                                     max_draws=args.max_draws, threshold=args.threshold,
                                     skip=args.skip, mode=args.mode, return_stats=True,
-                                    progress=True, eps_scale=args.eps_scale)
+                                    progress=True, eps_scale=args.eps_scale,
+                                    guidance=args.guidance)
     if args.output:
         save_png(x, os.path.join(args.output, "{i:05d}.png"))
     if args.grid:
@@ -164,6 +165,7 @@ def cmd_eval_attributes(args) -> int:
         methods=tuple(args.methods), t0=args.t0, d2c_skip=args.d2c_skip,
         ddim_skip=args.ddim_skip, n_cond=args.n_cond, n_naive=args.n_naive,
         cond_skip=args.cond_skip, cond_eps_scale=args.cond_eps_scale,
+        cond_guidance=args.cond_guidance,
         cond_threshold=args.cond_threshold if args.cond_threshold > 0 else None,
         projector_steps=args.projector_steps,
         positive_only=not args.no_positive_only, preserve_others=not args.no_preserve,
@@ -203,7 +205,8 @@ def cmd_sample_conditional_dir(args) -> int:
                                threshold=args.threshold,
                                max_draws_per_image=args.max_draws_per_image, skip=args.skip,
                                mode=args.mode, progress=not args.quiet,
-                               eps_scale=args.eps_scale, config=args.config,
+                               eps_scale=args.eps_scale, guidance=args.guidance,
+                               config=args.config,
                                device=args.device, impl=args.impl)
     print(json.dumps(r))
     return 0
@@ -283,6 +286,9 @@ def add_parser(sub) -> None:
     p.add_argument("--skip", type=int, default=100)
     p.add_argument("--eps-scale", type=float, default=1.0,
                    help="prior sampler's epsilon scaling (1: official; see QUALITY.md)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="autoguidance weight (models with a guide prior; default: the model's "
+                        "recommended weight; 1: the prior alone, official)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--mode", default="sample", choices=["sample", "mode"])
     p.add_argument("--threads", type=int, default=None)
@@ -315,6 +321,9 @@ def add_parser(sub) -> None:
     p.add_argument("--cond-skip", type=int, default=100)
     p.add_argument("--cond-eps-scale", type=float, default=1.0,
                    help="epsilon scaling of the prior samples (conditional and naive rows)")
+    p.add_argument("--cond-guidance", type=float, default=None,
+                   help="autoguidance weight of the prior samples (conditional and naive rows; "
+                        "default: the model's recommended weight)")
     p.add_argument("--cond-threshold", type=float, default=0.9,
                    help="also report conditional samples accepted when p >= this (<= 0: off)")
     p.add_argument("--projector-steps", type=int, default=1000)
@@ -348,6 +357,9 @@ def add_parser(sub) -> None:
     p.add_argument("--skip", type=int, default=100)
     p.add_argument("--eps-scale", type=float, default=1.0,
                    help="prior sampler's epsilon scaling (1: official; see QUALITY.md)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="autoguidance weight (models with a guide prior; default: the model's "
+                        "recommended weight; 1: the prior alone, official)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--mode", default="sample", choices=["sample", "mode"])
     p.add_argument("--threads", type=int, default=None)

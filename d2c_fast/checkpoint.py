@@ -259,12 +259,15 @@ class LoadedModel:
     """What a checkpoint gives: the config, the reference modules (eval mode, CPU, fp32) and the
     latent standardisation."""
 
-    def __init__(self, config: ModelConfig, autoencoder, unet, mean, std, source: str):
+    def __init__(self, config: ModelConfig, autoencoder, unet, mean, std, source: str,
+                 guide=None):
         self.config, self.autoencoder, self.unet = config, autoencoder, unet
         self.mean, self.std, self.source = mean, std, source
+        self.guide = guide   # the autoguidance prior (config ``diffusion.guide``) or None
 
 
-def _build(cfg: ModelConfig, ae_sd: dict, unet_sd: dict, lm, path) -> LoadedModel:
+def _build(cfg: ModelConfig, ae_sd: dict, unet_sd: dict, lm, path,
+           guide_sd: dict | None = None) -> LoadedModel:
     from .models.autoencoder import AutoEncoder
     from .models.unet import UNet
     ae = AutoEncoder(cfg.autoencoder)
@@ -289,12 +292,21 @@ def _build(cfg: ModelConfig, ae_sd: dict, unet_sd: dict, lm, path) -> LoadedMode
     unet_ok = _validate_tensors("diffusion", unet_in, unet.state_dict(), path)
     ae.load_state_dict(ae_ok, strict=False)  # aliases share storage with their weight
     unet.load_state_dict(unet_ok, strict=True)
+    guide = None
+    if cfg.guide is not None:
+        guide = UNet(cfg.guide)
+        guide.load_state_dict(_validate_tensors("guide", guide_sd or {}, guide.state_dict(), path),
+                              strict=True)
+        guide.eval()
+    elif guide_sd:
+        raise CheckpointError(path, "guide tensors but no 'diffusion.guide' in the config")
     mean, std = _latent_mod(lm, cfg.latent_shape, path)
     ae.eval()
     unet.eval()
-    for p in list(ae.parameters()) + list(unet.parameters()):
+    for p in list(ae.parameters()) + list(unet.parameters()) + \
+            (list(guide.parameters()) if guide is not None else []):
         p.requires_grad_(False)
-    return LoadedModel(cfg, ae, unet, mean, std, os.fspath(path))
+    return LoadedModel(cfg, ae, unet, mean, std, os.fspath(path), guide)
 
 
 def load_official(path, config) -> LoadedModel:
@@ -350,13 +362,15 @@ def load_native(path) -> LoadedModel:
         raise CheckpointError(p, "metadata 'config' missing or not JSON") from e
     except ConfigError as e:
         raise CheckpointError(p, f"metadata 'config' is not a valid config: {e}") from e
-    sections: dict[str, dict] = {"autoencoder": {}, "diffusion": {}, "latent_mod": {}}
+    sections: dict[str, dict] = {"autoencoder": {}, "diffusion": {}, "latent_mod": {},
+                                 "guide": {}}
     for k, v in tensors.items():
         sec, _, rest = k.partition(".")
         if sec not in sections or not rest:
             raise CheckpointError(p, f"unexpected tensor {k!r}")
         sections[sec][rest] = v
-    return _build(cfg, sections["autoencoder"], sections["diffusion"], sections["latent_mod"], p)
+    return _build(cfg, sections["autoencoder"], sections["diffusion"], sections["latent_mod"], p,
+                  sections["guide"])
 
 
 def load_model(ckpt, config=None) -> LoadedModel:
@@ -397,14 +411,21 @@ UNET_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": t
 
 
 def save_native(path, config: ModelConfig, autoencoder, unet, mean, std, *,
-                unet_dtype: str = "float32") -> None:
+                unet_dtype: str = "float32", guide=None) -> None:
     """Write the native ``.safetensors`` file atomically. ``unet_dtype``: how the U-Net's
     floating-point weights are stored (``"float16"`` halves the file; every loader upcasts to
-    float32, so the model is the float32 U-Net with its weights rounded once to float16)."""
+    float32, so the model is the float32 U-Net with its weights rounded once to float16).
+    ``guide``: the autoguidance U-Net, required exactly when ``config`` has
+    ``diffusion.guide`` (stored as float32)."""
     from safetensors.torch import save_file
     if unet_dtype not in UNET_DTYPES:
         raise ValueError(f"unet_dtype must be one of {sorted(UNET_DTYPES)}, got {unet_dtype!r}")
+    if (guide is None) != (config.guide is None):
+        raise ValueError("pass guide= exactly when the config has a 'diffusion.guide' section")
     tensors = {}
+    if guide is not None:
+        for k, v in guide.state_dict().items():
+            tensors[f"guide.{k}"] = v.detach().cpu().contiguous()
     for k, v in autoencoder.state_dict().items():
         if not _is_alias(k):
             tensors[f"autoencoder.{k}"] = v.detach().cpu().contiguous()

@@ -57,7 +57,8 @@ def cmd_sample(args) -> int:
     s = _sampler(args)
     t = time.perf_counter()
     x = s.sample(args.n, skip=args.skip, eta=args.eta, seed=args.seed, mode=args.mode,
-                 batch_size=args.batch_size, progress=True, eps_scale=args.eps_scale)
+                 batch_size=args.batch_size, progress=True, eps_scale=args.eps_scale,
+                 guidance=args.guidance)
     dt = time.perf_counter() - t
     if args.output:
         save_png(x, args.output if "{i" in args.output else os.path.join(args.output, "{i:05d}.png"))
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps-scale", type=float, default=1.0,
                    help="divide each noise prediction by this (1: official; ~1.02: epsilon "
                         "scaling against exposure bias, QUALITY.md)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="autoguidance weight (models with a guide prior; default: the model's "
+                        "recommended weight; 1: the prior alone, official)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", default="sample", choices=["sample", "mode"])
     p.add_argument("--batch-size", type=int, default=None)

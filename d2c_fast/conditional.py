@@ -62,11 +62,11 @@ def acceptance(probs: torch.Tensor, u: torch.Tensor, thresholds=None) -> torch.T
 def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, seed: int = 0,
                                batch_size: int = 64, max_draws: int | None = None,
                                threshold=None, skip: int = 100, progress: bool = False,
-                               eps_scale: float = 1.0):
+                               eps_scale: float = 1.0, guidance: float | None = None):
     """Rejection-sample latents for image indices ``items`` (an int ``n`` means
     ``range(n)``). Returns ``(z (n, C, H, W), probs (n, A) float64, gens, stats)`` in the
     order of ``items``; ``gens`` are the accepted candidates' generators (positioned for the
-    decode draws). ``eps_scale``: as in ``Sampler.sample_latents``."""
+    decode draws). ``eps_scale``, ``guidance``: as in ``Sampler.sample_latents``."""
     from .edit import resolve
     from .sampler import _RNG
     attrs, _ = resolve(sampler, attrs)
@@ -85,6 +85,7 @@ def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, se
         raise ValueError(f"max_draws must be >= 1, got {max_draws}")
     thr = _thresholds(threshold, len(attrs))
     eps_scale = sampler._check_eps_scale(eps_scale)
+    guidance = sampler._check_guidance(guidance)
     seq = D.uncond_sequence(sampler.num_timesteps, skip=skip)
     next_m = {k: 0 for k in items}
     done: dict[int, tuple] = {}
@@ -125,7 +126,7 @@ def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, se
             zT = rng.randn(*sampler.latent_shape)
             u = rng.rand(1)[:, 0]
             z = sampler._unmod(sampler._run_ddim(zT, seq, 0.0, rng, progress=False,
-                                                 eps_scale=eps_scale))
+                                                 eps_scale=eps_scale, guidance=guidance))
             p = torch.stack([a.probability(z) for a in attrs], dim=1)
             ok = acceptance(p, u, thr).cpu().tolist()
             draws += len(cands)
@@ -164,14 +165,15 @@ def decode_with(sampler, z, gens, mode="sample", batch_size=None) -> torch.Tenso
 def sample_conditional(sampler, attrs, n, *, seed: int = 0, batch_size: int = 64,
                        max_draws: int | None = None, threshold=None, return_probs: bool = True,
                        skip: int = 100, mode: str = "sample", return_stats: bool = False,
-                       progress: bool = False, items=None, eps_scale: float = 1.0):
+                       progress: bool = False, items=None, eps_scale: float = 1.0,
+                       guidance: float | None = None):
     """``Sampler.sample_conditional`` (module docstring). ``items`` (instead of ``n``):
     explicit image indices (sharded jobs)."""
     with torch.inference_mode():
         z, probs, gens, stats = sample_conditional_latents(
             sampler, attrs, items if items is not None else n, seed=seed,
             batch_size=batch_size, max_draws=max_draws, threshold=threshold, skip=skip,
-            progress=progress, eps_scale=eps_scale)
+            progress=progress, eps_scale=eps_scale, guidance=guidance)
         images = decode_with(sampler, z, gens, mode, batch_size)
     out = (images,)
     if return_probs:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -89,6 +90,9 @@ _MODEL_FIELDS = {
     # output is turned into eps before the (unchanged) DDIM update. See docs/DESIGN.md.
     "prediction": (str, "eps"),
 }
+# Not official: an optional second, weaker prior for autoguidance (Karras et al. 2024).
+# Sampling then uses eps_guide + weight * (eps - eps_guide); see docs/DESIGN.md.
+_GUIDE_FIELDS = {"model": (dict, _REQ), "weight": (float, 2.0)}
 _SCHED_FIELDS = {
     "beta_schedule": (str, _REQ),
     "beta_start": (float, _REQ),
@@ -288,6 +292,8 @@ class ModelConfig:
     unet: UNetConfig
     schedule: ScheduleConfig
     raw: dict = field(repr=False)
+    guide: UNetConfig | None = None   # autoguidance prior (``diffusion.guide.model``) or None
+    guide_weight: float = 1.0         # its recommended weight (1: no guidance)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -410,34 +416,66 @@ def config_from_dict(raw: dict) -> ModelConfig:
     if not isinstance(draw, dict):
         raise ConfigError("diffusion", "expected a mapping")
     known = {"data": _DATA_FIELDS, "model": _MODEL_FIELDS, "diffusion": _SCHED_FIELDS,
-             "training": _TRAINING_FIELDS, "sampling": _SAMPLING_FIELDS, "optim": _OPTIM_FIELDS}
+             "training": _TRAINING_FIELDS, "sampling": _SAMPLING_FIELDS, "optim": _OPTIM_FIELDS,
+             "guide": _GUIDE_FIELDS}
     for k in draw:
         if k not in known:
             raise ConfigError(f"diffusion.{k}", "unknown field")
     d = {}
     for k, spec in known.items():
+        if k == "guide" and k not in draw:
+            continue
         required = k in ("data", "model", "diffusion")
         if required and k not in draw:
             raise ConfigError(f"diffusion.{k}", "missing required section")
         d[k] = _section(draw.get(k), spec, f"diffusion.{k}", allow_missing=not required)
     _validate_ae(ae)
     _validate_diffusion(d, ae)
-    m = d["model"]
-    unet = UNetConfig(type=m["type"], in_channels=m["in_channels"], out_ch=m["out_ch"], ch=m["ch"],
+    unet = _unet_config(d["model"], d)
+    guide, guide_weight = None, 1.0
+    if "guide" in d:
+        g = d["guide"]
+        g["model"] = _section(g["model"], _MODEL_FIELDS, "diffusion.guide.model")
+        try:
+            _validate_diffusion({**d, "model": g["model"]}, ae)
+        except ConfigError as e:
+            msg = str(e).split("': ", 1)[-1]
+            raise ConfigError(e.field.replace("diffusion.model", "diffusion.guide.model"),
+                              msg) from None
+        if g["model"]["prediction"] != d["model"]["prediction"]:
+            raise ConfigError("diffusion.guide.model.prediction",
+                              f"{g['model']['prediction']!r} differs from the prior's "
+                              f"{d['model']['prediction']!r}")
+        if g["model"]["type"] != "simple":
+            raise ConfigError("diffusion.guide.model.type", "must be 'simple'")
+        if not (math.isfinite(g["weight"]) and g["weight"] > 0):
+            raise ConfigError("diffusion.guide.weight", f"must be a finite number > 0, got "
+                              f"{g['weight']}")
+        guide, guide_weight = _unet_config(g["model"], d), float(g["weight"])
+        _drop_defaults(g["model"])
+    _drop_defaults(d["model"])
+    return ModelConfig(autoencoder=AutoencoderConfig(**ae), unet=unet,
+                       schedule=ScheduleConfig(**d["diffusion"]),
+                       raw={"autoencoder": ae, "diffusion": d}, guide=guide,
+                       guide_weight=guide_weight)
+
+
+def _unet_config(m: dict, d: dict) -> UNetConfig:
+    return UNetConfig(type=m["type"], in_channels=m["in_channels"], out_ch=m["out_ch"], ch=m["ch"],
                       ch_mult=list(m["ch_mult"]), num_res_blocks=m["num_res_blocks"],
                       attn_resolutions=list(m["attn_resolutions"]), dropout=m["dropout"],
                       resamp_with_conv=m["resamp_with_conv"], resolution=d["data"]["image_size"],
                       num_timesteps=d["diffusion"]["num_diffusion_timesteps"],
                       norm_groups=m["norm_groups"], prediction=m["prediction"])
-    # Our extensions at their official values are left out: the normalised JSON (and the
-    # model fingerprints derived from it) of official-layout configs stay as they were.
+
+
+def _drop_defaults(m: dict) -> None:
+    """Our extensions at their official values are left out: the normalised JSON (and the
+    model fingerprints derived from it) of official-layout configs stay as they were."""
     if m["norm_groups"] == 32:
         del m["norm_groups"]
     if m["prediction"] == "eps":
         del m["prediction"]
-    return ModelConfig(autoencoder=AutoencoderConfig(**ae), unet=unet,
-                       schedule=ScheduleConfig(**d["diffusion"]),
-                       raw={"autoencoder": ae, "diffusion": d})
 
 
 def load_config(src) -> ModelConfig:

@@ -123,12 +123,14 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
                            batch_size: int = 64, chunk: int | None = None, threshold=None,
                            max_draws_per_image: int = 100, skip: int = 100,
                            mode: str = "sample", progress: bool = True, rank=None, world=None,
-                           eps_scale: float = 1.0, **sampler_kw) -> dict:
+                           eps_scale: float = 1.0, guidance: float | None = None,
+                           **sampler_kw) -> dict:
     """Write ``n`` conditional samples ``{k:06d}.png`` (+ ``{k:06d}.json``: probabilities and
     attempts) to ``output_dir``. Image ``k`` depends only on ``(seed, k)``. ``chunk`` images
     (default ``batch_size``) are rejection-sampled together with a budget of
     ``max_draws_per_image * chunk + 1000`` draws. ``eps_scale``: the prior sampler's epsilon
-    scaling (as in ``Sampler.sample_latents``; 1 = official), recorded in every ``.json``."""
+    scaling and ``guidance`` its autoguidance weight (as in ``Sampler.sample_latents``),
+    both recorded in every ``.json``."""
     from .attributes import Attribute
     from .conditional import decode_with, sample_conditional_latents
     from .images import save_png
@@ -151,12 +153,14 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
         with torch.inference_mode():
             z, p, gens, st = sample_conditional_latents(
                 s, attrs, ks, seed=seed, batch_size=batch_size, threshold=threshold, skip=skip,
-                max_draws=max_draws_per_image * len(ks) + 1000, eps_scale=eps_scale)
+                max_draws=max_draws_per_image * len(ks) + 1000, eps_scale=eps_scale,
+                guidance=guidance)
             x = decode_with(s, z, gens, mode)
         draws += st["draws"]
         for j, k in enumerate(ks):
             _atomic_text(os.path.join(out, f"{k:06d}.json"), json.dumps(
                 {"index": k, "seed": seed, "eps_scale": float(eps_scale),
+                 "guidance": s._check_guidance(guidance),
                  "attributes": st["attributes"],
                  "probabilities": [float(v) for v in p[j]], "attempts": st["attempts"][j]}))
             save_png(x[j], os.path.join(out, f"{k:06d}.png"))

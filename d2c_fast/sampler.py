@@ -110,12 +110,16 @@ class Sampler:
                                 dtype=torch.float64)
             self._v_coefs = (abar.sqrt().float().to(self.device),
                              (1 - abar).sqrt().float().to(self.device))
-        ae, unet = loaded.autoencoder, loaded.unet
+        ae, unet, guide = loaded.autoencoder, loaded.unet, loaded.guide
         if impl == "fast":
             from .models.plan import build_fast_autoencoder, build_fast_unet
             ae, unet = build_fast_autoencoder(ae), build_fast_unet(unet)
+            guide = build_fast_unet(guide) if guide is not None else None
         self.autoencoder = ae.to(self.device, self.dtype)
         self.unet_model = unet.to(self.device, self.dtype)
+        # autoguidance prior (config ``diffusion.guide``; not in the official release)
+        self.guide_model = guide.to(self.device, self.dtype) if guide is not None else None
+        self.guidance = self.config.guide_weight   # the model's recommended weight (1: none)
         self.bernoulli = self.autoencoder.bernoulli
         self._gpu = None
         if impl == "fast" and self.device.type == "cuda":
@@ -156,6 +160,32 @@ class Sampler:
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self._as_eps(self.unet_model(x.to(self.dtype), t).float(), x, t)
+
+    def _guided_eps(self, guidance: float, eps_scale: float = 1.0):
+        """The prior's noise prediction as sampling uses it: autoguidance
+        ``eps_g + w (eps - eps_g)`` with the guide prior when ``guidance`` w != 1, divided by
+        ``eps_scale``."""
+        def model(x, t):
+            e = self._eps(x, t)
+            if guidance != 1.0:
+                eg = self._as_eps(self.guide_model(x.to(self.dtype), t).float(), x, t)
+                e = eg + guidance * (e - eg)
+            return e / eps_scale if eps_scale != 1.0 else e
+        return model
+
+    def _check_guidance(self, guidance) -> float:
+        """``None`` -> the model's recommended weight; otherwise a finite number >= 0 (1: the
+        prior alone, the official sampler), and != 1 only for a model with a guide prior."""
+        if guidance is None:
+            return self.guidance
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) \
+                or not math.isfinite(guidance) or guidance < 0:
+            raise ValueError(f"guidance must be a finite number >= 0, got {guidance!r}")
+        if guidance != 1 and self.guide_model is None:
+            raise ValueError(f"guidance={guidance} needs a model with a guide prior (config "
+                             "'diffusion.guide'); this one has none, so only guidance=1 (or "
+                             "None) is possible")
+        return float(guidance)
 
     def _as_eps(self, out: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The U-Net's fp32 output at ``(x, t)`` as a noise prediction (v models converted)."""
@@ -261,10 +291,11 @@ class Sampler:
             skip = 100
         return D.uncond_sequence(self.num_timesteps, skip=skip, steps=steps)
 
-    def _run_ddim(self, x, seq, eta, rng: _RNG, progress, eps_scale: float = 1.0):
+    def _run_ddim(self, x, seq, eta, rng: _RNG, progress, eps_scale: float = 1.0,
+                  guidance: float = 1.0):
         model = self._eps
-        if eps_scale != 1.0:
-            model = lambda x_, t_: self._eps(x_, t_) / eps_scale  # noqa: E731
+        if eps_scale != 1.0 or guidance != 1.0:
+            model = self._guided_eps(guidance, eps_scale)
         elif self._gpu is not None and not progress:
             return self._gpu.run_ddim(x, seq, eta, lambda i: rng.randn(*self.latent_shape))
         bar = None
@@ -287,11 +318,12 @@ class Sampler:
         return float(eps_scale)
 
     def _sample_latents(self, n, seq, eta, rng: _RNG, noise, batch_size, progress,
-                        eps_scale: float = 1.0):
+                        eps_scale: float = 1.0, guidance: float = 1.0):
         zT = self._noise(noise, n, rng)
         out = []
         for a, b in self._chunks(n, batch_size):
-            x = self._run_ddim(zT[a:b], seq, eta, _SubRNG(rng, a, b), progress, eps_scale)
+            x = self._run_ddim(zT[a:b], seq, eta, _SubRNG(rng, a, b), progress, eps_scale,
+                               guidance)
             out.append(self._unmod(x))
         return torch.cat(out)
 
@@ -300,7 +332,7 @@ class Sampler:
                        timesteps: Sequence[int] | None = None, eta: float = 0.0,
                        generator=None, seed: int | None = None, noise: torch.Tensor | None = None,
                        batch_size: int | None = None, progress: bool = False,
-                       eps_scale: float = 1.0) -> torch.Tensor:
+                       eps_scale: float = 1.0, guidance: float | None = None) -> torch.Tensor:
         """Sample raw latents ``(n, C, d, d)`` from the diffusion prior with DDIM.
 
         Sequence: ``skip`` (default 100: the official ``range(0, T-1, skip) + [T-1]``), or
@@ -309,30 +341,39 @@ class Sampler:
         from ``seed`` / ``generator``. ``eps_scale``: every noise prediction is divided by it
         (1: the official sampler; slightly above 1 counters the exposure bias of an imperfect
         prior, "epsilon scaling", Ning et al. 2024; see QUALITY.md for its measured effect;
-        on a GPU a value other than 1 runs the eager DDIM loop, not the captured graph)."""
+        on a GPU a value other than 1 runs the eager DDIM loop, not the captured graph).
+        ``guidance``: autoguidance weight w for models with a guide prior (config
+        ``diffusion.guide``; Karras et al. 2024): ``eps_guide + w (eps - eps_guide)``. ``None``
+        (default): the model's recommended weight (``Sampler.guidance``; 1 for models without
+        a guide, such as every official checkpoint); 1: the prior alone, the official sampler.
+        Costs one guide U-Net call per step; eager on a GPU like ``eps_scale``."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         eps_scale = self._check_eps_scale(eps_scale)
+        guidance = self._check_guidance(guidance)
         seq = self._uncond_seq(skip, steps, timesteps)
         rng = _RNG(n, self.device, generator, seed)
-        return self._sample_latents(n, seq, eta, rng, noise, batch_size, progress, eps_scale)
+        return self._sample_latents(n, seq, eta, rng, noise, batch_size, progress, eps_scale,
+                                    guidance)
 
     @torch.inference_mode()
     def sample(self, n: int, *, skip: int | None = None, steps: int | None = None,
                timesteps: Sequence[int] | None = None, eta: float = 0.0, generator=None,
                seed: int | None = None, noise: torch.Tensor | None = None, mode: str = "sample",
                batch_size: int | None = None, progress: bool = False,
-               eps_scale: float = 1.0) -> torch.Tensor:
+               eps_scale: float = 1.0, guidance: float | None = None) -> torch.Tensor:
         """Unconditional images ``(n, C, H, W)`` in [0, 1]: :meth:`sample_latents` then decode
         (``mode`` as in :meth:`decode`). With ``seed``, each image's decode draws continue its
-        own generator, so image ``i`` depends only on ``seed + i``. ``eps_scale`` as in
-        :meth:`sample_latents`."""
+        own generator, so image ``i`` depends only on ``seed + i``. ``eps_scale`` and
+        ``guidance`` as in :meth:`sample_latents`."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         eps_scale = self._check_eps_scale(eps_scale)
+        guidance = self._check_guidance(guidance)
         seq = self._uncond_seq(skip, steps, timesteps)
         rng = _RNG(n, self.device, generator, seed)
-        z = self._sample_latents(n, seq, eta, rng, noise, batch_size, progress, eps_scale)
+        z = self._sample_latents(n, seq, eta, rng, noise, batch_size, progress, eps_scale,
+                                 guidance)
         out = []
         for a, b in self._chunks(n, batch_size):
             logits = self._decode_logits(z[a:b])
@@ -405,20 +446,21 @@ class Sampler:
                            max_draws: int | None = None, threshold=None,
                            return_probs: bool = True, skip: int = 100, mode: str = "sample",
                            return_stats: bool = False, progress: bool = False,
-                           eps_scale: float = 1.0):
+                           eps_scale: float = 1.0, guidance: float | None = None):
         """Conditional samples by the paper's rejection sampling: prior latents (DDIM,
         ``skip``) accepted with the classifier's probability (product over ``attrs``), or
         when every probability is ``>= threshold``. Returns ``images`` or ``(images, probs)``
         (``probs`` ``(n, len(attrs))``), plus ``stats`` with ``return_stats``. Image ``k``
         depends only on ``(seed, k)``. ``RareAttributeError`` (a ``ValueError``) with the
         observed acceptance rate when ``max_draws`` (default ``100 * n + 1000``) is not
-        enough. ``eps_scale``: as in :meth:`sample_latents`. See :mod:`d2c_fast.conditional`."""
+        enough. ``eps_scale``, ``guidance``: as in :meth:`sample_latents`. See
+        :mod:`d2c_fast.conditional`."""
         from .conditional import sample_conditional
         return sample_conditional(self, attrs, n, seed=seed, batch_size=batch_size,
                                   max_draws=max_draws, threshold=threshold,
                                   return_probs=return_probs, skip=skip, mode=mode,
                                   return_stats=return_stats, progress=progress,
-                                  eps_scale=eps_scale)
+                                  eps_scale=eps_scale, guidance=guidance)
 
 
 class _SubRNG(_RNG):

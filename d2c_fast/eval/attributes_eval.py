@@ -32,7 +32,8 @@ Per attribute (default ``blond_hair``, ``red_lipstick``, ``beard``):
   real ``test`` images with the attribute, acceptance rate; the same with the threshold rule
   (accept when ``p >= cond_threshold``; keys ``threshold_*``; ``None`` skips it); the "naive"
   row: ``n_naive`` unconditional samples against the same class. ``cond_eps_scale``: the
-  prior sampler's epsilon scaling for both (1: official).
+  prior sampler's epsilon scaling for both (1: official), ``cond_guidance`` its autoguidance
+  weight (``None``: the model's recommended weight).
 * **Latency** (batch 1, this CPU): one ``d2c`` edit (encode + edit + decode, fast plan) vs
   the projector baseline (``projector_steps`` Adam steps through the decoder + edit + decode,
   on the reference modules: the fused ops have no backward); the ratio.
@@ -93,7 +94,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         t0: int = 50, d2c_skip: int = 50,
                         ddim_skip: int = 100, n_cond: int = 100, n_naive: int = 200,
                         cond_skip: int = 100, cond_threshold: float | None = 0.9,
-                        cond_eps_scale: float = 1.0,
+                        cond_eps_scale: float = 1.0, cond_guidance: float | None = None,
                         max_draws: int | None = None,
                         projector_steps: int = 1000, latency_repeats: int = 5,
                         positive_only: bool = True, seed: int = 0, data_seed: int = 0,
@@ -148,6 +149,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         "ddim_skip": ddim_skip, "n_cond": n_cond, "n_naive": n_naive,
                         "cond_skip": cond_skip, "cond_threshold": cond_threshold,
                         "cond_eps_scale": cond_eps_scale,
+                        "cond_guidance": s._check_guidance(cond_guidance),
                         "projector_steps": projector_steps,
                         "seed": seed, "data_seed": data_seed, "decode": "mode",
                         "preserve_others": preserve_others,
@@ -177,7 +179,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
     if n_cond:
         naive = torch.cat([s.sample(min(batch_size, n_naive - i), skip=cond_skip,
                                     seed=seed + 10_000_000 + i, mode="mode",
-                                    eps_scale=cond_eps_scale)
+                                    eps_scale=cond_eps_scale, guidance=cond_guidance)
                            for i in range(0, n_naive, batch_size)])
         p_naive, f_naive = orc.predict(naive), orc.features(naive)
         log(f"naive: {n_naive} unconditional samples in {time.perf_counter() - t:.1f} s")
@@ -312,7 +314,8 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                                                       batch_size=batch_size, skip=cond_skip,
                                                       mode="mode", max_draws=max_draws,
                                                       threshold=thr, return_stats=True,
-                                                      eps_scale=cond_eps_scale)
+                                                      eps_scale=cond_eps_scale,
+                                                      guidance=cond_guidance)
                     pcond = orc.predict(xc)
                     cond.update({
                         prefix + "precision": float((pcond[:, a_idx] > 0.5).float().mean()),

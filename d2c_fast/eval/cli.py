@@ -27,7 +27,7 @@ def cmd_evaluate(args) -> int:
     apply_threads(args)
     r = evaluate(args.model, args.oracle, n_heldout=args.n_heldout, n_probe=args.n_probe,
                  n_samples=args.n_samples, sample_steps=args.steps, seed=args.seed,
-                 eps_scale=args.eps_scale)
+                 eps_scale=args.eps_scale, guidance=args.guidance)
     text = json.dumps(r, indent=1)
     print(text)
     if args.json:
@@ -63,6 +63,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, default=50, help="DDIM steps per sample")
     p.add_argument("--eps-scale", type=float, default=1.0,
                    help="sampler's epsilon scaling (Sampler.sample eps_scale; 1: official)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="autoguidance weight (Sampler.sample guidance; default: the model's "
+                        "recommended weight; 1: the prior alone)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")

@@ -21,7 +21,7 @@ def _render(ds, n):
 def evaluate(model_path, oracle_path, *, n_heldout: int = 1000, n_probe: int = 100,
              n_samples: int = 1000, n_data: int = 2000, sample_steps: int = 50,
              seed: int = 0, data_seed: int = 0, batch_size: int = 100,
-             eps_scale: float = 1.0) -> dict:
+             eps_scale: float = 1.0, guidance: float | None = None) -> dict:
     from ..data import ATTRIBUTES, FacesDataset
     from ..sampler import Sampler
     from .fid import frechet_distance
@@ -35,7 +35,9 @@ def evaluate(model_path, oracle_path, *, n_heldout: int = 1000, n_probe: int = 1
                                           split="test"), n_heldout)
     data_x, data_y = _render(FacesDataset(n_data, resolution=R, seed=data_seed,
                                           split="train"), n_data)
-    res = {"model": str(model_path), "resolution": R, "eps_scale": eps_scale}
+    guidance = s._check_guidance(guidance)
+    res = {"model": str(model_path), "resolution": R, "eps_scale": eps_scale,
+           "guidance": guidance}
     res["psnr_db"] = reconstruction_psnr(s, held_x, batch_size)
     z = torch.cat([s.encode(held_x[i:i + batch_size]) for i in range(0, n_heldout, batch_size)])
     z = z.flatten(1)
@@ -48,7 +50,8 @@ def evaluate(model_path, oracle_path, *, n_heldout: int = 1000, n_probe: int = 1
                        "l2": l2}
     res["probe"] = probe
     samples = torch.cat([s.sample(min(batch_size, n_samples - i), steps=sample_steps,
-                                  seed=seed + i, mode="mode", eps_scale=eps_scale)
+                                  seed=seed + i, mode="mode", eps_scale=eps_scale,
+                                  guidance=guidance)
                          for i in range(0, n_samples, batch_size)])
     p_s = oracle.predict(samples)
     rates_s = (p_s > 0.5).float().mean(0)

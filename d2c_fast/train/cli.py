@@ -1,7 +1,7 @@
 """``d2c-fast train``: the training command (wired into ``d2c_fast.cli`` by ``add_parser``).
 
     d2c-fast train d2c_fast/configs/builtin_train.json -o runs/builtin [--resume]
-        [--stage ae|diffusion|all] [--max-minutes M] [--threads N] [--export PATH]
+        [--stage ae|diffusion|guide|all] [--max-minutes M] [--threads N] [--export PATH]
     torchrun --nproc_per_node=2 -m d2c_fast train CONFIG -o OUT      # data-parallel
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="run folder (checkpoints, logs, export)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUTPUT (finished stages are skipped)")
-    p.add_argument("--stage", default="all", choices=["all", "ae", "diffusion"])
+    p.add_argument("--stage", default="all", choices=["all", "ae", "diffusion", "guide"])
     p.add_argument("--max-minutes", type=float, default=None,
                    help="total wall-clock budget (overrides the config's max_minutes)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..diffusion import beta_schedule
+from ..errors import ConfigError
 from ..models.unet import UNet
 from .engine import (EMA, DataOrder, DistInfo, StageTrainer, TrainConfig, autocast, barrier,
                      load_checkpoint, lr_at, save_checkpoint, set_lr, step_generator, step_seed)
@@ -101,10 +102,19 @@ class DiffusionTrainer(StageTrainer):
     stage = "diffusion"
 
     def __init__(self, tc: TrainConfig, model_cfg, latents: torch.Tensor, out_dir: str,
-                 info: DistInfo, max_seconds=None):
+                 info: DistInfo, max_seconds=None, guide: bool = False):
+        """``guide``: train the autoguidance prior (``diffusion.guide.model`` of the model
+        config) instead of the prior: the same loss, settings (``tc.diffusion``), batches,
+        timesteps and noise; its own checkpoint ``ckpt-guide.pt`` and log."""
+        if guide:
+            if model_cfg.guide is None:
+                raise ConfigError("diffusion.guide", "the model config has no guide prior")
+            self.stage = "guide"
         super().__init__(tc, out_dir, info, tc.diffusion.steps, max_seconds)
         st = tc.diffusion
         raw = model_cfg.raw["diffusion"]
+        ucfg = model_cfg.guide if guide else model_cfg.unet
+        mraw = raw["guide"]["model"] if guide else raw["model"]
         self.st, self.model_cfg = st, model_cfg
         self.optim_cfg = raw["optim"]
         self.batch_size = st.batch_size or raw["training"]["batch_size"]
@@ -114,7 +124,7 @@ class DiffusionTrainer(StageTrainer):
         self.abar = alphas_cumprod(model_cfg.schedule).to(dev)
         self.T = model_cfg.schedule.num_diffusion_timesteps
         torch.manual_seed(step_seed(tc.seed, "init", 2))
-        self.unet = UNet(model_cfg.unet).to(dev)
+        self.unet = UNet(ucfg).to(dev)
         self.unet.train()
         torch.manual_seed(step_seed(tc.seed, "init", 3, info.rank))  # dropout, per rank
         self.ddp = self.unet
@@ -128,8 +138,8 @@ class DiffusionTrainer(StageTrainer):
         self.opt = torch.optim.Adam(self.unet.parameters(), lr=self.lr,
                                     weight_decay=o["weight_decay"], betas=(o["beta1"], 0.999),
                                     amsgrad=o["amsgrad"], eps=o["eps"])
-        m = raw["model"]
-        self.ema = EMA(self.unet, m["ema_rate"], warmup=st.ema_warmup) if m["ema"] else None
+        self.ema = (EMA(self.unet, mraw["ema_rate"], warmup=st.ema_warmup) if mraw["ema"]
+                    else None)
         self.order = DataOrder(latents.shape[0], self.batch_size, tc.seed, "diffusion",
                                info.rank, info.world)
 

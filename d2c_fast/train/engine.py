@@ -110,6 +110,7 @@ class TrainConfig:
     diffusion: DiffusionStageConfig = field(default_factory=DiffusionStageConfig)
     max_minutes: Optional[float] = None  # total budget (both stages + export)
     ae_share: float = 0.65            # share of the remaining total budget given to stage 1
+    guide_share: float = 0.15         # share of stage 2's time for the guide prior (if any)
     export_unet_dtype: str = "float32"  # U-Net weights in the exported file (float16: half size)
     checkpoint_every_steps: int = 500
     checkpoint_every_minutes: float = 5.0
@@ -201,6 +202,8 @@ def _validate(c: TrainConfig) -> None:
         raise ConfigError("train.export_unet_dtype", f"must be one of {sorted(UNET_DTYPES)}")
     if not 0 < c.ae_share <= 1:
         raise ConfigError("train.ae_share", "must be in (0, 1]")
+    if not 0 < c.guide_share < 1:
+        raise ConfigError("train.guide_share", "must be in (0, 1)")
 
 
 def as_train_config(src) -> TrainConfig:

@@ -9,6 +9,7 @@ Run folder layout (``out_dir``)::
     autoencoder.pt      the trained query autoencoder (after BN recalibration)
     latents.pt          encoded training latents (+ flips), mean, std
     ckpt-diffusion.pt   stage-2 checkpoint (U-Net, EMA, optimiser, RNG, step)
+    ckpt-guide.pt       the guide prior's checkpoint (only for configs with diffusion.guide)
     model.safetensors   the export: d2c_fast.Sampler(out_dir + "/model.safetensors")
     log.jsonl, log-ae.jsonl, log-diffusion.jsonl
 """
@@ -42,7 +43,10 @@ def train(config, out_dir, resume: bool = True, *, stage: str = "all",
     """Train a D2C model: ``config`` is a :class:`TrainConfig`, a dict, or a JSON path.
 
     ``stage``: ``"ae"`` (stage 1 only), ``"diffusion"`` (stage 2 + export; needs a finished
-    stage 1 in ``out_dir``) or ``"all"``. ``max_minutes`` overrides the config's total
+    stage 1 in ``out_dir``), ``"guide"`` (only the autoguidance prior of a model config with
+    ``diffusion.guide``, + export; needs a finished stage 2) or ``"all"``. With a guide, the
+    guide trains after the prior, on ``guide_share`` of stage 2's time (``"guide"``: all of
+    the time given). ``max_minutes`` overrides the config's total
     budget. ``dataset``: an optional ``Dataset`` of ``(image, ...)`` items used instead of
     ``config.data``. With ``resume`` (default), finished stages are skipped and an
     interrupted stage continues from its last checkpoint; without it, a folder that already
@@ -51,13 +55,17 @@ def train(config, out_dir, resume: bool = True, *, stage: str = "all",
     """
     t_start = time.perf_counter()
     tc = as_train_config(config)
-    if stage not in ("all", "ae", "diffusion"):
-        raise ConfigError("stage", f"must be 'all', 'ae' or 'diffusion', got {stage!r}")
+    if stage not in ("all", "ae", "diffusion", "guide"):
+        raise ConfigError("stage", f"must be 'all', 'ae', 'diffusion' or 'guide', got "
+                          f"{stage!r}")
     if max_minutes is not None:
         tc.max_minutes = float(max_minutes)
     if progress is not None:
         tc.progress = bool(progress)
     model_cfg = tc.model_config()
+    if stage == "guide" and model_cfg.guide is None:
+        raise ConfigError("diffusion.guide", "stage 'guide' needs a model config with a guide "
+                          "prior (diffusion.guide)")
     out_dir = os.path.abspath(os.fspath(out_dir))
     info = init_distributed(tc.device)
     threads_before = torch.get_num_threads()
@@ -129,28 +137,48 @@ def _train(tc: TrainConfig, model_cfg, out_dir, info: DistInfo, resume, stage, d
               seconds=round(time.perf_counter() - t0, 1),
               mean=[round(v, 4) for v in mean.flatten().tolist()],
               std=[round(v, 4) for v in std.flatten().tolist()])
+    has_guide = model_cfg.guide is not None
     t0 = time.perf_counter()
     dif = DiffusionTrainer(tc, model_cfg, latents, out_dir, info,
-                           max_seconds=_stage_seconds(tc.diffusion.max_minutes, left(), 1.0))
-    dif.run(resume=resume)
-    log_event(out_dir, info, event="diffusion_done", step=dif.step,
-              seconds=round(time.perf_counter() - t0, 1),
-              img_per_s=round(getattr(dif, "last_rate", 0.0), 2))
+                           max_seconds=_stage_seconds(tc.diffusion.max_minutes, left(),
+                                                      1.0 - tc.guide_share if has_guide
+                                                      else 1.0))
+    if stage == "guide":
+        if not (dif.try_resume() and dif.done):
+            raise FileNotFoundError(f"{out_dir}/ckpt-diffusion.pt is missing or unfinished: "
+                                    "stage 'guide' needs a finished stage 2")
+    else:
+        dif.run(resume=resume)
+        log_event(out_dir, info, event="diffusion_done", step=dif.step,
+                  seconds=round(time.perf_counter() - t0, 1),
+                  img_per_s=round(getattr(dif, "last_rate", 0.0), 2))
+    guide = None
+    if has_guide:
+        t0 = time.perf_counter()
+        gtr = DiffusionTrainer(tc, model_cfg, latents, out_dir, info, guide=True,
+                               max_seconds=_stage_seconds(None, left(), 1.0))
+        gtr.run(resume=resume)
+        log_event(out_dir, info, event="guide_done", step=gtr.step,
+                  seconds=round(time.perf_counter() - t0, 1),
+                  img_per_s=round(getattr(gtr, "last_rate", 0.0), 2))
+        guide = gtr.ema_unet()
     path = export_path or os.path.join(out_dir, "model.safetensors")
     if info.is_main:
-        export(path, model_cfg, ae, dif.ema_unet(), mean, std, tc.export_unet_dtype)
+        export(path, model_cfg, ae, dif.ema_unet(), mean, std, tc.export_unet_dtype, guide)
         log_event(out_dir, info, event="export", path=path,
                   total_seconds=round(time.perf_counter() - t_start, 1))
     barrier(info)
     return path if info.is_main else None
 
 
-def export(path, model_cfg, ae, unet, mean, std, unet_dtype: str = "float32") -> None:
+def export(path, model_cfg, ae, unet, mean, std, unet_dtype: str = "float32",
+           guide=None) -> None:
     """The native ``.safetensors`` that ``d2c_fast.Sampler(path)`` loads (MoCo head, key
-    encoder and queue are not part of it); ``unet_dtype``: see ``save_native``."""
+    encoder and queue are not part of it); ``unet_dtype``: see ``save_native``; ``guide``:
+    the guide prior (EMA weights) for configs with ``diffusion.guide``."""
     from ..checkpoint import save_native
     save_native(path, model_cfg, ae.cpu().eval(), unet.cpu().eval(), mean.cpu(), std.cpu(),
-                unet_dtype=unet_dtype)
+                unet_dtype=unet_dtype, guide=guide.cpu().eval() if guide is not None else None)
 
 
 def export_run(out_dir, path=None, unet_dtype=None) -> str:
@@ -160,21 +188,26 @@ def export_run(out_dir, path=None, unet_dtype=None) -> str:
     from .autoencoder import load_trained_autoencoder
     from .diffusion import DiffusionTrainer
     from .engine import load_checkpoint
+    from ..models.unet import UNet
     cfg = load_config(os.path.join(out_dir, "model_config.json"))
     ae = load_trained_autoencoder(out_dir, cfg)
     lat = load_checkpoint(os.path.join(out_dir, "latents.pt"))
-    ck = load_checkpoint(os.path.join(out_dir, "ckpt-diffusion.pt"))["state"]
-    from ..models.unet import UNet
-    unet = UNet(cfg.unet)
-    unet.load_state_dict(ck["unet"])
-    if "ema" in ck:
-        for n, p in unet.named_parameters():
-            if n in ck["ema"]["shadow"]:
-                p.data.copy_(ck["ema"]["shadow"][n])
+
+    def ema_unet(ucfg, name):
+        ck = load_checkpoint(os.path.join(out_dir, name))["state"]
+        unet = UNet(ucfg)
+        unet.load_state_dict(ck["unet"])
+        if "ema" in ck:
+            for n, p in unet.named_parameters():
+                if n in ck["ema"]["shadow"]:
+                    p.data.copy_(ck["ema"]["shadow"][n])
+        return unet
+    unet = ema_unet(cfg.unet, "ckpt-diffusion.pt")
+    guide = ema_unet(cfg.guide, "ckpt-guide.pt") if cfg.guide is not None else None
     path = path or os.path.join(out_dir, "model.safetensors")
     if unet_dtype is None:
         tc_path = os.path.join(out_dir, "train_config.json")
         unet_dtype = (TrainConfig.load(tc_path).export_unet_dtype if os.path.exists(tc_path)
                       else "float32")
-    export(path, cfg, ae, unet, lat["mean"], lat["std"], unet_dtype)
+    export(path, cfg, ae, unet, lat["mean"], lat["std"], unet_dtype, guide)
     return path

@@ -1,0 +1,167 @@
+"""Autoguidance (a second, weaker prior in the model file; Karras et al. 2024): config
+validation, file round trip, the sampler's combination written out against the official
+DDIM formula, and training the guide in the pipeline (tiny model)."""
+import copy
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from d2c_fast import Sampler
+from d2c_fast.checkpoint import load_model, save_native
+from d2c_fast.config import load_config
+from d2c_fast.errors import CheckpointError, ConfigError
+from d2c_fast.models.random_init import random_model
+from d2c_fast.models.unet import UNet
+from d2c_fast.train import TrainConfig, train
+from d2c_fast.train.pipeline import export_run
+from d2c_fast.train.testing import tiny_model_dict, tiny_train_dict
+
+
+def guided_dict(weight=2.0, **guide_model):
+    d = tiny_model_dict(16)
+    g = copy.deepcopy(d["diffusion"]["model"])
+    g.update({"ch": 8, "norm_groups": 4}, **guide_model)
+    d["diffusion"]["guide"] = {"model": g, "weight": weight}
+    return d
+
+
+def with_guide(d, seed=7):
+    """A random model for config dict ``d`` plus a random guide U-Net."""
+    m = random_model(d, seed=1)
+    torch.manual_seed(seed)
+    g = UNet(m.config.guide)
+    with torch.no_grad():
+        for n, p in g.named_parameters():
+            if n.endswith(".bias"):
+                p.normal_(0, 0.1)
+    m.guide = g.eval()
+    return m
+
+
+def test_config_guide_validated_and_absent_by_default():
+    plain = load_config(tiny_model_dict(16))
+    assert plain.guide is None and plain.guide_weight == 1.0
+    assert "guide" not in plain.raw["diffusion"]
+    c = load_config(guided_dict(2.5))
+    assert c.guide.ch == 8 and c.guide.resolution == c.unet.resolution and c.guide_weight == 2.5
+    with pytest.raises(ConfigError, match="diffusion.guide.model.in_channels"):
+        load_config(guided_dict(in_channels=3))
+    with pytest.raises(ConfigError, match="diffusion.guide.model.prediction"):
+        load_config(guided_dict(prediction="v"))
+    with pytest.raises(ConfigError, match="diffusion.guide.weight"):
+        load_config(guided_dict(0.0))
+    with pytest.raises(ConfigError, match="diffusion.guide.model"):
+        load_config(guided_dict(bogus=1))
+    d = guided_dict()
+    del d["diffusion"]["guide"]["model"]
+    with pytest.raises(ConfigError, match="diffusion.guide.model"):
+        load_config(d)
+
+
+def test_file_round_trip_and_mismatches(tmp_path):
+    m = with_guide(guided_dict())
+    p = str(tmp_path / "g.safetensors")
+    save_native(p, m.config, m.autoencoder, m.unet, m.mean, m.std, guide=m.guide)
+    back = load_model(p)
+    for (k, a), (k2, b) in zip(m.guide.state_dict().items(), back.guide.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    with pytest.raises(ValueError, match="guide"):
+        save_native(str(tmp_path / "x.safetensors"), m.config, m.autoencoder, m.unet, m.mean,
+                    m.std)
+    plain = random_model(tiny_model_dict(16), seed=1)
+    with pytest.raises(ValueError, match="guide"):
+        save_native(str(tmp_path / "y.safetensors"), plain.config, plain.autoencoder,
+                    plain.unet, plain.mean, plain.std, guide=m.guide)
+    # a file whose guide tensors are missing one is refused with the key named
+    t = load_file(p)
+    from safetensors import safe_open
+    with safe_open(p, "pt") as f:
+        meta = f.metadata()
+    gone = next(k for k in t if k.startswith("guide."))
+    save_file({k: v for k, v in t.items() if k != gone}, str(tmp_path / "bad.safetensors"),
+              metadata=meta)
+    with pytest.raises(CheckpointError, match=gone.split(".", 1)[1].split(".")[0]):
+        load_model(str(tmp_path / "bad.safetensors"))
+
+
+def official_ddim(eps_fn, x, seq, abar):
+    seq_next = [-1] + list(seq[:-1])
+    for t, tn in zip(reversed(seq), reversed(seq_next)):
+        at, an = abar[t + 1], abar[tn + 1]
+        e = eps_fn(x, torch.full((x.shape[0],), float(t)))
+        x0 = (x - e * (1 - at).sqrt()) / at.sqrt()
+        x = an.sqrt() * x0 + (1 - an).sqrt() * e
+    return x
+
+
+@pytest.mark.parametrize("impl", ["ref", "fast"])
+def test_guided_sampling_is_the_autoguidance_combination(impl):
+    m = with_guide(guided_dict(2.0))
+    s = Sampler(m, impl=impl)
+    assert s.guidance == 2.0
+    b = torch.cat([torch.zeros(1), torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64).float()])
+    abar = (1 - b).cumprod(0)
+    zT = torch.randn(3, *s.latent_shape, generator=torch.Generator().manual_seed(0))
+    seq = list(range(0, 999, 200)) + [999]
+    with torch.no_grad():
+        for w in (2.0, 0.5, 1.0):
+            want = official_ddim(lambda x, t: m.guide(x, t) + w * (m.unet(x, t) - m.guide(x, t)),
+                                 zT, seq, abar) * m.std + m.mean
+            got = s.sample_latents(3, skip=200, noise=zT, guidance=w)
+            assert ((got - want).norm() / want.norm()).item() < 2e-5, w
+        plain = official_ddim(m.unet, zT, seq, abar) * m.std + m.mean
+    # default = the file's recommended weight (2), not the prior alone
+    default = s.sample_latents(3, skip=200, noise=zT)
+    assert torch.equal(default, s.sample_latents(3, skip=200, noise=zT, guidance=2.0))
+    assert ((default - plain).norm() / plain.norm()).item() > 1e-3
+    # images and conditional sampling take it too
+    img2 = s.sample(2, skip=500, seed=3, mode="mode", guidance=2.0)
+    img1 = s.sample(2, skip=500, seed=3, mode="mode", guidance=1.0)
+    assert not torch.allclose(img1, img2, atol=1e-4)
+
+
+def test_guidance_errors():
+    s = Sampler(random_model(tiny_model_dict(16), seed=1), impl="ref")
+    assert s.guidance == 1.0 and s.guide_model is None
+    s.sample_latents(1, skip=500, seed=0, guidance=1.0)
+    with pytest.raises(ValueError, match="guide prior"):
+        s.sample_latents(1, skip=500, seed=0, guidance=2.0)
+    g = Sampler(with_guide(guided_dict()), impl="ref")
+    for bad in (-1.0, math.nan, True, "2"):
+        with pytest.raises(ValueError, match="guidance"):
+            g.sample(1, skip=500, seed=0, guidance=bad)
+
+
+def test_pipeline_trains_guide_and_exports_it(tmp_path):
+    d = tiny_train_dict(ae_steps=3, diffusion_steps=3)
+    d["model"] = guided_dict(1.5)
+    out = tmp_path / "run"
+    path = train(TrainConfig.from_dict(d), str(out))
+    assert os.path.exists(out / "ckpt-guide.pt") and os.path.exists(out / "log-guide.jsonl")
+    m = load_model(path)
+    assert m.guide is not None and m.config.guide_weight == 1.5
+    # the guide trained (differs from its initialisation) and export_run rebuilds the file
+    again = export_run(str(out), str(tmp_path / "again.safetensors"))
+    a, b = load_file(path), load_file(again)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    torch.manual_seed(0)
+    init = UNet(m.config.guide).state_dict()
+    assert any(not torch.equal(init[k], v) for k, v in m.guide.state_dict().items()
+               if v.is_floating_point())
+    s = Sampler(path)
+    assert s.guidance == 1.5
+    assert torch.isfinite(s.sample(2, skip=500, seed=0)).all()
+
+
+def test_stage_guide_needs_guide_config_and_finished_prior(tmp_path):
+    d = tiny_train_dict(ae_steps=2, diffusion_steps=2)
+    with pytest.raises(ConfigError, match="guide"):
+        train(TrainConfig.from_dict(d), str(tmp_path / "a"), stage="guide")
+    d["model"] = guided_dict()
+    train(TrainConfig.from_dict(d), str(tmp_path / "b"), stage="ae")
+    with pytest.raises(FileNotFoundError, match="stage 2"):
+        train(TrainConfig.from_dict(d), str(tmp_path / "b"), stage="guide")
