@@ -164,4 +164,19 @@ def test_stage_guide_needs_guide_config_and_finished_prior(tmp_path):
     d["model"] = guided_dict()
     train(TrainConfig.from_dict(d), str(tmp_path / "b"), stage="ae")
     with pytest.raises(FileNotFoundError, match="stage 2"):
-        train(TrainConfig.from_dict(d), str(tmp_path / "b"), stage="guide")
+        train(TrainConfig.from_dict(d), str(tmp_path / "b"), stage="guide", resume=False)
+
+
+def test_stage_guide_adds_a_guide_to_a_finished_run_without_resume(tmp_path):
+    """A run trained without a guide gets one with ``stage="guide"`` (no resume flag needed:
+    only the guide's own checkpoint would conflict); the prior and autoencoder stay bitwise."""
+    d = tiny_train_dict(ae_steps=2, diffusion_steps=2)
+    out = str(tmp_path / "run")
+    plain = load_file(train(TrainConfig.from_dict(d), out))
+    d["model"] = guided_dict()
+    d["diffusion"]["steps"] = 3
+    g = load_file(train(TrainConfig.from_dict(d), out, stage="guide", resume=False))
+    assert any(k.startswith("guide.") for k in g)
+    assert all(torch.equal(plain[k], g[k]) for k in plain)
+    with pytest.raises(FileExistsError, match="ckpt-guide"):
+        train(TrainConfig.from_dict(d), out, stage="guide", resume=False)

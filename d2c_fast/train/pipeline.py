@@ -11,7 +11,7 @@ Run folder layout (``out_dir``)::
     ckpt-diffusion.pt   stage-2 checkpoint (U-Net, EMA, optimiser, RNG, step)
     ckpt-guide.pt       the guide prior's checkpoint (only for configs with diffusion.guide)
     model.safetensors   the export: d2c_fast.Sampler(out_dir + "/model.safetensors")
-    log.jsonl, log-ae.jsonl, log-diffusion.jsonl
+    log.jsonl, log-ae.jsonl, log-diffusion.jsonl (, log-guide.jsonl)
 """
 from __future__ import annotations
 
@@ -89,8 +89,12 @@ def _train(tc: TrainConfig, model_cfg, out_dir, info: DistInfo, resume, stage, d
 
     if info.is_main:
         os.makedirs(out_dir, exist_ok=True)
-        existing = [f for f in ("ckpt-ae.pt", "ckpt-diffusion.pt")
-                    if os.path.exists(os.path.join(out_dir, f))]
+        # only the checkpoints of the stages this call trains (a guide-only call expects a
+        # finished stage 1 and 2 in the folder)
+        mine = {"all": ("ckpt-ae.pt", "ckpt-diffusion.pt", "ckpt-guide.pt"),
+                "ae": ("ckpt-ae.pt",), "diffusion": ("ckpt-diffusion.pt", "ckpt-guide.pt"),
+                "guide": ("ckpt-guide.pt",)}[stage]
+        existing = [f for f in mine if os.path.exists(os.path.join(out_dir, f))]
         if existing and not resume:
             raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; resume, or "
                                   "use an empty folder")
