@@ -85,3 +85,10 @@ def test_builtin_samples_with_its_guide_prior_by_default():
     a = fast.sample_latents(2, steps=8, seed=3)
     b = fast.sample_latents(2, steps=8, seed=3, guidance=1.0)
     assert ((a - b).norm() / b.norm()) > 1e-3
+
+
+def test_info_reports_the_guide_prior(capsys):
+    from d2c_fast.cli import main
+    assert main(["info", "builtin"]) == 0
+    out = capsys.readouterr().out
+    assert "guide prior (autoguidance): U-Net ch 16" in out and "default guidance 2" in out
