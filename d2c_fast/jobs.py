@@ -138,6 +138,7 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
     rank = r0 if rank is None else rank
     world = w0 if world is None else world
     s = _sampler(model, **sampler_kw)
+    guidance = s._check_guidance(guidance)   # resolved once: None -> the file's weight
     attrs = [a if not isinstance(a, (str, os.PathLike)) else Attribute.load(a, model=s)
              for a in (attr if isinstance(attr, (list, tuple)) else [attr])]
     out = os.fspath(output_dir)
@@ -160,7 +161,7 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
         for j, k in enumerate(ks):
             _atomic_text(os.path.join(out, f"{k:06d}.json"), json.dumps(
                 {"index": k, "seed": seed, "eps_scale": float(eps_scale),
-                 "guidance": s._check_guidance(guidance),
+                 "guidance": guidance,
                  "attributes": st["attributes"],
                  "probabilities": [float(v) for v in p[j]], "attempts": st["attempts"][j]}))
             save_png(x[j], os.path.join(out, f"{k:06d}.png"))

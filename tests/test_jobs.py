@@ -134,7 +134,7 @@ def test_sample_conditional_dir_eps_scale_matches_sampler(setup, tmp_path):
         ref = np.round(want[k].clamp(0, 1).numpy() * 255).astype(np.int16)
         assert np.abs(img - ref).max() <= 1, k
         meta = json.load(open(out / f"{k:06d}.json"))
-        assert meta["eps_scale"] == 1.1
+        assert meta["eps_scale"] == 1.1 and meta["guidance"] == 1.0   # no guide prior
         assert np.allclose(meta["probabilities"], p[k].numpy(), atol=1e-6)
     assert not torch.allclose(want, plain, atol=1e-3)
     with pytest.raises(ValueError, match="eps_scale"):

@@ -117,6 +117,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
 
     t_start = time.perf_counter()
     s = model if isinstance(model, Sampler) else Sampler(model)
+    cond_guidance = s._check_guidance(cond_guidance)   # resolved (and checked) once
     orc = oracle if isinstance(oracle, Oracle) else Oracle.load(oracle)
     R = s.resolution
     log = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
@@ -149,7 +150,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         "ddim_skip": ddim_skip, "n_cond": n_cond, "n_naive": n_naive,
                         "cond_skip": cond_skip, "cond_threshold": cond_threshold,
                         "cond_eps_scale": cond_eps_scale,
-                        "cond_guidance": s._check_guidance(cond_guidance),
+                        "cond_guidance": cond_guidance,
                         "projector_steps": projector_steps,
                         "seed": seed, "data_seed": data_seed, "decode": "mode",
                         "preserve_others": preserve_others,
