@@ -438,10 +438,9 @@ def config_from_dict(raw: dict) -> ModelConfig:
         g["model"] = _section(g["model"], _MODEL_FIELDS, "diffusion.guide.model")
         try:
             _validate_diffusion({**d, "model": g["model"]}, ae)
-        except ConfigError as e:
-            msg = str(e).split("': ", 1)[-1]
+        except ConfigError as e:   # the same checks, reported under the guide's name
             raise ConfigError(e.field.replace("diffusion.model", "diffusion.guide.model"),
-                              msg) from None
+                              e.cause) from None
         if g["model"]["prediction"] != d["model"]["prediction"]:
             raise ConfigError("diffusion.guide.model.prediction",
                               f"{g['model']['prediction']!r} differs from the prior's "

@@ -30,7 +30,7 @@ class ConfigError(D2CError, ValueError):
     """A model config is invalid. The message names the offending field."""
 
     def __init__(self, field: str, cause: str):
-        self.field = field
+        self.field, self.cause = field, cause
         super().__init__(f"config field '{field}': {cause}")
 
 
