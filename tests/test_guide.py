@@ -180,3 +180,12 @@ def test_stage_guide_adds_a_guide_to_a_finished_run_without_resume(tmp_path):
     assert all(torch.equal(plain[k], g[k]) for k in plain)
     with pytest.raises(FileExistsError, match="ckpt-guide"):
         train(TrainConfig.from_dict(d), out, stage="guide", resume=False)
+    # a stage-2 checkpoint that has not finished is refused (the prior is still training)
+    from d2c_fast.train.engine import load_checkpoint, save_checkpoint
+    ck_path = os.path.join(out, "ckpt-diffusion.pt")
+    ck = load_checkpoint(ck_path)
+    ck["done"] = False
+    save_checkpoint(ck_path, ck)
+    os.remove(os.path.join(out, "ckpt-guide.pt"))
+    with pytest.raises(FileNotFoundError, match="unfinished"):
+        train(TrainConfig.from_dict(d), out, stage="guide", resume=False)

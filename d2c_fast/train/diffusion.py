@@ -185,6 +185,28 @@ class DiffusionTrainer(StageTrainer):
         return u.eval()
 
 
+def load_ema_unet(ckpt_path: str, ucfg, require_done: bool = False) -> UNet:
+    """The U-Net of a stage-2 (or guide) checkpoint with its EMA weights (the raw weights
+    when the run had no EMA), eval mode, on the CPU: what :meth:`DiffusionTrainer.ema_unet`
+    returns at that checkpoint, without building a trainer. ``require_done``: refuse a
+    checkpoint whose stage has not finished."""
+    if not os.path.exists(ckpt_path):
+        raise FileNotFoundError(f"{ckpt_path} is missing")
+    ck = load_checkpoint(ckpt_path)
+    if require_done and not ck.get("done", False):
+        raise FileNotFoundError(f"{ckpt_path} is unfinished (step {ck.get('step')}): the "
+                                "stage must finish first")
+    unet = UNet(ucfg)
+    unet.load_state_dict(ck["state"]["unet"])
+    if "ema" in ck["state"]:
+        shadow = ck["state"]["ema"]["shadow"]
+        with torch.no_grad():
+            for n, p in unet.named_parameters():
+                if n in shadow:
+                    p.copy_(shadow[n])
+    return unet.eval()
+
+
 def prepare_latents(out_dir: str, ae, images: torch.Tensor, st, info: DistInfo,
                     progress: bool = True):
     """Encode (rank 0, once: ``out_dir/latents.pt``), then every rank loads the file.

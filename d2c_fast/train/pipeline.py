@@ -85,7 +85,7 @@ def _train(tc: TrainConfig, model_cfg, out_dir, info: DistInfo, resume, stage, d
            export_path, t_start):
     from .autoencoder import AETrainer, load_trained_autoencoder
     from .data import load_images
-    from .diffusion import DiffusionTrainer, prepare_latents
+    from .diffusion import DiffusionTrainer, load_ema_unet, prepare_latents
 
     if info.is_main:
         os.makedirs(out_dir, exist_ok=True)
@@ -143,19 +143,23 @@ def _train(tc: TrainConfig, model_cfg, out_dir, info: DistInfo, resume, stage, d
               std=[round(v, 4) for v in std.flatten().tolist()])
     has_guide = model_cfg.guide is not None
     t0 = time.perf_counter()
-    dif = DiffusionTrainer(tc, model_cfg, latents, out_dir, info,
-                           max_seconds=_stage_seconds(tc.diffusion.max_minutes, left(),
-                                                      1.0 - tc.guide_share if has_guide
-                                                      else 1.0))
     if stage == "guide":
-        if not (dif.try_resume() and dif.done):
-            raise FileNotFoundError(f"{out_dir}/ckpt-diffusion.pt is missing or unfinished: "
-                                    "stage 'guide' needs a finished stage 2")
+        try:
+            prior = load_ema_unet(os.path.join(out_dir, "ckpt-diffusion.pt"), model_cfg.unet,
+                                  require_done=True)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"stage 'guide' needs a finished stage 2: {e}") from e
     else:
+        dif = DiffusionTrainer(tc, model_cfg, latents, out_dir, info,
+                               max_seconds=_stage_seconds(tc.diffusion.max_minutes, left(),
+                                                          1.0 - tc.guide_share if has_guide
+                                                          else 1.0))
         dif.run(resume=resume)
         log_event(out_dir, info, event="diffusion_done", step=dif.step,
                   seconds=round(time.perf_counter() - t0, 1),
                   img_per_s=round(getattr(dif, "last_rate", 0.0), 2))
+        prior = dif.ema_unet()
+        del dif
     guide = None
     if has_guide:
         t0 = time.perf_counter()
@@ -168,7 +172,7 @@ def _train(tc: TrainConfig, model_cfg, out_dir, info: DistInfo, resume, stage, d
         guide = gtr.ema_unet()
     path = export_path or os.path.join(out_dir, "model.safetensors")
     if info.is_main:
-        export(path, model_cfg, ae, dif.ema_unet(), mean, std, tc.export_unet_dtype, guide)
+        export(path, model_cfg, ae, prior, mean, std, tc.export_unet_dtype, guide)
         log_event(out_dir, info, event="export", path=path,
                   total_seconds=round(time.perf_counter() - t_start, 1))
     barrier(info)
@@ -190,24 +194,14 @@ def export_run(out_dir, path=None, unet_dtype=None) -> str:
     ``unet_dtype`` default: the run's ``export_unet_dtype``."""
     from ..config import load_config
     from .autoencoder import load_trained_autoencoder
-    from .diffusion import DiffusionTrainer
+    from .diffusion import load_ema_unet
     from .engine import load_checkpoint
-    from ..models.unet import UNet
     cfg = load_config(os.path.join(out_dir, "model_config.json"))
     ae = load_trained_autoencoder(out_dir, cfg)
     lat = load_checkpoint(os.path.join(out_dir, "latents.pt"))
-
-    def ema_unet(ucfg, name):
-        ck = load_checkpoint(os.path.join(out_dir, name))["state"]
-        unet = UNet(ucfg)
-        unet.load_state_dict(ck["unet"])
-        if "ema" in ck:
-            for n, p in unet.named_parameters():
-                if n in ck["ema"]["shadow"]:
-                    p.data.copy_(ck["ema"]["shadow"][n])
-        return unet
-    unet = ema_unet(cfg.unet, "ckpt-diffusion.pt")
-    guide = ema_unet(cfg.guide, "ckpt-guide.pt") if cfg.guide is not None else None
+    unet = load_ema_unet(os.path.join(out_dir, "ckpt-diffusion.pt"), cfg.unet)
+    guide = (load_ema_unet(os.path.join(out_dir, "ckpt-guide.pt"), cfg.guide)
+             if cfg.guide is not None else None)
     path = path or os.path.join(out_dir, "model.safetensors")
     if unet_dtype is None:
         tc_path = os.path.join(out_dir, "train_config.json")
