@@ -28,8 +28,9 @@ Sign and unit conventions of a fitted attribute (explicit, because the release m
 
 Probabilities. Labelled mode fits with class-balanced weights (a 15%-rare attribute counts as
 much as its complement), then Platt-scales the score on the out-of-fold scores of the
-cross-validation, with Platt's smoothed targets (L2 shrinks scores; a calibrated logit is
-needed both for probabilities and for the strength unit), so ``score`` is the calibrated *balanced* log-odds; the posterior in
+cross-validation, by Firth's penalised likelihood (L2 shrinks scores; a calibrated logit is
+needed both for probabilities and for the strength unit; the penalty keeps the slope finite
+when the classes separate, where plain maximum likelihood diverges), so ``score`` is the calibrated *balanced* log-odds; the posterior in
 the population is ``logit p = score + logit(prior)`` with ``prior`` the positive rate given by
 the caller (default: the rate in the labelled set, i.e. a random labelled sample).
 Positive-unlabelled mode ("100 faces with blond hair" + unlabelled faces) is a case-control PU
@@ -425,6 +426,41 @@ def _fit_lr(x: torch.Tensor, y: torch.Tensor, l2: float, sw: torch.Tensor,
     return w.detach(), float(b.detach())
 
 
+def _platt_firth(scores: torch.Tensor, y: torch.Tensor, sw: torch.Tensor,
+                 iters: int = 200) -> tuple[float, float]:
+    """Platt scaling ``p(y=1 | s) = sigmoid(a s + c)`` of 1-D ``scores`` by Firth's penalised
+    likelihood (Firth 1993): maximise ``sum_i w_i log p(y_i | s_i) + 0.5 log det I(a, c)``,
+    ``I`` the (weighted) Fisher information, weights ``sw`` rescaled to sum to ``n``. The
+    penalty removes the O(1/n) bias of the maximum-likelihood slope and keeps it finite when
+    the scores separate the classes; Platt's smoothed targets, which it replaces, shrink the
+    slope much more than that (on the built-in model's attributes the test-set calibration
+    slope of the smoothed fit was 1.3-2.6, of this one 0.9-1.7: QUALITY.md)."""
+    s, y = scores.double().flatten(), y.double().flatten()
+    w = sw.double().flatten()
+    w = w * (w.numel() / w.sum())
+    X = torch.stack([s, torch.ones_like(s)], dim=1)
+    a = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    c = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([a, c], lr=1.0, max_iter=iters, tolerance_grad=1e-10,
+                            tolerance_change=1e-14, history_size=10,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        z = a * s + c
+        ll = (w * (y * torch.nn.functional.logsigmoid(z)
+                   + (1 - y) * torch.nn.functional.logsigmoid(-z))).sum()
+        p = torch.sigmoid(z)
+        info = X.T @ ((w * p * (1 - p))[:, None] * X)
+        loss = -(ll + 0.5 * torch.logdet(info))
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return float(a.detach()), float(c.detach())
+
+
 def _balanced_weights(y: torch.Tensor) -> torch.Tensor:
     n1 = float(y.sum())
     n0 = float(y.numel()) - n1
@@ -604,12 +640,10 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
                         criterion="balanced_accuracy" if mode == "labelled" else "auc")
     # Platt scaling on the out-of-fold scores: L2 shrinks the scores, and both the
     # probabilities (rejection sampling) and the strength unit need a calibrated logit.
-    # Platt's smoothed targets (N+ + 1) / (N+ + 2) and 1 / (N- + 2) keep the scale finite
-    # when the out-of-fold scores separate the classes.
+    # Firth's penalty keeps the scale finite when the out-of-fold scores separate the
+    # classes without the under-confidence of Platt's smoothed targets (_platt_firth).
     if mode == "labelled":
-        soft = torch.where(y > 0.5, (n1 + 1.0) / (n1 + 2.0), 1.0 / (n0 + 2.0)).double()
-        pa, pc = _fit_lr(fit["oof"][:, None], soft, 1e-6, _balanced_weights(y))
-        a_scale, pc = float(pa[0]), float(pc)
+        a_scale, pc = _platt_firth(fit["oof"], y, _balanced_weights(y))
         pi = float(prior) if prior is not None else n1 / (n1 + n0)
         prior_src = "given" if prior is not None else "labelled set rate"
     else:
