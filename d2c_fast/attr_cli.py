@@ -167,7 +167,7 @@ def cmd_eval_attributes(args) -> int:
         cond_skip=args.cond_skip, cond_eps_scale=args.cond_eps_scale,
         cond_guidance=args.cond_guidance,
         cond_threshold=args.cond_threshold if args.cond_threshold > 0 else None,
-        projector_steps=args.projector_steps,
+        n_population=args.n_population, projector_steps=args.projector_steps,
         positive_only=not args.no_positive_only, preserve_others=not args.no_preserve,
         seed=args.seed, data_seed=args.data_seed,
         batch_size=args.batch_size, out_dir=args.output,
@@ -326,6 +326,9 @@ def add_parser(sub) -> None:
                         "default: the model's recommended weight)")
     p.add_argument("--cond-threshold", type=float, default=0.9,
                    help="also report conditional samples accepted when p >= this (<= 0: off)")
+    p.add_argument("--n-population", type=int, default=1000,
+                   help="real test images (both classes) on which the conditional rules' "
+                        "precision with a perfect prior is measured (0: skip)")
     p.add_argument("--projector-steps", type=int, default=1000)
     p.add_argument("--no-positive-only", action="store_true")
     p.add_argument("--no-preserve", action="store_true", help="skip the d2c + preserve rows")

@@ -26,7 +26,8 @@ def test_eval_attributes_tiny(tmp_path):
                             n_cond=3, n_naive=4, cond_skip=500, ddim_skip=500,
                             projector_steps=3, latency_repeats=1, batch_size=4,
                             out_dir=tmp_path, progress=False, grid_n=3,
-                            projector_model=Sampler(random_model(CFG, seed=3), impl="ref"))
+                            projector_model=Sampler(random_model(CFG, seed=3), impl="ref"),
+                            n_population=40)
     assert set(r["attributes"]) == {"blond_hair", "beard"}
     for name, a in r["attributes"].items():
         assert set(a["fit"]) == {"labelled", "positive_only"}
@@ -57,6 +58,11 @@ def test_eval_attributes_tiny(tmp_path):
                 assert 0 <= c[k + "precision"] <= 1 and 0 < c[k + "acceptance_rate"] <= 1
                 assert c[k + "fd_oracle"] is not None and c[k + "fd_oracle"] > -1e-6
         assert c["threshold"] == 0.9
+        # the rules on real latents (a perfect prior): a precision, or None when no real
+        # latent reaches the threshold
+        assert 0 <= c["real_latent_precision"] <= 1
+        t = c["threshold_real_latent_precision"]
+        assert t is None or 0 <= t <= 1
         if "threshold_error" not in c:
             assert c["threshold_mean_classifier_probability"] >= 0.9
         assert set(a["at_preservation_95"]) == {f"{f}/{m}" for f, m in methods} | \
@@ -72,6 +78,7 @@ def test_eval_attributes_tiny(tmp_path):
         assert json.load(f)["fingerprint"] == s.fingerprint
     md = open(files["markdown"]).read()
     assert "| blond_hair | labelled | d2c |" in md and "Latency" in md
+    assert "precision with real latents" in md
     from PIL import Image
     im = Image.open(files["edits_grid"])
     # per attribute: originals, d2c, nvae, ddim, d2c with a per-image target,

@@ -31,7 +31,12 @@ Per attribute (default ``blond_hair``, ``red_lipstick``, ``beard``):
   (the paper's probability rule, ``cond_skip``): oracle precision, FD_oracle to ``n_real``
   real ``test`` images with the attribute, acceptance rate; the same with the threshold rule
   (accept when ``p >= cond_threshold``; keys ``threshold_*``; ``None`` skips it); the "naive"
-  row: ``n_naive`` unconditional samples against the same class. ``cond_eps_scale``: the
+  row: ``n_naive`` unconditional samples against the same class. ``real_latent_precision``
+  (and ``threshold_real_latent_precision``): the precision each rule would reach with a
+  perfect prior, i.e. applied to the encodings of ``n_population`` ``test`` images (both
+  classes, ground-truth labels): ``sum p y / sum p`` for the probability rule, the positive
+  fraction among ``p >= cond_threshold`` for the threshold rule. It separates what the
+  classifier (100 labels) limits from what the prior does. ``cond_eps_scale``: the
   prior sampler's epsilon scaling for both (1: official), ``cond_guidance`` its autoguidance
   weight (``None``: the model's recommended weight).
 * **Latency** (batch 1, this CPU): one ``d2c`` edit (encode + edit + decode, fast plan) vs
@@ -100,7 +105,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         positive_only: bool = True, seed: int = 0, data_seed: int = 0,
                         batch_size: int = 100, out_dir=None, progress: bool = True,
                         grid_n: int = 8, projector_model=None,
-                        preserve_others: bool = True) -> dict:
+                        preserve_others: bool = True, n_population: int = 1000) -> dict:
     """Run the evaluation (module docstring). ``model``: a path or a ``Sampler``; ``oracle``:
     a path or an ``Oracle``. ``projector_model``: the ``impl="ref"`` sampler the projector
     baseline runs on (default: loaded from ``model`` when it is a path, or ``model`` itself
@@ -150,7 +155,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         "ddim_skip": ddim_skip, "n_cond": n_cond, "n_naive": n_naive,
                         "cond_skip": cond_skip, "cond_threshold": cond_threshold,
                         "cond_eps_scale": cond_eps_scale,
-                        "cond_guidance": cond_guidance,
+                        "cond_guidance": cond_guidance, "n_population": n_population,
                         "projector_steps": projector_steps,
                         "seed": seed, "data_seed": data_seed, "decode": "mode",
                         "preserve_others": preserve_others,
@@ -172,6 +177,11 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                                                   prior=float(rates[a_idx]), seed=seed)
         return labelled_fits[name]
 
+    # real population latents (both classes): the conditional rules with a perfect prior
+    pop_z = pop_y = None
+    if n_cond and n_population > 0:
+        n_pop = min(int(n_population), len(test))
+        pop_z, pop_y = enc(_render(test, list(range(n_pop)))), yt[:n_pop].double()
     # unlabelled pool (PU) and the naive row, shared by all attributes
     unl_idx = list(range(n_unlabelled))
     z_unl = enc(_render(val, unl_idx)) if positive_only and n_unlabelled else None
@@ -330,6 +340,13 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         cond_labels.append(f"{name}")
                 except ValueError as e:   # RareAttributeError
                     cond[prefix + "error"] = str(e)
+            if pop_z is not None:
+                pp, yy = attr.probability(pop_z).double(), pop_y[:, a_idx]
+                cond["real_latent_precision"] = float((pp * yy).sum() / pp.sum().clamp_min(1e-12))
+                if cond_threshold is not None:
+                    keep = pp >= cond_threshold
+                    cond["threshold_real_latent_precision"] = (
+                        float(yy[keep].mean()) if bool(keep.any()) else None)
             if cond_threshold is not None:
                 cond["threshold"] = cond_threshold
             cond["seconds"] = round(time.perf_counter() - t, 1)
@@ -428,8 +445,11 @@ def markdown(res: dict) -> str:
         out.append(f"- {name}: " + ", ".join(f"{k} {v:.3f}"
                                              for k, v in r["at_preservation_95"].items()))
     if any("conditional" in r for r in res["attributes"].values()):
-        out += ["", "## Conditional generation", "", "| attribute | rule | precision | "
-                "FD_oracle to class | acceptance rate |", "| --- | --- | --- | --- | --- |"]
+        out += ["", "## Conditional generation", "", "Precision with real latents: the rule "
+                "applied to encodings of real test images (a perfect prior), the classifier's "
+                "own limit.", "", "| attribute | rule | precision | precision with real "
+                "latents | FD_oracle to class | acceptance rate |",
+                "| --- | --- | --- | --- | --- | --- |"]
         for name, r in res["attributes"].items():
             c = r.get("conditional")
             if c is None:
@@ -439,11 +459,12 @@ def markdown(res: dict) -> str:
                 rules.append((f"p >= {c['threshold']:g}", "threshold_"))
             for label, k in rules:
                 out.append(f"| {name} | {label} | {_f(c.get(k + 'precision'))} | "
+                           f"{_f(c.get(k + 'real_latent_precision'))} | "
                            f"{_f(c.get(k + 'fd_oracle'), '{:.2f}')} | "
                            f"{_f(c.get(k + 'acceptance_rate'))} |"
                            + (f" error: {c[k + 'error']}" if k + "error" in c else ""))
             out.append(f"| {name} | naive (unconditional) | {_f(c['naive_precision'])} | "
-                       f"{_f(c['naive_fd_oracle'], '{:.2f}')} | 1 |")
+                       f"- | {_f(c['naive_fd_oracle'], '{:.2f}')} | 1 |")
     if "latency" in res:
         lt = res["latency"]
         out += ["", "## Latency (batch 1)", "",
