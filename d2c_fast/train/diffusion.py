@@ -26,7 +26,8 @@ from ..diffusion import beta_schedule
 from ..errors import ConfigError
 from ..models.unet import UNet
 from .engine import (EMA, DataOrder, DistInfo, StageTrainer, TrainConfig, autocast, barrier,
-                     load_checkpoint, lr_at, save_checkpoint, set_lr, step_generator, step_seed)
+                     copy_shadow, load_checkpoint, lr_at, save_checkpoint, set_lr,
+                     step_generator, step_seed)
 
 
 @torch.no_grad()
@@ -199,11 +200,7 @@ def load_ema_unet(ckpt_path: str, ucfg, require_done: bool = False) -> UNet:
     unet = UNet(ucfg)
     unet.load_state_dict(ck["state"]["unet"])
     if "ema" in ck["state"]:
-        shadow = ck["state"]["ema"]["shadow"]
-        with torch.no_grad():
-            for n, p in unet.named_parameters():
-                if n in shadow:
-                    p.copy_(shadow[n])
+        copy_shadow(ck["state"]["ema"]["shadow"], unet)
     return unet.eval()
 
 

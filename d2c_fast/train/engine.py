@@ -353,6 +353,15 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 
 
 # --------------------------------------------------------------------------- EMA
+@torch.no_grad()
+def copy_shadow(shadow: dict, module: torch.nn.Module) -> None:
+    """Copy EMA weights (``EMA.shadow``, or the ``"shadow"`` of a saved ``EMA.state_dict()``)
+    into ``module``'s parameters of the same names."""
+    for n, p in module.named_parameters():
+        if n in shadow:
+            p.copy_(shadow[n])
+
+
 class EMA:
     """Exponential moving average of parameters (official ``EMAHelper``):
     ``shadow = (1 - mu) * param + mu * shadow`` after each step, over parameters that
@@ -376,11 +385,8 @@ class EMA:
                 self.shadow[n].mul_(mu).add_(p.detach(), alpha=1 - mu)
         self.num_updates += 1
 
-    @torch.no_grad()
     def copy_to(self, module: torch.nn.Module) -> None:
-        for n, p in module.named_parameters():
-            if n in self.shadow:
-                p.copy_(self.shadow[n])
+        copy_shadow(self.shadow, module)
 
     def state_dict(self) -> dict:
         return {"shadow": dict(self.shadow), "num_updates": self.num_updates, "mu": self.mu}
