@@ -133,8 +133,10 @@ def cmd_edit(args) -> int:
 
 
 def cmd_sample_conditional(args) -> int:
+    from .eval.cli import apply_rescale_args
     from .images import save_grid, save_png
     s = _sampler(args)
+    apply_rescale_args(s, args)
     attrs = _attrs(args.attr, s)
     t = time.perf_counter()
     x, p, st = s.sample_conditional(attrs, args.n, seed=args.seed, batch_size=args.batch_size,
@@ -245,6 +247,7 @@ def _edit_args(p, images=True):
 
 
 def add_parser(sub) -> None:
+    from .eval.cli import add_rescale_args
     from .cli import _add_model_args
 
     p = sub.add_parser("fit-attribute", help="fit an attribute (linear classifier on latents) "
@@ -289,6 +292,7 @@ def add_parser(sub) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="autoguidance weight (models with a guide prior; default: the model's "
                         "recommended weight; 1: the prior alone, official)")
+    add_rescale_args(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--mode", default="sample", choices=["sample", "mode"])
     p.add_argument("--threads", type=int, default=None)

@@ -78,15 +78,28 @@ def _tensor_digest(h, t: torch.Tensor) -> None:
     h.update(t.numpy().tobytes())
 
 
+def _identity_json(config) -> str:
+    """The normalised config JSON without the guide's sampling recommendations (``weight``,
+    ``rescale``, ``rescale_t`` of ``diffusion.guide``): changing how a model is sampled by
+    default does not make it another model for its attributes."""
+    raw = config.raw
+    g = raw["diffusion"].get("guide")
+    if g is None:
+        return config.to_json()
+    g = {k: v for k, v in g.items() if k not in ("weight", "rescale", "rescale_t")}
+    return json.dumps({**raw, "diffusion": {**raw["diffusion"], "guide": g}}, sort_keys=True)
+
+
 def model_fingerprint(loaded) -> str:
     """Fingerprint of a model (a ``LoadedModel``): ``"<config hash>-<weights hash>"``, each 12
-    hex digits of SHA-256. The config hash covers the normalised config JSON; the weights
+    hex digits of SHA-256. The config hash covers the normalised config JSON (less the guide
+    prior's sampling recommendations); the weights
     hash the latent standardisation and a few tensors (the first two and last two of the
     autoencoder's state dict, the first and last of the U-Net's), in float32. It is computed
     from the reference modules at load time, so it does not depend on ``impl``, device or
     dtype."""
     from .checkpoint import _is_alias
-    ch = hashlib.sha256(loaded.config.to_json().encode()).hexdigest()[:12]
+    ch = hashlib.sha256(_identity_json(loaded.config).encode()).hexdigest()[:12]
     h = hashlib.sha256()
     _tensor_digest(h, loaded.mean)
     _tensor_digest(h, loaded.std)

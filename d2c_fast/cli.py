@@ -50,6 +50,10 @@ def cmd_info(args) -> int:
         n_g = sum(p.numel() for p in s.guide_model.parameters())
         print(f"  guide prior (autoguidance): U-Net ch {s.config.guide.ch}, {n_g / 1e6:.2f} M, "
               f"default guidance {s.guidance:g}")
+        if s.guidance_rescale > 0:
+            tr = s.guidance_rescale_t
+            print(f"  guidance rescale {s.guidance_rescale:g} at "
+                  f"{'t in [%d, %d]' % tr if tr is not None else 'every t'}")
     print(f"kernels on {args.device}:")
     for op, info in backend_info(args.device).items():
         print(f"  {op}: {info['kernel']} ({info['reason']})")
@@ -57,8 +61,10 @@ def cmd_info(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    from .eval.cli import apply_rescale_args
     from .images import save_grid, save_png
     s = _sampler(args)
+    apply_rescale_args(s, args)
     t = time.perf_counter()
     x = s.sample(args.n, skip=args.skip, eta=args.eta, seed=args.seed, mode=args.mode,
                  batch_size=args.batch_size, progress=True, eps_scale=args.eps_scale,
@@ -114,6 +120,7 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .eval.cli import add_rescale_args
     ap = argparse.ArgumentParser(prog="d2c-fast", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -138,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=None,
                    help="autoguidance weight (models with a guide prior; default: the model's "
                         "recommended weight; 1: the prior alone, official)")
+    add_rescale_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", default="sample", choices=["sample", "mode"])
     p.add_argument("--batch-size", type=int, default=None)

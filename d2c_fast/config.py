@@ -91,8 +91,12 @@ _MODEL_FIELDS = {
     "prediction": (str, "eps"),
 }
 # Not official: an optional second, weaker prior for autoguidance (Karras et al. 2024).
-# Sampling then uses eps_guide + weight * (eps - eps_guide); see docs/DESIGN.md.
-_GUIDE_FIELDS = {"model": (dict, _REQ), "weight": (float, 2.0)}
+# Sampling then uses eps_guide + weight * (eps - eps_guide); see docs/DESIGN.md. "rescale"
+# (phi in [0, 1]) and "rescale_t" ([lo, hi] timesteps, inclusive; null: all): guidance rescale
+# (Lin et al. 2024) in x0 space, the guided x0 prediction's per-sample std pulled to the
+# prior's by phi at timesteps in rescale_t; 0 (default): off.
+_GUIDE_FIELDS = {"model": (dict, _REQ), "weight": (float, 2.0), "rescale": (float, 0.0),
+                 "rescale_t": (list, None)}
 _SCHED_FIELDS = {
     "beta_schedule": (str, _REQ),
     "beta_start": (float, _REQ),
@@ -294,6 +298,8 @@ class ModelConfig:
     raw: dict = field(repr=False)
     guide: UNetConfig | None = None   # autoguidance prior (``diffusion.guide.model``) or None
     guide_weight: float = 1.0         # its recommended weight (1: no guidance)
+    guide_rescale: float = 0.0        # its recommended guidance rescale phi (0: off)
+    guide_rescale_t: tuple[int, int] | None = None   # timesteps where it applies (None: all)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -432,7 +438,7 @@ def config_from_dict(raw: dict) -> ModelConfig:
     _validate_ae(ae)
     _validate_diffusion(d, ae)
     unet = _unet_config(d["model"], d)
-    guide, guide_weight = None, 1.0
+    guide, guide_weight, guide_rescale, guide_rescale_t = None, 1.0, 0.0, None
     if "guide" in d:
         g = d["guide"]
         g["model"] = _section(g["model"], _MODEL_FIELDS, "diffusion.guide.model")
@@ -451,12 +457,20 @@ def config_from_dict(raw: dict) -> ModelConfig:
             raise ConfigError("diffusion.guide.weight", f"must be a finite number > 0, got "
                               f"{g['weight']}")
         guide, guide_weight = _unet_config(g["model"], d), float(g["weight"])
+        guide_rescale, guide_rescale_t = check_guidance_rescale(
+            g["rescale"], g["rescale_t"], d["diffusion"]["num_diffusion_timesteps"],
+            "diffusion.guide.")
+        if guide_rescale_t is None:       # defaults left out: the JSON of files written
+            del g["rescale_t"]            # before the option stays as it was
+            if guide_rescale == 0.0:
+                del g["rescale"]
         _drop_defaults(g["model"])
     _drop_defaults(d["model"])
     return ModelConfig(autoencoder=AutoencoderConfig(**ae), unet=unet,
                        schedule=ScheduleConfig(**d["diffusion"]),
                        raw={"autoencoder": ae, "diffusion": d}, guide=guide,
-                       guide_weight=guide_weight)
+                       guide_weight=guide_weight, guide_rescale=guide_rescale,
+                       guide_rescale_t=guide_rescale_t)
 
 
 def _unet_config(m: dict, d: dict) -> UNetConfig:
@@ -466,6 +480,23 @@ def _unet_config(m: dict, d: dict) -> UNetConfig:
                       resamp_with_conv=m["resamp_with_conv"], resolution=d["data"]["image_size"],
                       num_timesteps=d["diffusion"]["num_diffusion_timesteps"],
                       norm_groups=m["norm_groups"], prediction=m["prediction"])
+
+
+def check_guidance_rescale(phi, t_range, num_timesteps: int, prefix: str = ""):
+    """Validate a guidance rescale ``phi`` (a number in [0, 1]) and its timestep range
+    (``None``: all timesteps, or ``[lo, hi]`` ints with ``0 <= lo <= hi < num_timesteps``).
+    Returns ``(float phi, tuple or None)``; :class:`ConfigError` names ``prefix + field``."""
+    if isinstance(phi, bool) or not isinstance(phi, (int, float)) or not math.isfinite(phi) \
+            or not 0.0 <= phi <= 1.0:
+        raise ConfigError(f"{prefix}rescale", f"must be a number in [0, 1], got {phi!r}")
+    if t_range is None:
+        return float(phi), None
+    if not isinstance(t_range, (list, tuple)) or len(t_range) != 2 \
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in t_range) \
+            or not 0 <= t_range[0] <= t_range[1] < num_timesteps:
+        raise ConfigError(f"{prefix}rescale_t", f"must be [lo, hi] timesteps with 0 <= lo <= hi "
+                          f"< {num_timesteps}, or null for all; got {t_range!r}")
+    return float(phi), (int(t_range[0]), int(t_range[1]))
 
 
 def _drop_defaults(m: dict) -> None:

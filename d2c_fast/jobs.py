@@ -130,7 +130,7 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
     (default ``batch_size``) are rejection-sampled together with a budget of
     ``max_draws_per_image * chunk + 1000`` draws. ``eps_scale``: the prior sampler's epsilon
     scaling and ``guidance`` its autoguidance weight (as in ``Sampler.sample_latents``),
-    both recorded in every ``.json``."""
+    both recorded in every ``.json`` with the guidance rescale in use (the Sampler's)."""
     from .attributes import Attribute
     from .conditional import decode_with, sample_conditional_latents
     from .images import save_png
@@ -139,6 +139,7 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
     world = w0 if world is None else world
     s = _sampler(model, **sampler_kw)
     guidance = s._check_guidance(guidance)   # resolved once: None -> the file's weight
+    phi, t_range = s._check_rescale() if guidance != 1 else (0.0, None)
     attrs = [a if not isinstance(a, (str, os.PathLike)) else Attribute.load(a, model=s)
              for a in (attr if isinstance(attr, (list, tuple)) else [attr])]
     out = os.fspath(output_dir)
@@ -161,7 +162,8 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
         for j, k in enumerate(ks):
             _atomic_text(os.path.join(out, f"{k:06d}.json"), json.dumps(
                 {"index": k, "seed": seed, "eps_scale": float(eps_scale),
-                 "guidance": guidance,
+                 "guidance": guidance, "guidance_rescale": phi,
+                 "guidance_rescale_t": list(t_range) if t_range is not None else None,
                  "attributes": st["attributes"],
                  "probabilities": [float(v) for v in p[j]], "attempts": st["attempts"][j]}))
             save_png(x[j], os.path.join(out, f"{k:06d}.png"))

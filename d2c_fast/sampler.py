@@ -103,13 +103,13 @@ class Sampler:
         self.num_timesteps = self.schedule.num_timesteps
         self.mean = loaded.mean.to(self.device)
         self.std = loaded.std.to(self.device)
-        # v-prediction U-Nets: eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v (fp32, per timestep)
-        self._v_coefs = None
-        if self.config.unet.prediction == "v":
-            abar = torch.tensor([self.schedule.abar(t) for t in range(self.num_timesteps)],
-                                dtype=torch.float64)
-            self._v_coefs = (abar.sqrt().float().to(self.device),
-                             (1 - abar).sqrt().float().to(self.device))
+        # (sqrt(abar_t), sqrt(1 - abar_t)) per timestep, fp32. v-prediction U-Nets:
+        # eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v
+        abar = torch.tensor([self.schedule.abar(t) for t in range(self.num_timesteps)],
+                            dtype=torch.float64)
+        self._abar_coefs = (abar.sqrt().float().to(self.device),
+                            (1 - abar).sqrt().float().to(self.device))
+        self._v_coefs = self._abar_coefs if self.config.unet.prediction == "v" else None
         ae, unet, guide = loaded.autoencoder, loaded.unet, loaded.guide
         if impl == "fast":
             from .models.plan import build_fast_autoencoder, build_fast_unet
@@ -120,6 +120,10 @@ class Sampler:
         # autoguidance prior (config ``diffusion.guide``; not in the official release)
         self.guide_model = guide.to(self.device, self.dtype) if guide is not None else None
         self.guidance = self.config.guide_weight   # the model's recommended weight (1: none)
+        # guidance rescale (phi, and the timesteps [lo, hi] where it applies; None: all) used
+        # whenever guidance != 1; the model's recommendation, settable (0: off)
+        self.guidance_rescale = self.config.guide_rescale
+        self.guidance_rescale_t = self.config.guide_rescale_t
         self.bernoulli = self.autoencoder.bernoulli
         self._gpu = None
         if impl == "fast" and self.device.type == "cuda":
@@ -163,15 +167,29 @@ class Sampler:
 
     def _guided_eps(self, guidance: float, eps_scale: float = 1.0):
         """The prior's noise prediction as sampling uses it: autoguidance
-        ``eps_g + w (eps - eps_g)`` with the guide prior when ``guidance`` w != 1, divided by
-        ``eps_scale``."""
+        ``eps_g + w (eps - eps_g)`` with the guide prior when ``guidance`` w != 1 (then with
+        guidance rescale, :func:`guidance_rescale_ref`, where ``guidance_rescale`` > 0),
+        divided by ``eps_scale``."""
+        phi, t_range = self._check_rescale() if guidance != 1.0 else (0.0, None)
+
         def model(x, t):
             e = self._eps(x, t)
             if guidance != 1.0:
                 eg = self._as_eps(self.guide_model(x.to(self.dtype), t).float(), x, t)
-                e = eg + guidance * (e - eg)
+                g = eg + guidance * (e - eg)
+                if phi > 0:
+                    g = guidance_rescale_ref(g, e, x, t, self._abar_coefs, phi, t_range)
+                e = g
             return e / eps_scale if eps_scale != 1.0 else e
         return model
+
+    def _check_rescale(self):
+        from .config import check_guidance_rescale
+        try:
+            return check_guidance_rescale(self.guidance_rescale, self.guidance_rescale_t,
+                                          self.num_timesteps)
+        except ValueError as e:
+            raise ValueError(f"Sampler.guidance_{e.field}: {e.cause}") from None
 
     def _check_guidance(self, guidance) -> float:
         """``None`` -> the model's recommended weight; otherwise a finite number >= 0 (1: the
@@ -461,6 +479,28 @@ class Sampler:
                                   return_probs=return_probs, skip=skip, mode=mode,
                                   return_stats=return_stats, progress=progress,
                                   eps_scale=eps_scale, guidance=guidance)
+
+
+def guidance_rescale_ref(eps_guided, eps_prior, x, t, abar_coefs, phi: float,
+                         t_range=None) -> torch.Tensor:
+    """Guidance rescale (Lin et al. 2024, "Common diffusion noise schedules and sample steps
+    are flawed", eq. 15-16) applied to x0 predictions: with ``x0 = (x - sqrt(1 - abar_t) eps)
+    / sqrt(abar_t)``, the guided ``x0_g`` is scaled per sample by ``phi std(x0_p) / std(x0_g)
+    + 1 - phi`` (``x0_p``: the prior's own prediction, std over C, H, W), and returned as a
+    noise prediction. Samples whose ``t`` is outside ``t_range = (lo, hi)`` (inclusive; None:
+    all) keep ``eps_guided``. ``abar_coefs``: per-timestep (sqrt(abar), sqrt(1 - abar))."""
+    sa, s1 = (c.index_select(0, t.long()).view(-1, 1, 1, 1) for c in abar_coefs)
+    x = x.float()
+    x0g = (x - s1 * eps_guided) / sa
+    x0p = (x - s1 * eps_prior) / sa
+    sg = x0g.flatten(1).std(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    sp = x0p.flatten(1).std(1).view(-1, 1, 1, 1)
+    factor = phi * sp / sg + (1.0 - phi)
+    if t_range is not None:
+        tt = t.view(-1, 1, 1, 1)
+        factor = torch.where((tt >= t_range[0]) & (tt <= t_range[1]), factor,
+                             torch.ones_like(factor))
+    return (x - sa * (x0g * factor)) / s1
 
 
 class _SubRNG(_RNG):

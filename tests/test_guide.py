@@ -189,3 +189,112 @@ def test_stage_guide_adds_a_guide_to_a_finished_run_without_resume(tmp_path):
     os.remove(os.path.join(out, "ckpt-guide.pt"))
     with pytest.raises(FileNotFoundError, match="unfinished"):
         train(TrainConfig.from_dict(d), out, stage="guide", resume=False)
+
+
+def test_config_guidance_rescale_validated_and_left_out_at_default():
+    c = load_config(guided_dict())
+    assert c.guide_rescale == 0.0 and c.guide_rescale_t is None
+    assert "rescale" not in c.raw["diffusion"]["guide"]   # JSON of older files unchanged
+    d = guided_dict(3.0)
+    d["diffusion"]["guide"].update(rescale=0.7, rescale_t=[300, 800])
+    c2 = load_config(d)
+    assert c2.guide_weight == 3.0 and c2.guide_rescale == 0.7 and c2.guide_rescale_t == (300, 800)
+    for bad in ({"rescale": 1.5}, {"rescale": -0.1}, {"rescale_t": [800, 300]},
+                {"rescale_t": [0, 1000]}, {"rescale_t": [1]}, {"rescale_t": [0.5, 10]}):
+        d = guided_dict()
+        d["diffusion"]["guide"].update(bad)
+        with pytest.raises(ConfigError, match="diffusion.guide.rescale"):
+            load_config(d)
+    # sampling recommendations, not the model's identity: fitted attributes keep loading
+    from d2c_fast.attributes import model_fingerprint
+    m = with_guide(guided_dict())
+    m2 = with_guide(guided_dict())
+    m2.config = c2
+    assert model_fingerprint(m) == model_fingerprint(m2)
+    m2.config = load_config(tiny_model_dict(16))   # the config hash does see the rest
+    assert model_fingerprint(m).split("-")[0] != model_fingerprint(m2).split("-")[0]
+
+
+def rescaled_eps(m, w, phi, t_range, abar):
+    """Guidance rescale written out from Lin et al. (2024, eq. 15-16) on x0 predictions."""
+    def eps(x, t):
+        e, eg = m.unet(x, t), m.guide(x, t)
+        g = eg + w * (e - eg)
+        ti = int(t[0])
+        if t_range is not None and not t_range[0] <= ti <= t_range[1]:
+            return g
+        a = abar[ti + 1]
+        x0g = (x - (1 - a).sqrt() * g) / a.sqrt()
+        x0p = (x - (1 - a).sqrt() * e) / a.sqrt()
+        out = []
+        for i in range(x.shape[0]):
+            r = x0g[i] * x0p[i].std() / x0g[i].std()
+            out.append(phi * r + (1 - phi) * x0g[i])
+        return (x - a.sqrt() * torch.stack(out)) / (1 - a).sqrt()
+    return eps
+
+
+@pytest.mark.parametrize("impl", ["ref", "fast"])
+def test_guidance_rescale_is_lin_et_al_on_x0(impl):
+    m = with_guide(guided_dict(2.0))
+    s = Sampler(m, impl=impl)
+    b = torch.cat([torch.zeros(1), torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64).float()])
+    abar = (1 - b).cumprod(0)
+    zT = torch.randn(3, *s.latent_shape, generator=torch.Generator().manual_seed(0))
+    seq = list(range(0, 999, 200)) + [999]
+    plain = s.sample_latents(3, skip=200, noise=zT)
+    with torch.no_grad():
+        for w, phi, tr in ((2.5, 1.0, None), (2.0, 0.7, (300, 800)), (3.0, 0.5, (0, 200))):
+            s.guidance_rescale, s.guidance_rescale_t = phi, tr
+            want = official_ddim(rescaled_eps(m, w, phi, tr, abar), zT, seq, abar) * m.std + m.mean
+            got = s.sample_latents(3, skip=200, noise=zT, guidance=w)
+            assert ((got - want).norm() / want.norm()).item() < 2e-5, (w, phi, tr)
+        # it changes the samples; a range missing every step of the grid changes nothing;
+        # guidance 1 (the prior alone) ignores it
+        s.guidance_rescale, s.guidance_rescale_t = 1.0, None
+        assert ((s.sample_latents(3, skip=200, noise=zT) - plain).norm() / plain.norm()) > 1e-3
+        s.guidance_rescale_t = (900, 990)
+        assert torch.allclose(s.sample_latents(3, skip=200, noise=zT), plain, atol=1e-6)
+        s.guidance_rescale_t = None
+        assert torch.equal(s.sample_latents(3, skip=200, noise=zT, guidance=1.0),
+                           Sampler(m, impl=impl).sample_latents(3, skip=200, noise=zT,
+                                                                 guidance=1.0))
+
+
+def test_guidance_rescale_errors_and_file_default(tmp_path):
+    d = guided_dict()
+    d["diffusion"]["guide"].update(rescale=0.7, rescale_t=[300, 800])
+    m = with_guide(d)
+    p = str(tmp_path / "r.safetensors")
+    save_native(p, m.config, m.autoencoder, m.unet, m.mean, m.std, guide=m.guide)
+    s = Sampler(p, impl="ref")
+    assert s.guidance_rescale == 0.7 and s.guidance_rescale_t == (300, 800)
+    for phi, tr in ((2.0, None), (math.nan, None), (0.5, (10, 5)), (0.5, "all")):
+        s.guidance_rescale, s.guidance_rescale_t = phi, tr
+        with pytest.raises(ValueError, match="Sampler.guidance_rescale"):
+            s.sample_latents(1, skip=500, seed=0)
+
+
+def test_cli_guidance_rescale_options(tmp_path, capsys):
+    from PIL import Image
+    from d2c_fast.cli import main
+    d = guided_dict()
+    d["diffusion"]["guide"].update(rescale=1.0)
+    m = with_guide(d)
+    p = str(tmp_path / "r.safetensors")
+    save_native(p, m.config, m.autoencoder, m.unet, m.mean, m.std, guide=m.guide)
+    assert main(["info", p]) == 0
+    assert "guidance rescale 1 at every t" in capsys.readouterr().out
+    grids = {}
+    for name, extra in (("file", []), ("off", ["--guidance-rescale", "0"]),
+                        ("none_hit", ["--guidance-rescale", "1", "--guidance-rescale-t", "990",
+                                      "995"])):
+        g = str(tmp_path / f"{name}.png")
+        assert main(["sample", p, "-n", "2", "--skip", "200", "--mode", "mode", "--impl", "ref",
+                     "--grid", g] + extra) == 0
+        grids[name] = np.asarray(Image.open(g))
+    # the file's rescale is used by default; off and a range missing the grid agree
+    assert not np.array_equal(grids["file"], grids["off"])
+    assert np.array_equal(grids["off"], grids["none_hit"])
+    with pytest.raises(SystemExit, match="needs --guidance-rescale"):
+        main(["sample", p, "-n", "1", "--guidance-rescale-t", "0", "10"])

@@ -22,12 +22,40 @@ def cmd_train_oracle(args) -> int:
     return 0
 
 
+def add_rescale_args(p) -> None:
+    p.add_argument("--guidance-rescale", type=float, default=None, metavar="PHI",
+                   help="guidance rescale phi in [0, 1] (with guidance != 1; default: the "
+                        "model's recommendation; 0: off)")
+    p.add_argument("--guidance-rescale-t", type=int, nargs=2, default=None,
+                   metavar=("LO", "HI"), help="timesteps where --guidance-rescale applies "
+                   "(inclusive; default: all)")
+
+
+def rescale_kwargs(args) -> dict:
+    """``--guidance-rescale[-t]`` as ``guidance_rescale=, guidance_rescale_t=`` (empty when
+    not given: the model's recommendation)."""
+    if args.guidance_rescale is None:
+        if args.guidance_rescale_t is not None:
+            raise SystemExit("--guidance-rescale-t needs --guidance-rescale")
+        return {}
+    return {"guidance_rescale": args.guidance_rescale,
+            "guidance_rescale_t": args.guidance_rescale_t}
+
+
+def apply_rescale_args(s, args) -> None:
+    """Set a Sampler's guidance rescale from ``--guidance-rescale[-t]`` when given."""
+    r = rescale_kwargs(args)
+    if r:
+        s.guidance_rescale, s.guidance_rescale_t = r["guidance_rescale"], r["guidance_rescale_t"]
+
+
 def cmd_evaluate(args) -> int:
     from .report import evaluate
     apply_threads(args)
     r = evaluate(args.model, args.oracle, n_heldout=args.n_heldout, n_probe=args.n_probe,
                  n_samples=args.n_samples, sample_steps=args.steps, seed=args.seed,
-                 eps_scale=args.eps_scale, guidance=args.guidance)
+                 eps_scale=args.eps_scale, guidance=args.guidance,
+                 **rescale_kwargs(args))
     text = json.dumps(r, indent=1)
     print(text)
     if args.json:
@@ -66,6 +94,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="autoguidance weight (Sampler.sample guidance; default: the model's "
                         "recommended weight; 1: the prior alone)")
+    add_rescale_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")

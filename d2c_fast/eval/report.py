@@ -21,7 +21,8 @@ def _render(ds, n):
 def evaluate(model_path, oracle_path, *, n_heldout: int = 1000, n_probe: int = 100,
              n_samples: int = 1000, n_data: int = 2000, sample_steps: int = 50,
              seed: int = 0, data_seed: int = 0, batch_size: int = 100,
-             eps_scale: float = 1.0, guidance: float | None = None) -> dict:
+             eps_scale: float = 1.0, guidance: float | None = None,
+             guidance_rescale: float | None = None, guidance_rescale_t=None) -> dict:
     from ..data import ATTRIBUTES, FacesDataset
     from ..sampler import Sampler
     from .fid import frechet_distance
@@ -36,8 +37,12 @@ def evaluate(model_path, oracle_path, *, n_heldout: int = 1000, n_probe: int = 1
     data_x, data_y = _render(FacesDataset(n_data, resolution=R, seed=data_seed,
                                           split="train"), n_data)
     guidance = s._check_guidance(guidance)
+    if guidance_rescale is not None:   # phi with its timestep range (None: all)
+        s.guidance_rescale, s.guidance_rescale_t = guidance_rescale, guidance_rescale_t
+    phi, t_range = s._check_rescale()
     res = {"model": str(model_path), "resolution": R, "eps_scale": eps_scale,
-           "guidance": guidance}
+           "guidance": guidance, "guidance_rescale": phi if guidance != 1 else 0.0,
+           "guidance_rescale_t": list(t_range) if t_range is not None else None}
     res["psnr_db"] = reconstruction_psnr(s, held_x, batch_size)
     z = torch.cat([s.encode(held_x[i:i + batch_size]) for i in range(0, n_heldout, batch_size)])
     z = z.flatten(1)
