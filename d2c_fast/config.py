@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import numbers
 import os
 import re
 from dataclasses import dataclass, field
@@ -492,7 +493,7 @@ def check_guidance_rescale(phi, t_range, num_timesteps: int, prefix: str = ""):
     if t_range is None:
         return float(phi), None
     if not isinstance(t_range, (list, tuple)) or len(t_range) != 2 \
-            or any(isinstance(v, bool) or not isinstance(v, int) for v in t_range) \
+            or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in t_range) \
             or not 0 <= t_range[0] <= t_range[1] < num_timesteps:
         raise ConfigError(f"{prefix}rescale_t", f"must be [lo, hi] timesteps with 0 <= lo <= hi "
                           f"< {num_timesteps}, or null for all; got {t_range!r}")

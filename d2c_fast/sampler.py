@@ -20,7 +20,7 @@ import torch
 from . import diffusion as D
 from .attributes import Attribute
 from .checkpoint import LoadedModel, load_model
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .models import mixture
 
 _IMPLS = ("ref", "fast")
@@ -184,11 +184,12 @@ class Sampler:
         return model
 
     def _check_rescale(self):
+        """``(phi, t_range)`` of ``guidance_rescale`` / ``guidance_rescale_t``, validated."""
         from .config import check_guidance_rescale
         try:
             return check_guidance_rescale(self.guidance_rescale, self.guidance_rescale_t,
                                           self.num_timesteps)
-        except ValueError as e:
+        except ConfigError as e:
             raise ValueError(f"Sampler.guidance_{e.field}: {e.cause}") from None
 
     def _check_guidance(self, guidance) -> float:
