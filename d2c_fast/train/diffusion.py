@@ -132,6 +132,8 @@ class DiffusionTrainer(StageTrainer):
         if info.distributed:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.unet, device_ids=[dev.index] if dev.type == "cuda" else None)
+        if st.compile:   # inductor; weights, optimizer and checkpoints stay the module's own
+            self.ddp = torch.compile(self.ddp)
         o = self.optim_cfg
         if o["optimizer"] != "Adam":
             raise ValueError(f"diffusion.optim.optimizer {o['optimizer']!r}: only Adam "

@@ -88,6 +88,7 @@ class DiffusionStageConfig:
     ema_warmup: bool = False          # EMA rate min(rate, (1 + n) / (10 + n)); official: off
     amp: str = "none"                 # "bf16": autocast the U-Net (fp32 weights, loss, Adam)
     min_snr_gamma: float = 0.0        # > 0: Min-SNR-gamma loss weights (ours); 0: official
+    compile: bool = False             # torch.compile the U-Net's training forward (ours)
 
 
 @dataclass
@@ -195,6 +196,9 @@ def _validate(c: TrainConfig) -> None:
             raise ConfigError(f"train.{name}.amp", f"must be 'none' or 'bf16', got {st.amp!r}")
     if not c.diffusion.min_snr_gamma >= 0:
         raise ConfigError("train.diffusion.min_snr_gamma", "must be >= 0 (0: off)")
+    if not isinstance(c.diffusion.compile, bool):
+        raise ConfigError("train.diffusion.compile", f"must be true or false, got "
+                          f"{c.diffusion.compile!r}")
     if c.data.kind not in ("faces", "folder", "celeba", "synthetic"):
         raise ConfigError("train.data.kind", f"unknown dataset kind {c.data.kind!r}")
     from ..checkpoint import UNET_DTYPES
