@@ -168,7 +168,7 @@ class Sampler:
     def _guided_eps(self, guidance: float, eps_scale: float = 1.0):
         """The prior's noise prediction as sampling uses it: autoguidance
         ``eps_g + w (eps - eps_g)`` with the guide prior when ``guidance`` w != 1 (then with
-        guidance rescale, :func:`guidance_rescale_ref`, where ``guidance_rescale`` > 0),
+        guidance rescale, :func:`rescale_guided_eps`, where ``guidance_rescale`` > 0),
         divided by ``eps_scale``."""
         phi, t_range = self._check_rescale() if guidance != 1.0 else (0.0, None)
 
@@ -178,7 +178,7 @@ class Sampler:
                 eg = self._as_eps(self.guide_model(x.to(self.dtype), t).float(), x, t)
                 g = eg + guidance * (e - eg)
                 if phi > 0:
-                    g = guidance_rescale_ref(g, e, x, t, self._abar_coefs, phi, t_range)
+                    g = rescale_guided_eps(g, e, x, t, self._abar_coefs, phi, t_range)
                 e = g
             return e / eps_scale if eps_scale != 1.0 else e
         return model
@@ -482,7 +482,7 @@ class Sampler:
                                   eps_scale=eps_scale, guidance=guidance)
 
 
-def guidance_rescale_ref(eps_guided, eps_prior, x, t, abar_coefs, phi: float,
+def rescale_guided_eps(eps_guided, eps_prior, x, t, abar_coefs, phi: float,
                          t_range=None) -> torch.Tensor:
     """Guidance rescale (Lin et al. 2024, "Common diffusion noise schedules and sample steps
     are flawed", eq. 15-16) applied to x0 predictions: with ``x0 = (x - sqrt(1 - abar_t) eps)
