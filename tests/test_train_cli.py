@@ -38,17 +38,32 @@ def test_cli_oracle_args():
     assert a.epochs == 2 and a.resolution == 32 and callable(a.fn)
 
 
+def _clocked(b, times):
+    """Budget ``b`` whose clock reads ``times`` (one value per ``now()`` call)."""
+    it = iter(times)
+    b.now = lambda: next(it)
+    return b
+
+
 def test_budget_plans_steps_from_measured_speed():
-    b = Budget(steps=10000, max_seconds=100.0, calib_steps=20)
+    b = Budget(steps=10000, max_seconds=100.0, calib_steps=20, warm_steps=3)
     assert b.total() == 10000 and b.planned is None
-    b.start()
-    b.elapsed, b._t0 = 10.0, __import__("time").perf_counter()   # 20 steps took 10 s
-    b.after_step(20, DistInfo())
-    assert b.planned == pytest.approx(int(0.97 * 100 / 0.5), abs=2)
-    b2 = Budget(steps=50, max_seconds=100.0, calib_steps=20)
-    b2.start()
-    b2.after_step(20, DistInfo())
+    # 3 warm-up steps take 60 s (a compilation), then 0.5 s per step
+    _clocked(b, [60.0, 60.0 + 17 * 0.5])
+    for s in range(1, 21):
+        b.after_step(s, DistInfo())
+        assert (b.planned is None) == (s < 20), s
+    # the 28.5 s left of 97 at step 20, at 0.5 s per step: 57 more steps (the first steps'
+    # rate, 68.5 s / 20, would have planned 28)
+    assert b.planned == 20 + int((0.97 * 100 - 68.5) / 0.5)
+    b2 = _clocked(Budget(steps=50, max_seconds=100.0, calib_steps=20), [1.0, 2.0])
+    for s in range(1, 21):
+        b2.after_step(s, DistInfo())
     assert b2.planned == 50                                    # steps stay the upper bound
+    b3 = _clocked(Budget(steps=10000, max_seconds=100.0, calib_steps=20), [1.0, 99.0])
+    for s in range(1, 21):
+        b3.after_step(s, DistInfo())
+    assert b3.planned == 20                                    # out of time: what is done
     assert Budget(steps=7, max_seconds=None).total() == 7
 
 

@@ -132,8 +132,9 @@ class DiffusionTrainer(StageTrainer):
         if info.distributed:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.unet, device_ids=[dev.index] if dev.type == "cuda" else None)
-        if st.compile:   # inductor; weights, optimizer and checkpoints stay the module's own
-            self.ddp = torch.compile(self.ddp)
+        if st.compile and not guide:   # inductor; weights, optimizer and checkpoints stay
+            self.ddp = torch.compile(self.ddp)   # the module's own. Not the guide: its few
+            # minutes of training would go to compiling (measured: 150 of 156 s)
         o = self.optim_cfg
         if o["optimizer"] != "Adam":
             raise ValueError(f"diffusion.optim.optimizer {o['optimizer']!r}: only Adam "

@@ -477,16 +477,20 @@ class Budget:
     """Wall-clock budget of a stage, carried across resumes (``elapsed`` is checkpointed).
     With ``max_minutes``, the planned number of steps (which the cosine schedule spans) is
     fixed once, after ``calib_steps`` steps, from the measured time per step; it is saved
-    in the checkpoint so a resumed run keeps the same schedule."""
+    in the checkpoint so a resumed run keeps the same schedule. The time per step is taken
+    over the steps after the first ``warm_steps`` (allocations, a ``torch.compile``
+    compilation), and the time left after calibration is divided by it: a slow start costs
+    its own seconds, not a proportionally shorter plan."""
 
     def __init__(self, steps: int, max_seconds: Optional[float], calib_steps: int = 20,
-                 safety: float = 0.97):
+                 safety: float = 0.97, warm_steps: int = 3):
         self.steps, self.max_seconds = steps, max_seconds
         self.calib_steps, self.safety = calib_steps, safety
+        self.warm_steps = max(0, min(warm_steps, calib_steps - 1))
         self.planned: Optional[int] = None if max_seconds is not None else steps
         self.elapsed = 0.0
         self._t0 = None
-        self._step_times: list = []
+        self._warm: Optional[tuple] = None   # (seconds, steps) when timing started
 
     def total(self) -> int:
         return self.planned if self.planned is not None else self.steps
@@ -499,9 +503,18 @@ class Budget:
 
     def after_step(self, step_done: int, info: DistInfo) -> None:
         """Called after each step (``step_done`` steps completed)."""
-        if self.planned is None and step_done >= self.calib_steps:
-            per = self.now() / step_done
-            plan = min(self.steps, max(step_done, int(self.safety * self.max_seconds / per)))
+        if self.planned is not None:
+            return
+        if self._warm is None:   # also the first step after a resume within calibration
+            if step_done >= self.warm_steps:
+                self._warm = (self.now(), step_done)
+            return
+        t_w, s_w = self._warm
+        if step_done - s_w >= self.calib_steps - self.warm_steps:
+            now = self.now()
+            per = (now - t_w) / (step_done - s_w)
+            more = int((self.safety * self.max_seconds - now) / per) if per > 0 else self.steps
+            plan = min(self.steps, max(step_done, step_done + more))
             self.planned = int(broadcast_object(plan, info))
 
     def out_of_time(self, info: DistInfo) -> bool:
