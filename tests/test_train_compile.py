@@ -78,3 +78,8 @@ def test_compile_value_checked():
     d["diffusion"]["compile"] = "yes"
     with pytest.raises(ConfigError, match="train.diffusion.compile"):
         TrainConfig.from_dict(d)
+    d["diffusion"].update(compile=True, amp="bf16")   # measured bad: refused
+    with pytest.raises(ConfigError, match="not with diffusion.amp 'bf16'"):
+        TrainConfig.from_dict(d)
+    d["diffusion"]["amp"] = "none"
+    assert TrainConfig.from_dict(d).diffusion.compile is True
