@@ -199,6 +199,7 @@ def cmd_manipulate_dir(args) -> int:
 
 
 def cmd_sample_conditional_dir(args) -> int:
+    from .eval.cli import rescale_kwargs
     from .jobs import sample_conditional_dir
     apply_threads(args)
     r = sample_conditional_dir(args.ckpt, args.output_dir,
@@ -208,7 +209,7 @@ def cmd_sample_conditional_dir(args) -> int:
                                max_draws_per_image=args.max_draws_per_image, skip=args.skip,
                                mode=args.mode, progress=not args.quiet,
                                eps_scale=args.eps_scale, guidance=args.guidance,
-                               config=args.config,
+                               **rescale_kwargs(args), config=args.config,
                                device=args.device, impl=args.impl)
     print(json.dumps(r))
     return 0
@@ -367,6 +368,7 @@ def add_parser(sub) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="autoguidance weight (models with a guide prior; default: the model's "
                         "recommended weight; 1: the prior alone, official)")
+    add_rescale_args(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--mode", default="sample", choices=["sample", "mode"])
     p.add_argument("--threads", type=int, default=None)

@@ -16,6 +16,7 @@ resumable and sharded across processes.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -124,13 +125,16 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
                            max_draws_per_image: int = 100, skip: int = 100,
                            mode: str = "sample", progress: bool = True, rank=None, world=None,
                            eps_scale: float = 1.0, guidance: float | None = None,
+                           guidance_rescale: float | None = None, guidance_rescale_t=None,
                            **sampler_kw) -> dict:
     """Write ``n`` conditional samples ``{k:06d}.png`` (+ ``{k:06d}.json``: probabilities and
     attempts) to ``output_dir``. Image ``k`` depends only on ``(seed, k)``. ``chunk`` images
     (default ``batch_size``) are rejection-sampled together with a budget of
     ``max_draws_per_image * chunk + 1000`` draws. ``eps_scale``: the prior sampler's epsilon
     scaling and ``guidance`` its autoguidance weight (as in ``Sampler.sample_latents``),
-    both recorded in every ``.json`` with the guidance rescale in use (the Sampler's)."""
+    both recorded in every ``.json`` with the guidance rescale in use: the Sampler's, or
+    ``guidance_rescale`` (phi) with ``guidance_rescale_t`` (its timestep range, None: all)
+    for this call only (a Sampler passed in keeps its own setting)."""
     from .attributes import Attribute
     from .conditional import decode_with, sample_conditional_latents
     from .images import save_png
@@ -138,8 +142,13 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
     rank = r0 if rank is None else rank
     world = w0 if world is None else world
     s = _sampler(model, **sampler_kw)
+    if guidance_rescale is not None:
+        s = copy.copy(s)   # shares the weights; the caller's Sampler keeps its setting
+        s.set_guidance_rescale(guidance_rescale, guidance_rescale_t)
+    elif guidance_rescale_t is not None:
+        raise ValueError("guidance_rescale_t needs guidance_rescale")
     guidance = s._check_guidance(guidance)   # resolved once: None -> the file's weight
-    phi, t_range = s._check_rescale() if guidance != 1 else (0.0, None)
+    record = s.sampling_record(guidance)   # guidance and the rescale in use
     attrs = [a if not isinstance(a, (str, os.PathLike)) else Attribute.load(a, model=s)
              for a in (attr if isinstance(attr, (list, tuple)) else [attr])]
     out = os.fspath(output_dir)
@@ -161,9 +170,7 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
         draws += st["draws"]
         for j, k in enumerate(ks):
             _atomic_text(os.path.join(out, f"{k:06d}.json"), json.dumps(
-                {"index": k, "seed": seed, "eps_scale": float(eps_scale),
-                 "guidance": guidance, "guidance_rescale": phi,
-                 "guidance_rescale_t": list(t_range) if t_range is not None else None,
+                {"index": k, "seed": seed, "eps_scale": float(eps_scale), **record,
                  "attributes": st["attributes"],
                  "probabilities": [float(v) for v in p[j]], "attempts": st["attempts"][j]}))
             save_png(x[j], os.path.join(out, f"{k:06d}.png"))

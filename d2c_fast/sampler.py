@@ -170,7 +170,7 @@ class Sampler:
         ``eps_g + w (eps - eps_g)`` with the guide prior when ``guidance`` w != 1 (then with
         guidance rescale, :func:`rescale_guided_eps`, where ``guidance_rescale`` > 0),
         divided by ``eps_scale``."""
-        phi, t_range = self._check_rescale() if guidance != 1.0 else (0.0, None)
+        phi, t_range = self._rescale_in_use(guidance)
 
         def model(x, t):
             e = self._eps(x, t)
@@ -191,6 +191,30 @@ class Sampler:
                                           self.num_timesteps)
         except ConfigError as e:
             raise ValueError(f"Sampler.guidance_{e.field}: {e.cause}") from None
+
+    def _rescale_in_use(self, guidance: float):
+        """``(phi, t_range)`` that sampling with the resolved weight ``guidance`` applies:
+        ``(0.0, None)`` for ``guidance == 1`` (no guide, nothing to rescale)."""
+        return self._check_rescale() if guidance != 1.0 else (0.0, None)
+
+    def set_guidance_rescale(self, phi: float, t_range=None) -> None:
+        """Set ``guidance_rescale`` / ``guidance_rescale_t`` together, validated now (a bad
+        value raises ``ValueError`` here and leaves both unchanged)."""
+        old = self.guidance_rescale, self.guidance_rescale_t
+        self.guidance_rescale, self.guidance_rescale_t = phi, t_range
+        try:
+            self._check_rescale()
+        except ValueError:
+            self.guidance_rescale, self.guidance_rescale_t = old
+            raise
+
+    def sampling_record(self, guidance: float) -> dict:
+        """What a sample drawn with the resolved weight ``guidance`` was drawn with, as JSON
+        fields: ``guidance``, ``guidance_rescale`` (phi in use) and ``guidance_rescale_t``
+        (its timestep range, ``None``: all)."""
+        phi, t_range = self._rescale_in_use(guidance)
+        return {"guidance": guidance, "guidance_rescale": phi,
+                "guidance_rescale_t": list(t_range) if t_range is not None else None}
 
     def _check_guidance(self, guidance) -> float:
         """``None`` -> the model's recommended weight; otherwise a finite number >= 0 (1: the

@@ -298,3 +298,56 @@ def test_cli_guidance_rescale_options(tmp_path, capsys):
     assert np.array_equal(grids["off"], grids["none_hit"])
     with pytest.raises(SystemExit, match="needs --guidance-rescale"):
         main(["sample", p, "-n", "1", "--guidance-rescale-t", "0", "10"])
+
+
+def test_set_guidance_rescale_and_sampling_record():
+    s = Sampler(with_guide(guided_dict(2.0)), impl="ref")
+    s.set_guidance_rescale(0.7, (300, 800))
+    assert (s.guidance_rescale, s.guidance_rescale_t) == (0.7, (300, 800))
+    assert s.sampling_record(2.5) == {"guidance": 2.5, "guidance_rescale": 0.7,
+                                      "guidance_rescale_t": [300, 800]}
+    # guidance 1 samples the prior alone: nothing is rescaled, and the record says so
+    assert s.sampling_record(1.0) == {"guidance": 1.0, "guidance_rescale": 0.0,
+                                      "guidance_rescale_t": None}
+    # a bad value is refused at once and leaves the setting as it was
+    for phi, tr in ((1.5, None), (0.5, (800, 300)), (0.5, (0, 5000))):
+        with pytest.raises(ValueError, match="Sampler.guidance_rescale"):
+            s.set_guidance_rescale(phi, tr)
+        assert (s.guidance_rescale, s.guidance_rescale_t) == (0.7, (300, 800))
+
+
+def test_sample_conditional_dir_guidance_rescale(tmp_path):
+    """The directory job's ``guidance_rescale`` override samples what the Sampler samples with
+    that setting, records it per image, and leaves a Sampler passed in unchanged."""
+    import json
+
+    from PIL import Image
+
+    from d2c_fast import Attribute
+    from d2c_fast.attributes import LinearClassifier
+    from d2c_fast.jobs import sample_conditional_dir
+    s = Sampler(with_guide(guided_dict(2.0)), impl="ref")
+    D = int(np.prod(s.latent_shape))
+    w = torch.randn(D, generator=torch.Generator().manual_seed(0))
+    attr = Attribute(None, name="planted", classifier=LinearClassifier(
+        0.5 * w / w.norm(), 0.0, s.mean, s.std, prior=0.5), fingerprint=s.fingerprint,
+        latent_shape=s.latent_shape)
+    kw = dict(seed=5, batch_size=8, skip=500, mode="mode")
+    before = (s.guidance_rescale, s.guidance_rescale_t)
+    sample_conditional_dir(s, tmp_path / "r", attr, 2, progress=False, guidance_rescale=1.0,
+                           guidance_rescale_t=(0, 600), **kw)
+    assert (s.guidance_rescale, s.guidance_rescale_t) == before
+    plain, _ = s.sample_conditional(attr, 2, **kw)
+    s.set_guidance_rescale(1.0, (0, 600))
+    want, _ = s.sample_conditional(attr, 2, **kw)
+    assert not torch.allclose(want, plain, atol=1e-3)   # the override matters here
+    for k in range(2):
+        img = np.asarray(Image.open(tmp_path / "r" / f"{k:06d}.png"), dtype=np.int16)
+        ref = np.round(want[k].clamp(0, 1).numpy() * 255).astype(np.int16)
+        assert np.abs(img.transpose(2, 0, 1) - ref).max() <= 1, k
+        meta = json.load(open(tmp_path / "r" / f"{k:06d}.json"))
+        assert (meta["guidance"], meta["guidance_rescale"], meta["guidance_rescale_t"]) == \
+            (2.0, 1.0, [0, 600])
+    with pytest.raises(ValueError, match="guidance_rescale_t needs"):
+        sample_conditional_dir(s, tmp_path / "bad", attr, 1, progress=False,
+                               guidance_rescale_t=(0, 10), **kw)

@@ -46,7 +46,7 @@ def apply_rescale_args(s, args) -> None:
     """Set a Sampler's guidance rescale from ``--guidance-rescale[-t]`` when given."""
     r = rescale_kwargs(args)
     if r:
-        s.guidance_rescale, s.guidance_rescale_t = r["guidance_rescale"], r["guidance_rescale_t"]
+        s.set_guidance_rescale(r["guidance_rescale"], r["guidance_rescale_t"])
 
 
 def cmd_evaluate(args) -> int:

@@ -38,11 +38,9 @@ def evaluate(model_path, oracle_path, *, n_heldout: int = 1000, n_probe: int = 1
                                           split="train"), n_data)
     guidance = s._check_guidance(guidance)
     if guidance_rescale is not None:   # phi with its timestep range (None: all)
-        s.guidance_rescale, s.guidance_rescale_t = guidance_rescale, guidance_rescale_t
-    phi, t_range = s._check_rescale()
+        s.set_guidance_rescale(guidance_rescale, guidance_rescale_t)
     res = {"model": str(model_path), "resolution": R, "eps_scale": eps_scale,
-           "guidance": guidance, "guidance_rescale": phi if guidance != 1 else 0.0,
-           "guidance_rescale_t": list(t_range) if t_range is not None else None}
+           **s.sampling_record(guidance)}
     res["psnr_db"] = reconstruction_psnr(s, held_x, batch_size)
     z = torch.cat([s.encode(held_x[i:i + batch_size]) for i in range(0, n_heldout, batch_size)])
     z = z.flatten(1)
