@@ -67,9 +67,40 @@ def test_budget_plans_steps_from_measured_speed():
     assert Budget(steps=7, max_seconds=None).total() == 7
 
 
+def test_budget_replans_when_the_speed_changes():
+    b = Budget(steps=10000, max_seconds=100.0, calib_steps=20, warm_steps=3, replan_seconds=5.0)
+    # warm-up ends at 1 s, then 0.1 s per step: the first plan at step 20 (2.7 s), and a
+    # re-plan every 5 s of steps at that speed (50 steps)
+    # steps 21-70 take 0.2 s each (the machine got slower), steps 71-120 0.05 s each
+    t20 = 1.0 + 17 * 0.1
+    t70, t120 = t20 + 50 * 0.2, t20 + 50 * 0.2 + 50 * 0.05
+    _clocked(b, [1.0, t20, t70, t120])
+    for s in range(1, 71):
+        b.after_step(s, DistInfo())
+        if s == 20:
+            assert b.planned == 20 + int((97.0 - t20) / 0.1) and b.replan_every == 50
+    assert b.planned == 70 + int((97.0 - t70) / 0.2)     # slower: fewer steps in all
+    for s in range(71, 121):
+        b.after_step(s, DistInfo())
+    assert b.planned == 120 + int((97.0 - t120) / 0.05)  # faster again: more
+    # a resumed budget keeps its plan and cadence, and times its next window afresh
+    b2 = Budget(steps=10000, max_seconds=100.0, replan_seconds=5.0)
+    b2.load_state_dict({"planned": 500, "elapsed": 50.0, "replan_every": 50})
+    _clocked(b2, [60.0, 60.0 + 50 * 0.1])
+    for s in range(121, 172):
+        b2.after_step(s, DistInfo())
+    assert b2.planned == 171 + int((97.0 - 65.0) / 0.1)
+    # replan_seconds=0 keeps the first plan
+    b3 = _clocked(Budget(steps=10000, max_seconds=100.0, replan_seconds=0), [1.0, t20])
+    for s in range(1, 200):
+        b3.after_step(s, DistInfo())
+    assert b3.replan_every == 0 and b3.planned == 20 + int((97.0 - t20) / 0.1)
+
+
 def test_a_slower_machine_cuts_the_plan_and_says_so(tmp_path):
-    """The step plan comes from the first 20 steps; if steps then get slower, the stage stops
-    at its time budget before the plan and logs ``time_budget_cut``."""
+    """The step plan comes from the first 20 steps and is re-made about once a minute; if
+    steps get slower in between, the stage stops at its time budget before the plan and logs
+    ``time_budget_cut``."""
     import time
 
     from d2c_fast.train.engine import StageTrainer, TrainConfig

@@ -485,17 +485,27 @@ class Budget:
     in the checkpoint so a resumed run keeps the same schedule. The time per step is taken
     over the steps after the first ``warm_steps`` (allocations, a ``torch.compile``
     compilation), and the time left after calibration is divided by it: a slow start costs
-    its own seconds, not a proportionally shorter plan."""
+    its own seconds, not a proportionally shorter plan.
+
+    The plan is then re-made every ``replan_every`` steps (the number of steps of about
+    ``replan_seconds`` at the calibrated speed, fixed with the first plan and the same on
+    every rank) from the speed of the steps since the last plan: a machine that gets slower
+    or faster mid-stage (other jobs on shared cores) still ends its cosine schedule when its
+    time ends, instead of being cut short by the time limit. ``replan_seconds=0`` keeps the
+    first plan."""
 
     def __init__(self, steps: int, max_seconds: Optional[float], calib_steps: int = 20,
-                 safety: float = 0.97, warm_steps: int = 3):
+                 safety: float = 0.97, warm_steps: int = 3, replan_seconds: float = 60.0):
         self.steps, self.max_seconds = steps, max_seconds
         self.calib_steps, self.safety = calib_steps, safety
         self.warm_steps = max(0, min(warm_steps, calib_steps - 1))
+        self.replan_seconds = replan_seconds
         self.planned: Optional[int] = None if max_seconds is not None else steps
+        self.replan_every = 0   # steps between re-plans (0: none), set with the first plan
         self.elapsed = 0.0
         self._t0 = None
         self._warm: Optional[tuple] = None   # (seconds, steps) when timing started
+        self._mark: Optional[tuple] = None   # (seconds, steps) of the last plan
 
     def total(self) -> int:
         return self.planned if self.planned is not None else self.steps
@@ -509,6 +519,8 @@ class Budget:
     def after_step(self, step_done: int, info: DistInfo) -> None:
         """Called after each step (``step_done`` steps completed)."""
         if self.planned is not None:
+            if self.max_seconds is not None and self.replan_every > 0:
+                self._replan(step_done, info)
             return
         if self._warm is None:   # also the first step after a resume within calibration
             if step_done >= self.warm_steps:
@@ -518,9 +530,30 @@ class Budget:
         if step_done - s_w >= self.calib_steps - self.warm_steps:
             now = self.now()
             per = (now - t_w) / (step_done - s_w)
-            more = int((self.safety * self.max_seconds - now) / per) if per > 0 else self.steps
-            plan = min(self.steps, max(step_done, step_done + more))
-            self.planned = int(broadcast_object(plan, info))
+            plan = self._plan(step_done, now, per)
+            every = (max(self.calib_steps, int(self.replan_seconds / per))
+                     if self.replan_seconds > 0 and per > 0 else 0)
+            self.planned, self.replan_every = (int(v) for v in
+                                               broadcast_object((plan, every), info))
+            self._mark = (now, step_done)
+
+    def _plan(self, step_done: int, now: float, per: float) -> int:
+        """Steps in all when the time left (to ``safety * max_seconds``) goes at ``per`` s
+        per step: at least ``step_done`` (no time left: what is done), at most ``steps``."""
+        more = int((self.safety * self.max_seconds - now) / per) if per > 0 else self.steps
+        return min(self.steps, max(step_done, step_done + more))
+
+    def _replan(self, step_done: int, info: DistInfo) -> None:
+        if self._mark is None:   # the first step after a resume: start a new window
+            self._mark = (self.now(), step_done)
+            return
+        t_m, s_m = self._mark
+        if step_done - s_m < self.replan_every or step_done >= self.planned:
+            return
+        now = self.now()
+        plan = self._plan(step_done, now, (now - t_m) / (step_done - s_m))
+        self.planned = int(broadcast_object(plan, info))
+        self._mark = (now, step_done)
 
     def out_of_time(self, info: DistInfo) -> bool:
         if self.max_seconds is None:
@@ -529,11 +562,14 @@ class Budget:
         return bool(broadcast_object(flag, info)) if info.distributed else flag
 
     def state_dict(self) -> dict:
-        return {"planned": -1 if self.planned is None else self.planned, "elapsed": self.now()}
+        return {"planned": -1 if self.planned is None else self.planned, "elapsed": self.now(),
+                "replan_every": self.replan_every}
 
     def load_state_dict(self, sd: dict) -> None:
         self.planned = None if sd["planned"] < 0 else int(sd["planned"])
         self.elapsed = float(sd["elapsed"])
+        self.replan_every = int(sd.get("replan_every", 0))   # 0: a checkpoint from before
+        self._mark = None
 
 
 class Progress:
@@ -697,8 +733,8 @@ class StageTrainer:
         finally:
             prog.close()
         if stop and self.step < self.budget.total():
-            # the plan came from the first steps' speed; a machine that got slower since
-            # (other jobs on the cores) cuts the cosine schedule short: say so
+            # the plan came from the speed of the last re-plan window; a machine that got
+            # slower since (other jobs on the cores) cuts the cosine schedule short: say so
             log_event(self.out_dir, info, event="time_budget_cut", stage=self.stage,
                       step=self.step, planned=self.budget.total(),
                       note="stopped by the time budget before the planned steps; the "
