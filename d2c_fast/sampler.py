@@ -61,6 +61,16 @@ class _RNG:
         return self._draw(torch.rand, (self.n, *shape), self.generator)
 
 
+def _finite_number(name: str, v, bound: str) -> float:
+    """``v`` as a float if it is a real number (not a bool), finite, and ``> 0`` or ``>= 0``
+    (``bound``); otherwise ``ValueError`` naming ``name``."""
+    ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+          and (v > 0 if bound == "> 0" else v >= 0))
+    if not ok:
+        raise ValueError(f"{name} must be a finite number {bound}, got {v!r}")
+    return float(v)
+
+
 class Sampler:
     """One D2C model ready for inference.
 
@@ -221,9 +231,7 @@ class Sampler:
         prior alone, the official sampler), and != 1 only for a model with a guide prior."""
         if guidance is None:
             return self.guidance
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) \
-                or not math.isfinite(guidance) or guidance < 0:
-            raise ValueError(f"guidance must be a finite number >= 0, got {guidance!r}")
+        guidance = _finite_number("guidance", guidance, ">= 0")
         if guidance != 1 and self.guide_model is None:
             raise ValueError(f"guidance={guidance} needs a model with a guide prior (config "
                              "'diffusion.guide'); this one has none, so only guidance=1 (or "
@@ -355,10 +363,7 @@ class Sampler:
 
     @staticmethod
     def _check_eps_scale(eps_scale) -> float:
-        if isinstance(eps_scale, bool) or not isinstance(eps_scale, (int, float)) \
-                or not math.isfinite(eps_scale) or eps_scale <= 0:
-            raise ValueError(f"eps_scale must be a finite number > 0, got {eps_scale!r}")
-        return float(eps_scale)
+        return _finite_number("eps_scale", eps_scale, "> 0")
 
     def _sample_latents(self, n, seq, eta, rng: _RNG, noise, batch_size, progress,
                         eps_scale: float = 1.0, guidance: float = 1.0):
