@@ -555,12 +555,6 @@ class Budget:
         self.planned = int(broadcast_object(plan, info))
         self._mark = (now, step_done)
 
-    def out_of_time(self, info: DistInfo) -> bool:
-        if self.max_seconds is None:
-            return False
-        flag = self.now() >= self.max_seconds
-        return bool(broadcast_object(flag, info)) if info.distributed else flag
-
     def state_dict(self) -> dict:
         return {"planned": -1 if self.planned is None else self.planned, "elapsed": self.now(),
                 "replan_every": self.replan_every}
