@@ -8,8 +8,8 @@ configured loss weighting and autocast, clipping, Adam, EMA), on random latents.
 Prints latents/s per setting, and each setting's ratio to the first thread count at the same
 batch (same run). ``--compile`` adds, per setting, the step with ``diffusion.compile`` (the
 U-Net under ``torch.compile``) and its ratio to the eager step of the same run; compile time
-(the first three steps) is printed apart and not in the rate. It answers "does a second core help stage 2?" for a given recipe; the cost
-does not depend on the latents' values.
+(the first three steps) is printed apart and not in the rate. It answers "does a second
+core help stage 2?" for a given recipe; the cost does not depend on the latents' values.
 """
 from __future__ import annotations
 

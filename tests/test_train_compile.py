@@ -9,7 +9,7 @@ import torch
 from d2c_fast.train import TrainConfig
 from d2c_fast.train.diffusion import DiffusionTrainer
 from d2c_fast.train.engine import DistInfo
-from d2c_fast.train.testing import tiny_train_dict
+from d2c_fast.train.testing import state_tensors, tiny_train_dict
 
 STEPS = 6
 
@@ -54,22 +54,10 @@ def test_compiled_stage2_matches_eager_and_resumes_bitwise():
     # killed after 3 steps and resumed from its state: bitwise the straight compiled run
     half, _, _ = _run(tc_c, lat, 3)
     sd_r, _, _ = _run(tc_c, lat, STEPS, state=half, start=3)
-    a, b = _tensors(sd_c), _tensors(sd_r)
+    a, b = state_tensors(sd_c), state_tensors(sd_r)
     assert a.keys() == b.keys() and any(k.startswith("ema.") for k in a)
     bad = [k for k in a if not torch.equal(a[k], b[k])]
     assert not bad, bad[:5]
-
-
-def _tensors(d, prefix=""):
-    """Every tensor of a nested state dict (model, Adam state, EMA), by path."""
-    out = {}
-    items = d.items() if isinstance(d, dict) else enumerate(d)
-    for k, v in items:
-        if isinstance(v, torch.Tensor):
-            out[f"{prefix}{k}"] = v
-        elif isinstance(v, (dict, list, tuple)):
-            out.update(_tensors(v, f"{prefix}{k}."))
-    return out
 
 
 def test_compile_value_checked():

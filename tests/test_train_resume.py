@@ -11,7 +11,7 @@ from d2c_fast.train import TrainConfig, train
 from d2c_fast.train.autoencoder import AETrainer
 from d2c_fast.train.diffusion import DiffusionTrainer
 from d2c_fast.train.engine import load_checkpoint
-from d2c_fast.train.testing import tiny_train_dict
+from d2c_fast.train.testing import state_tensors, tiny_train_dict
 
 N_AE, N_DIF = 6, 6
 
@@ -24,24 +24,8 @@ def _tc(amp="none", latent_noise=0.0):
     return TrainConfig.from_dict(d)
 
 
-def _flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        elif isinstance(v, torch.Tensor):
-            out[prefix + k] = v
-        elif isinstance(v, (list, tuple)):
-            for i, x in enumerate(v):
-                if isinstance(x, dict):
-                    out.update(_flat(x, f"{prefix}{k}.{i}."))
-                elif isinstance(x, torch.Tensor):
-                    out[f"{prefix}{k}.{i}"] = x
-    return out
-
-
 def _assert_same(a, b):
-    fa, fb = _flat(a), _flat(b)
+    fa, fb = state_tensors(a), state_tensors(b)
     assert fa.keys() == fb.keys()
     bad = [k for k in fa if not torch.equal(fa[k], fb[k])]
     assert not bad, bad[:10]
@@ -107,7 +91,7 @@ def test_bf16_autocast_resume_is_bitwise(straight, tmp_path, monkeypatch, cls):
         _assert_same(load_checkpoint(ref / f)["state"], load_checkpoint(run / f)["state"])
     fp32 = load_checkpoint(straight[0] / "autoencoder.pt")
     bf16 = load_checkpoint(ref / "autoencoder.pt")
-    fa, fb = _flat(fp32), _flat(bf16)
+    fa, fb = state_tensors(fp32), state_tensors(bf16)
     diff = [k for k in fa if fa[k].is_floating_point() and not torch.equal(fa[k], fb[k])]
     assert diff, "amp='bf16' left the weights bitwise equal to fp32 training"
     for k in diff:
@@ -127,8 +111,8 @@ def test_latent_noise_resume_is_bitwise(straight, tmp_path, monkeypatch):
     train(_tc(latent_noise=0.3), run, resume=True)
     _assert_same(load_checkpoint(ref / "ckpt-ae.pt")["state"],
                  load_checkpoint(run / "ckpt-ae.pt")["state"])
-    plain = _flat(load_checkpoint(straight[0] / "autoencoder.pt"))
-    noisy = _flat(load_checkpoint(ref / "autoencoder.pt"))
+    plain = state_tensors(load_checkpoint(straight[0] / "autoencoder.pt"))
+    noisy = state_tensors(load_checkpoint(ref / "autoencoder.pt"))
     assert any(v.is_floating_point() and not torch.equal(v, noisy[k]) for k, v in plain.items())
 
 

@@ -42,3 +42,17 @@ def tiny_train_dict(resolution: int = 16, ae_steps: int = 4, diffusion_steps: in
         "checkpoint_every_steps": 0, "checkpoint_every_minutes": 0, "progress": False,
         "log_every": 1, "threads": 1,
     }
+
+
+def state_tensors(d, prefix: str = "") -> dict:
+    """Every tensor of a nested state dict (model, optimiser state, EMA, lists of either), by
+    dotted path: what a bitwise-resume test compares."""
+    import torch
+    out = {}
+    items = d.items() if isinstance(d, dict) else enumerate(d)
+    for k, v in items:
+        if isinstance(v, torch.Tensor):
+            out[f"{prefix}{k}"] = v
+        elif isinstance(v, (dict, list, tuple)):
+            out.update(state_tensors(v, f"{prefix}{k}."))
+    return out
