@@ -11,7 +11,8 @@ from d2c_fast.config import config_from_dict
 from d2c_fast.train.augment import augment
 from d2c_fast.train.autoencoder import AETrainer, MoCoAE, recalibrate_bn
 from d2c_fast.train.diffusion import (DiffusionTrainer, alphas_cumprod, antithetic_timesteps,
-                                      encode_latents, latent_stats, noise_estimation_loss)
+                                      encode_latents, latent_stats, logit_normal_timesteps,
+                                      noise_estimation_loss, sample_timesteps)
 from d2c_fast.train.data import SyntheticShapes, dataset_to_uint8
 from d2c_fast.train.engine import AugmentConfig, DistInfo, TrainConfig
 from d2c_fast.train.testing import tiny_model_dict, tiny_train_dict
@@ -151,6 +152,39 @@ def test_antithetic_timesteps():
     assert torch.equal(t[4:7], 999 - t[:3])
     t = antithetic_timesteps(8, 1000, torch.Generator().manual_seed(0))
     assert torch.equal(t[5:], 999 - t[:3])
+
+
+def test_logit_normal_timesteps():
+    """t / T logit-normal: the empirical CDF matches Phi((logit(k / T) - mean) / std) on the
+    discrete grid, pairs are mirrored about the mean in logit space, and the config switches
+    the trainer's sampler (uniform stays the official antithetic draw)."""
+    T, mean, std = 1000, -0.4, 1.0
+    t = logit_normal_timesteps(40001, T, torch.Generator().manual_seed(0), mean, std)
+    assert t.shape == (40001,) and t.dtype == torch.int64 and t.min() >= 0 and t.max() < T
+    k = torch.arange(50, T, 50, dtype=torch.float64)
+    expect = 0.5 * (1 + torch.erf((torch.log(k / (T - k)) - mean) / (std * math.sqrt(2))))
+    got = (t.double().view(-1, 1) < k).double().mean(0)
+    assert (got - expect).abs().max() < 0.01, (got, expect)
+    lo, hi = t[:20001].double(), t[20001:].double()       # pairs z, -z (floored)
+    mid = lambda v: torch.log((v + 0.5) / (T - v - 0.5))  # noqa: E731
+    assert ((mid(lo[:20000]) + mid(hi)) / 2 - mean).abs().median() < 0.01
+    # mass in the mid-noise range [200, 600): ~63% here vs 40% uniform
+    assert 0.6 < float(((t >= 200) & (t < 600)).double().mean()) < 0.66
+    d = tiny_train_dict(diffusion_steps=1)
+    st = TrainConfig.from_dict(d).diffusion
+    assert st.t_sampling == "uniform"
+    assert torch.equal(sample_timesteps(9, T, torch.Generator().manual_seed(3), st),
+                       antithetic_timesteps(9, T, torch.Generator().manual_seed(3)))
+    d["diffusion"].update(t_sampling="logit_normal", t_logit=[mean, std])
+    st = TrainConfig.from_dict(d).diffusion
+    assert torch.equal(sample_timesteps(9, T, torch.Generator().manual_seed(3), st),
+                       logit_normal_timesteps(9, T, torch.Generator().manual_seed(3), mean, std))
+    for bad in ({"t_sampling": "lognormal"}, {"t_logit": [0.0, 0.0]}, {"t_logit": [0.0]},
+                {"t_logit": [float("nan"), 1.0]}):
+        d = tiny_train_dict(diffusion_steps=1)
+        d["diffusion"].update(bad)
+        with pytest.raises(d2c_fast.ConfigError, match="t_sampling|t_logit"):
+            TrainConfig.from_dict(d)
 
 
 def test_noise_estimation_loss_formula():

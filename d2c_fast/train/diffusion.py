@@ -65,6 +65,26 @@ def antithetic_timesteps(n: int, T: int, g: torch.Generator, device="cpu") -> to
     return torch.cat([t, T - 1 - t])[:n]
 
 
+def logit_normal_timesteps(n: int, T: int, g: torch.Generator, mean: float, std: float,
+                           device="cpu") -> torch.Tensor:
+    """Timesteps whose fraction ``t / T`` is logit-normal (ours; the density of Esser et al.
+    2024, section 3.1, on DDPM's discrete grid): ``t = floor(T sigmoid(mean + std z))``,
+    antithetic like the official sampler, ``z`` for ``n // 2 + 1`` items, then ``-z``
+    (each pair mirrored about ``mean`` in logit space). Puts the steps where the mid-noise
+    decisions are made instead of spreading them evenly over [0, T)."""
+    z = torch.randn(n // 2 + 1, generator=g, device=device)
+    z = torch.cat([z, -z])[:n]
+    return (torch.sigmoid(mean + std * z) * T).long().clamp_(0, T - 1)
+
+
+def sample_timesteps(n: int, T: int, g: torch.Generator, st, device="cpu") -> torch.Tensor:
+    """The training timesteps of a batch under ``st.t_sampling`` (a DiffusionStageConfig):
+    ``"uniform"`` (official antithetic) or ``"logit_normal"`` (``st.t_logit`` = mean, std)."""
+    if st.t_sampling == "uniform":
+        return antithetic_timesteps(n, T, g, device)
+    return logit_normal_timesteps(n, T, g, st.t_logit[0], st.t_logit[1], device)
+
+
 def alphas_cumprod(sched) -> torch.Tensor:
     b = torch.from_numpy(beta_schedule(sched.beta_schedule, beta_start=sched.beta_start,
                                        beta_end=sched.beta_end,
@@ -152,7 +172,7 @@ class DiffusionTrainer(StageTrainer):
         x0 = self.latents[self.order.indices(step)].to(dev)
         n = x0.shape[0]
         g = step_generator(self.tc.seed, "diffusion", step, self.info.rank, device=dev)
-        t = antithetic_timesteps(n, self.T, g, dev)
+        t = sample_timesteps(n, self.T, g, self.st, dev)
         e = torch.randn(x0.shape, generator=g, device=dev)
         lr = lr_at(step, self.budget.total(), self.lr, self.st.warmup_steps, self.st.cosine,
                    self.st.min_lr_ratio)

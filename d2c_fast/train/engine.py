@@ -88,6 +88,8 @@ class DiffusionStageConfig:
     ema_warmup: bool = False          # EMA rate min(rate, (1 + n) / (10 + n)); official: off
     amp: str = "none"                 # "bf16": autocast the U-Net (fp32 weights, loss, Adam)
     min_snr_gamma: float = 0.0        # > 0: Min-SNR-gamma loss weights (ours); 0: official
+    t_sampling: str = "uniform"       # training timesteps: "uniform" (official, antithetic)
+    t_logit: tuple = (0.0, 1.0)       # or "logit_normal" (ours): t / T = sigmoid(N(mean, std))
     compile: bool = False             # torch.compile the U-Net's training forward (ours)
 
 
@@ -196,6 +198,15 @@ def _validate(c: TrainConfig) -> None:
             raise ConfigError(f"train.{name}.amp", f"must be 'none' or 'bf16', got {st.amp!r}")
     if not c.diffusion.min_snr_gamma >= 0:
         raise ConfigError("train.diffusion.min_snr_gamma", "must be >= 0 (0: off)")
+    if c.diffusion.t_sampling not in ("uniform", "logit_normal"):
+        raise ConfigError("train.diffusion.t_sampling", "must be 'uniform' or 'logit_normal', "
+                          f"got {c.diffusion.t_sampling!r}")
+    tl = c.diffusion.t_logit
+    if not (isinstance(tl, (list, tuple)) and len(tl) == 2
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in tl) and tl[1] > 0):
+        raise ConfigError("train.diffusion.t_logit", f"must be [mean, std] with std > 0, got "
+                          f"{tl!r}")
+    c.diffusion.t_logit = (float(tl[0]), float(tl[1]))
     if not isinstance(c.diffusion.compile, bool):
         raise ConfigError("train.diffusion.compile", f"must be true or false, got "
                           f"{c.diffusion.compile!r}")
