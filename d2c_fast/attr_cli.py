@@ -78,13 +78,14 @@ def cmd_fit_attribute(args) -> int:
         name = args.name or os.path.splitext(os.path.basename(args.output))[0]
     t = time.perf_counter()
     a = s.fit_attribute(positives, negatives, unlabelled=unl, name=name, prior=args.prior,
-                        folds=args.folds, seed=args.seed)
+                        folds=args.folds, seed=args.seed, flip=False if args.no_flip else None)
     a.save(args.output)
     i = a.info
     print(f"{name}: {i['mode']} fit in {time.perf_counter() - t:.1f} s, CV accuracy "
           f"{i['cv_accuracy']:.3f} (L2 {i['l2']:g}, {i['folds']} folds), prior {i['prior']:.3f}, "
           f"recommended strength {i['recommended_strength'][0]:.2f}.."
-          f"{i['recommended_strength'][1]:.2f}")
+          f"{i['recommended_strength'][1]:.2f}"
+          + (f", {i['n_mirrored']} mirrored images" if i["n_mirrored"] else ""))
     print(f"wrote {args.output} (model {a.fingerprint})")
     return 0
 
@@ -171,7 +172,7 @@ def cmd_eval_attributes(args) -> int:
         cond_threshold=args.cond_threshold if args.cond_threshold > 0 else None,
         n_population=args.n_population, projector_steps=args.projector_steps,
         positive_only=not args.no_positive_only, preserve_others=not args.no_preserve,
-        seed=args.seed, data_seed=args.data_seed,
+        fit_flip=False if args.fit_no_flip else None, seed=args.seed, data_seed=args.data_seed,
         batch_size=args.batch_size, out_dir=args.output,
         projector_model=(Sampler(args.ckpt, config=args.config, device=args.device, impl="ref")
                          if args.projector_steps else None))
@@ -265,6 +266,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--prior", type=float, default=None, help="population rate of the attribute")
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--no-flip", action="store_true", help="do not also train on the mirrored "
+                   "images (for attributes a mirror changes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None)
     p.add_argument("--threads", type=int, default=None)
@@ -337,6 +340,8 @@ def add_parser(sub) -> None:
     p.add_argument("--projector-steps", type=int, default=1000)
     p.add_argument("--no-positive-only", action="store_true")
     p.add_argument("--no-preserve", action="store_true", help="skip the d2c + preserve rows")
+    p.add_argument("--fit-no-flip", action="store_true",
+                   help="labelled fits without the mirrored images (default: with them)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100)

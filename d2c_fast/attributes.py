@@ -500,15 +500,34 @@ def _auc(score: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def fit_linear_cv(x: torch.Tensor, y: torch.Tensor, *, l2_grid=DEFAULT_L2_GRID, folds: int = 5,
-                  seed: int = 0, criterion: str = "balanced_accuracy") -> dict:
+                  seed: int = 0, criterion: str = "balanced_accuracy",
+                  augment: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Class-balanced L2 logistic regression on features ``x`` ``(n, D)`` with the L2 strength
     chosen by stratified ``folds``-fold cross-validation: ``criterion`` ``"balanced_accuracy"``
     or ``"auc"`` of the out-of-fold scores, ties broken by the lower balanced log-loss.
+    ``augment``: ``(x_aug (m, D), src (m,))``, extra training rows (e.g. the features of
+    mirrored images), row ``j`` a copy of item ``src[j]`` with its label; a copy trains
+    wherever its source does and is never scored, so the out-of-fold scores stay honest.
     Returns the refit on all data and the out-of-fold scores of the chosen L2:
     ``{w, b, l2, cv_balanced_accuracy, cv_auc, folds, oof, table}``."""
     if criterion not in ("balanced_accuracy", "auc"):
         raise ValueError(f"criterion must be 'balanced_accuracy' or 'auc', got {criterion!r}")
     x, y = x.double(), y.double().flatten()
+    if augment is None:
+        xa, src = x[:0], torch.zeros(0, dtype=torch.long)
+    else:
+        xa, src = augment[0].double(), augment[1].long().flatten()
+        if xa.dim() != 2 or xa.shape[1] != x.shape[1] or src.numel() != xa.shape[0] or (
+                src.numel() and not 0 <= int(src.min()) <= int(src.max()) < x.shape[0]):
+            raise ValueError(f"augment: need x_aug (m, {x.shape[1]}) and src (m,) indexing "
+                             f"the {x.shape[0]} items, got {tuple(xa.shape)} and "
+                             f"{tuple(src.shape)}")
+
+    def fit(rows: torch.Tensor, l2: float):
+        """Fit on items ``rows`` (bool mask) plus their augmented copies."""
+        keep = rows[src]
+        xx, yy = torch.cat([x[rows], xa[keep]]), torch.cat([y[rows], y[src[keep]]])
+        return _fit_lr(xx, yy, l2, _balanced_weights(yy))
     n1 = int(y.sum())
     n0 = y.numel() - n1
     if n1 < 1 or n0 < 1:
@@ -521,7 +540,7 @@ def fit_linear_cv(x: torch.Tensor, y: torch.Tensor, *, l2_grid=DEFAULT_L2_GRID, 
         oof = torch.empty_like(y)
         for f in range(k):
             tr, va = fold != f, fold == f
-            w, b = _fit_lr(x[tr], y[tr], l2, _balanced_weights(y[tr]))
+            w, b = fit(tr, l2)
             oof[va] = x[va] @ w + b
         pred = (oof > 0).double()
         tpr = float(pred[y > 0.5].mean())
@@ -536,26 +555,39 @@ def fit_linear_cv(x: torch.Tensor, y: torch.Tensor, *, l2_grid=DEFAULT_L2_GRID, 
         if best is None or (row[key], -ll) > (best[0][key], -best[0]["cv_balanced_logloss"]):
             best = (row, oof.clone())
     row, oof = best
-    w, b = _fit_lr(x, y, row["l2"], _balanced_weights(y))
+    w, b = fit(torch.ones_like(y, dtype=torch.bool), row["l2"])
     return {"w": w, "b": b, "l2": row["l2"], "cv_balanced_accuracy": row["cv_balanced_accuracy"],
             "cv_auc": row["cv_auc"], "folds": k, "oof": oof, "table": table, "criterion": criterion}
 
 
-def _as_latents(sampler, items, what: str, batch_size: int = 256) -> torch.Tensor:
-    """Images (anything ``encode`` accepts) or raw latents ``(B, C, H, W)`` -> raw latents."""
+def _as_latents(sampler, items, what: str, batch_size: int = 256, flip=None):
+    """Images (anything ``encode`` accepts) or raw latents ``(B, C, H, W)`` -> ``(raw
+    latents, raw latents of the mirrored images or None)``. ``flip``: ``None`` mirrors images
+    and not latents, ``True`` requires images, ``False`` never mirrors."""
+    z = None
     if isinstance(items, torch.Tensor) and items.dim() == 4 and items.is_floating_point() \
             and tuple(items.shape[1:]) == tuple(sampler.latent_shape):
-        return items.detach().float().cpu()
-    if isinstance(items, torch.Tensor) and items.dim() == 3 and items.is_floating_point() \
+        z = items.detach().float().cpu()
+    elif isinstance(items, torch.Tensor) and items.dim() == 3 and items.is_floating_point() \
             and tuple(items.shape) == tuple(sampler.latent_shape):
-        return items.detach().float().cpu().unsqueeze(0)
+        z = items.detach().float().cpu().unsqueeze(0)
+    if z is not None:
+        if flip is True:
+            raise ValueError(f"{what}: flip=True mirrors images, but latents were given "
+                             "(pass the images, or flip=None / False)")
+        return z, None
+    from .images import load_images
     try:
-        return sampler.encode(items, batch_size=batch_size).cpu()
+        x = load_images(items, size=sampler.resolution, channels=sampler.image_channels)
+        z = sampler.encode(x, batch_size=batch_size).cpu()
+        zf = sampler.encode(x.flip(-1), batch_size=batch_size).cpu() if flip is not False \
+            else None
     except Exception as e:
         from .errors import D2CError
         if isinstance(e, D2CError):
             raise type(e)(f"{what}: {e}") from e
         raise
+    return z, zf
 
 
 def _mixture_proportion(sp: torch.Tensor, su: torch.Tensor, min_frac: float = 0.2) -> float:
@@ -612,12 +644,22 @@ def _pu_calibrate(sp: torch.Tensor, su: torch.Tensor, prior: float, iters: int =
 @torch.inference_mode(False)
 def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=None,
                   prior: float | None = None, l2_grid=DEFAULT_L2_GRID, folds: int = 5,
-                  seed: int = 0, batch_size: int = 256) -> Attribute:
+                  seed: int = 0, batch_size: int = 256, flip: bool | None = None) -> Attribute:
     """Fit an :class:`Attribute` for ``sampler``'s model (see the module docstring).
 
     ``positives``/``negatives``/``unlabelled``: images (anything ``Sampler.encode`` accepts)
     or raw latents ``(B, C, H, W)``. Give ``negatives`` (labelled mode) or ``unlabelled``
     (positive-unlabelled mode), not both.
+
+    ``flip``: train on the mirrored images too (each image's mirror image, encoded, is an
+    extra training item with its label, in the same cross-validation fold; never scored).
+    ``None`` (default): for inputs given as images, not for raw latents; ``True``: the inputs
+    must be images; ``False``: off, for attributes that a mirror changes (a head turned
+    left, text). Labelled mode only: positive-unlabelled fits never mirror (on the built-in
+    lipstick, mirrored unlabelled images led the AUC criterion to a 10x weaker L2 and a
+    held-out balanced accuracy of 0.71 instead of 0.94). With 100 labels on the built-in
+    model mirroring lifts the beard classifier's held-out balanced accuracy by 1-3 points
+    (QUALITY.md).
 
     ``prior``: the positive rate in the population, for the probabilities used by conditional
     sampling (labelled default: the labelled set's rate; PU default: estimated).
@@ -638,19 +680,32 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
                          "mode), exactly one")
     if prior is not None and not 0.0 < float(prior) < 1.0:
         raise ValueError(f"prior must be in (0, 1), got {prior}")
-    zp = _as_latents(sampler, positives, "positives", batch_size)
-    zo = _as_latents(sampler, negatives if negatives is not None else unlabelled,
-                     "negatives" if negatives is not None else "unlabelled", batch_size)
+    if flip not in (None, True, False):
+        raise ValueError(f"flip must be None, True or False, got {flip!r}")
+    if negatives is None:
+        if flip:
+            raise ValueError("flip=True is for labelled fits; positive-unlabelled fits do not "
+                             "mirror (measured: the mirrors misled its AUC-based L2 choice)")
+        flip = False
+    zp, zpf = _as_latents(sampler, positives, "positives", batch_size, flip)
+    zo, zof = _as_latents(sampler, negatives if negatives is not None else unlabelled,
+                          "negatives" if negatives is not None else "unlabelled", batch_size,
+                          flip)
     mode = "labelled" if negatives is not None else "pu"
     n1, n0 = zp.shape[0], zo.shape[0]
     clf0 = LinearClassifier(torch.ones(zp[0].numel()), 0.0, sampler.mean.cpu(), sampler.std.cpu())
     x = torch.cat([clf0.standardise(zp), clf0.standardise(zo)])
     y = torch.cat([torch.ones(zp.shape[0]), torch.zeros(zo.shape[0])]).double()
+    # mirrored copies of whichever side came as images, each tied to its source item
+    aug = [(clf0.standardise(zf), torch.arange(n) + off)
+           for zf, n, off in ((zpf, n1, 0), (zof, n0, n1)) if zf is not None]
+    augment = (torch.cat([a for a, _ in aug]), torch.cat([i for _, i in aug])) if aug else None
     # PU: the positive-vs-unlabelled AUC is pi/2 + (1 - pi) * (the positive-vs-negative AUC),
     # a monotone function of the quantity we want, so it selects L2 consistently; accuracy
     # at a fixed threshold is not.
     fit = fit_linear_cv(x, y, l2_grid=l2_grid, folds=folds, seed=seed,
-                        criterion="balanced_accuracy" if mode == "labelled" else "auc")
+                        criterion="balanced_accuracy" if mode == "labelled" else "auc",
+                        augment=augment)
     # Platt scaling on the out-of-fold scores: L2 shrinks the scores, and both the
     # probabilities (rejection sampling) and the strength unit need a calibrated logit.
     # Firth's penalty keeps the scale finite when the out-of-fold scores separate the
@@ -686,6 +741,7 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
         "logit_median_positive": float(oof[:n1].median()) + clf.offset,
         "logit_median_negative": float(oof[n1:].median()) + clf.offset,
         "weight_norm_std": float(w.norm()), "platt_scale": a_scale,
+        "n_mirrored": 0 if augment is None else int(augment[1].numel()),
         "fit_seconds": round(time.perf_counter() - t0, 3),
         "standardisation": "x = ((z - latent_mod.mean) / latent_mod.std).flatten(); "
                            "score = classifier.weight . x + classifier.bias",

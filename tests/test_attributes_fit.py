@@ -210,3 +210,54 @@ def test_platt_firth_is_nearly_unbiased_and_finite_under_separation():
     assert 0 < a < 50 and abs(c) < 1e-3
     p = torch.sigmoid(a * sep + c)
     assert float(p[:50].min()) > 0.5 and float(p[:50].max()) < 1.0
+
+
+def test_fit_linear_cv_augmented_rows_train_with_their_source():
+    """augment=(x_aug, src): copies join the training folds of their source item, are never
+    scored (oof over the n items), and the final fit is the plain fit on items + copies."""
+    from d2c_fast.attributes import _balanced_weights, _fit_lr
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    y = (x[:, 0] + 0.3 * torch.randn(40, generator=g, dtype=torch.float64) > 0).double()
+    src = torch.arange(0, 40, 2)
+    xa = x[src] + 0.1 * torch.randn(20, 6, generator=g, dtype=torch.float64)
+    r = fit_linear_cv(x, y, l2_grid=(0.1,), folds=4, augment=(xa, src))
+    assert r["oof"].shape == (40,)
+    w, b = _fit_lr(torch.cat([x, xa]), torch.cat([y, y[src]]), 0.1,
+                   _balanced_weights(torch.cat([y, y[src]])))
+    assert torch.allclose(r["w"], w) and r["b"] == pytest.approx(b)
+    plain = fit_linear_cv(x, y, l2_grid=(0.1,), folds=4)
+    assert not torch.allclose(plain["w"], r["w"])
+    # fold 0's out-of-fold scores come from a model that saw no copy of a fold-0 item
+    from d2c_fast.attributes import _folds
+    fold = _folds(y, 4, 0)
+    tr = fold != 0
+    keep = tr[src]
+    xx, yy = torch.cat([x[tr], xa[keep]]), torch.cat([y[tr], y[src[keep]]])
+    w0, b0 = _fit_lr(xx, yy, 0.1, _balanced_weights(yy))
+    assert torch.allclose(r["oof"][fold == 0], x[fold == 0] @ w0 + b0)
+    with pytest.raises(ValueError, match="augment"):
+        fit_linear_cv(x, y, augment=(xa, src + 40))
+
+
+def test_fit_from_images_trains_on_mirrors(s):
+    """Images are also used mirrored (flip=None), each mirror an extra item of its source's
+    class; flip=False turns it off; flip=True with latents is an error."""
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.rand(12, 3, 64, 64, generator=g)
+    imgs[:6, 0] = imgs[:6, 0] * 0.3 + 0.7
+    a = s.fit_attribute(imgs[:6], imgs[6:], folds=3)
+    off = s.fit_attribute(imgs[:6], imgs[6:], folds=3, flip=False)
+    assert a.info["n_mirrored"] == 12 and off.info["n_mirrored"] == 0
+    assert not torch.allclose(a.normal_std, off.normal_std)
+    assert a.info["n_positive"] == 6 and a.info["n_negative"] == 6   # mirrors are not items
+    z = s.encode(imgs)
+    with pytest.raises(ValueError, match="flip=True"):
+        s.fit_attribute(z[:6], z[6:], flip=True)
+    assert s.fit_attribute(z[:6], z[6:], folds=3).info["n_mirrored"] == 0
+    pu = s.fit_attribute(imgs[:6], unlabelled=imgs[6:], folds=3)   # PU: never mirrored
+    assert pu.info["n_mirrored"] == 0
+    with pytest.raises(ValueError, match="labelled fits"):
+        s.fit_attribute(imgs[:6], unlabelled=imgs[6:], flip=True)
+    with pytest.raises(ValueError, match="flip must be"):
+        s.fit_attribute(imgs[:6], imgs[6:], flip="yes")

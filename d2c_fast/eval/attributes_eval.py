@@ -6,6 +6,7 @@ Per attribute (default ``blond_hair``, ``red_lipstick``, ``beard``):
 * **Fit.** Labelled mode: ``n_fit`` labelled images of the held-out ``val`` stream (half with
   the attribute, half without; the population prior is the data's label rate). Positive-only
   mode: ``n_fit`` positives of ``val`` + ``n_unlabelled`` unlabelled ``val`` images (disjoint).
+  The labelled fit also trains on the mirrored images (``fit_flip``, see ``fit_attribute``).
   Reported: cross-validated accuracy, and the balanced accuracy on held-out ``test`` latents
   (``n_eval`` negatives + ``n_real`` positives) with ground-truth labels.
 * **Edits.** ``n_eval`` ``test`` images that lack the attribute (ground truth), edited with
@@ -105,7 +106,8 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         positive_only: bool = True, seed: int = 0, data_seed: int = 0,
                         batch_size: int = 100, out_dir=None, progress: bool = True,
                         grid_n: int = 8, projector_model=None,
-                        preserve_others: bool = True, n_population: int = 1000) -> dict:
+                        preserve_others: bool = True, n_population: int = 1000,
+                        fit_flip: bool | None = None) -> dict:
     """Run the evaluation (module docstring). ``model``: a path or a ``Sampler``; ``oracle``:
     a path or an ``Oracle``. ``projector_model``: the ``impl="ref"`` sampler the projector
     baseline runs on (default: loaded from ``model`` when it is a path, or ``model`` itself
@@ -158,7 +160,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         "cond_guidance": cond_guidance, "n_population": n_population,
                         "projector_steps": projector_steps,
                         "seed": seed, "data_seed": data_seed, "decode": "mode",
-                        "preserve_others": preserve_others,
+                        "preserve_others": preserve_others, "fit_flip": fit_flip,
                         "threads": torch.get_num_threads()},
            "attributes": {}}
     grid_rows, grid_labels, cond_rows, cond_labels = [], [], [], []
@@ -172,9 +174,10 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
             half = n_fit // 2
             pos_i = _pick(yv, a_idx, 1, half, start=n_unlabelled)
             neg_i = _pick(yv, a_idx, 0, n_fit - half, start=n_unlabelled)
-            z_pos, z_neg = enc(_render(val, pos_i)), enc(_render(val, neg_i))
-            labelled_fits[name] = s.fit_attribute(z_pos, z_neg, name=name,
-                                                  prior=float(rates[a_idx]), seed=seed)
+            labelled_fits[name] = s.fit_attribute(_render(val, pos_i), _render(val, neg_i),
+                                                  name=name, prior=float(rates[a_idx]),
+                                                  seed=seed, batch_size=batch_size,
+                                                  flip=fit_flip)
         return labelled_fits[name]
 
     # real population latents (both classes): the conditional rules with a perfect prior
@@ -184,7 +187,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
         pop_z, pop_y = enc(_render(test, list(range(n_pop)))), yt[:n_pop].double()
     # unlabelled pool (PU) and the naive row, shared by all attributes
     unl_idx = list(range(n_unlabelled))
-    z_unl = enc(_render(val, unl_idx)) if positive_only and n_unlabelled else None
+    x_unl = _render(val, unl_idx) if positive_only and n_unlabelled else None
     t = time.perf_counter()
     naive = None
     if n_cond:
@@ -203,10 +206,10 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
         attr = fit_labelled(name)
         first_attr = first_attr or attr
         fits = {"labelled": attr}
-        if positive_only and z_unl is not None:
+        if positive_only and x_unl is not None:
             pu_i = _pick(yv, a_idx, 1, n_fit, start=n_unlabelled)
-            z_pu = enc(_render(val, pu_i))
-            fits["positive_only"] = s.fit_attribute(z_pu, unlabelled=z_unl, name=f"{name}_pu",
+            fits["positive_only"] = s.fit_attribute(_render(val, pu_i), unlabelled=x_unl,
+                                                    name=f"{name}_pu", batch_size=batch_size,
                                                     seed=seed)
         # ---- held-out data: negatives to edit, positives (real class)
         ev_i = _pick(yt, a_idx, 0, n_eval)
