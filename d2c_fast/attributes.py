@@ -656,10 +656,10 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
     ``None`` (default): for inputs given as images, not for raw latents; ``True``: the inputs
     must be images; ``False``: off, for attributes that a mirror changes (a head turned
     left, text). Labelled mode only: positive-unlabelled fits never mirror (on the built-in
-    lipstick, mirrored unlabelled images led the AUC criterion to a 10x weaker L2 and a
+    lipstick, mirrored unlabelled images led the AUC criterion to a 100x weaker L2 and a
     held-out balanced accuracy of 0.71 instead of 0.94). With 100 labels on the built-in
-    model mirroring lifts the beard classifier's held-out balanced accuracy by 1-3 points
-    (QUALITY.md).
+    model, mirroring lifted the beard classifier's held-out balanced accuracy by 1-3 points
+    on each of three label draws (QUALITY.md).
 
     ``prior``: the positive rate in the population, for the probabilities used by conditional
     sampling (labelled default: the labelled set's rate; PU default: estimated).

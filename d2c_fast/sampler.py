@@ -482,8 +482,8 @@ class Sampler:
                       batch_size: int = 256, flip: bool | None = None) -> Attribute:
         """Fit an attribute (linear classifier on standardised latents) from labelled
         ``positives``/``negatives``, or positives + ``unlabelled`` (PU mode). Inputs are
-        images (anything :meth:`encode` accepts) or raw latents; images are also used
-        mirrored unless ``flip=False``. See :func:`d2c_fast.attributes.fit_attribute`."""
+        images (anything :meth:`encode` accepts) or raw latents; labelled images are also
+        used mirrored unless ``flip=False``. See :func:`d2c_fast.attributes.fit_attribute`."""
         from .attributes import DEFAULT_L2_GRID, fit_attribute
         return fit_attribute(self, positives, negatives, unlabelled=unlabelled, name=name,
                              prior=prior, l2_grid=l2_grid or DEFAULT_L2_GRID, folds=folds,
