@@ -7,7 +7,7 @@ import torch
 
 from d2c_fast import Sampler
 from d2c_fast.data import ATTRIBUTES
-from d2c_fast.eval.attributes_eval import evaluate_attributes
+from d2c_fast.eval.attributes_eval import evaluate_attributes, wilson_interval
 from d2c_fast.eval.oracle import Oracle
 from d2c_fast.models.random_init import random_model
 
@@ -56,6 +56,8 @@ def test_eval_attributes_tiny(tmp_path):
         for k in ("", "threshold_"):
             if k + "error" not in c:
                 assert 0 <= c[k + "precision"] <= 1 and 0 < c[k + "acceptance_rate"] <= 1
+                lo, hi = c[k + "precision_ci95"]
+                assert 0 <= lo <= c[k + "precision"] <= hi <= 1 and hi - lo > 0.1   # 3 samples
                 assert c[k + "fd_oracle"] is not None and c[k + "fd_oracle"] > -1e-6
         assert c["threshold"] == 0.9
         # the rules on real latents (a perfect prior): a precision, or None when no real
@@ -84,3 +86,20 @@ def test_eval_attributes_tiny(tmp_path):
     # per attribute: originals, d2c, nvae, ddim, d2c with a per-image target,
     # positive-only d2c, d2c + preserve
     assert im.size[1] == 2 * 7 * (64 + 2) + 2
+
+
+def test_wilson_interval_solves_its_defining_equation():
+    """The bounds are the p0 where |k/n - p0| = z sqrt(p0 (1 - p0) / n) (checked by
+    substitution, not by the closed form), clipped to [0, 1] at k = 0 and k = n."""
+    import math
+    for k, n in ((77, 100), (3, 10), (50, 400)):
+        lo, hi = wilson_interval(k, n)
+        for p0 in (lo, hi):
+            assert abs(abs(k / n - p0) - 1.96 * math.sqrt(p0 * (1 - p0) / n)) < 1e-9
+        assert lo < k / n < hi
+    lo, hi = wilson_interval(0, 20)
+    assert lo == 0 and 0 < hi < 0.2
+    lo, hi = wilson_interval(20, 20)
+    assert hi == 1 and 0.8 < lo < 1
+    assert wilson_interval(77, 100)[1] - wilson_interval(77, 100)[0] > \
+        wilson_interval(308, 400)[1] - wilson_interval(308, 400)[0]   # shrinks with n

@@ -50,6 +50,7 @@ edits of each method at the middle strength; conditional samples and naive sampl
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -87,6 +88,19 @@ def _flips(row) -> str:
     by = row.get("preservation_by_attribute") or {}
     worst = sorted(((1 - v, k) for k, v in by.items()), reverse=True)
     return ", ".join(f"{k} {100 * f:.0f}%" for f, k in worst[:2] if f >= 0.005) or "-"
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion ``k / n`` (95% for ``z = 1.96``): the
+    ``p0`` with ``|k / n - p0| <= z sqrt(p0 (1 - p0) / n)``. Stays inside [0, 1] and is
+    sensible at ``k = 0`` or ``k = n``, unlike ``p +- z SE``."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p, z2 = k / n, z * z
+    den = 1.0 + z2 / n
+    mid = (p + z2 / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / den
+    return (max(0.0, mid - half), min(1.0, mid + half))
 
 
 def _batched(fn, x, bs):
@@ -331,8 +345,10 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                                                       eps_scale=cond_eps_scale,
                                                       guidance=cond_guidance)
                     pcond = orc.predict(xc)
+                    hits = int((pcond[:, a_idx] > 0.5).sum())
                     cond.update({
-                        prefix + "precision": float((pcond[:, a_idx] > 0.5).float().mean()),
+                        prefix + "precision": hits / pcond.shape[0],
+                        prefix + "precision_ci95": wilson_interval(hits, pcond.shape[0]),
                         prefix + "fd_oracle": (frechet_distance(orc.features(xc), f_real)
                                                if f_real is not None else None),
                         prefix + "acceptance_rate": st["acceptance_rate"],
@@ -450,7 +466,8 @@ def markdown(res: dict) -> str:
     if any("conditional" in r for r in res["attributes"].values()):
         out += ["", "## Conditional generation", "", "Precision with real latents: the rule "
                 "applied to encodings of real test images (a perfect prior), the classifier's "
-                "own limit.", "", "| attribute | rule | precision | precision with real "
+                "own limit. Precision: the oracle's rate on the accepted samples, with its 95% "
+                "(Wilson) interval.", "", "| attribute | rule | precision | precision with real "
                 "latents | FD_oracle to class | acceptance rate |",
                 "| --- | --- | --- | --- | --- | --- |"]
         for name, r in res["attributes"].items():
@@ -461,7 +478,9 @@ def markdown(res: dict) -> str:
             if c.get("threshold") is not None:
                 rules.append((f"p >= {c['threshold']:g}", "threshold_"))
             for label, k in rules:
-                out.append(f"| {name} | {label} | {_f(c.get(k + 'precision'))} | "
+                ci = c.get(k + "precision_ci95")
+                ci = f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+                out.append(f"| {name} | {label} | {_f(c.get(k + 'precision'))}{ci} | "
                            f"{_f(c.get(k + 'real_latent_precision'))} | "
                            f"{_f(c.get(k + 'fd_oracle'), '{:.2f}')} | "
                            f"{_f(c.get(k + 'acceptance_rate'))} |"
