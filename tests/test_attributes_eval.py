@@ -7,7 +7,8 @@ import torch
 
 from d2c_fast import Sampler
 from d2c_fast.data import ATTRIBUTES
-from d2c_fast.eval.attributes_eval import evaluate_attributes, wilson_interval
+from d2c_fast.eval.attributes_eval import evaluate_attributes
+from d2c_fast.eval.metrics import wilson_interval
 from d2c_fast.eval.oracle import Oracle
 from d2c_fast.models.random_init import random_model
 

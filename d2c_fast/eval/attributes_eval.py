@@ -50,11 +50,12 @@ edits of each method at the middle strength; conditional samples and naive sampl
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 
 import torch
+
+from .metrics import wilson_interval
 
 DEFAULT_ATTRIBUTES = ("blond_hair", "red_lipstick", "beard")
 
@@ -88,19 +89,6 @@ def _flips(row) -> str:
     by = row.get("preservation_by_attribute") or {}
     worst = sorted(((1 - v, k) for k, v in by.items()), reverse=True)
     return ", ".join(f"{k} {100 * f:.0f}%" for f, k in worst[:2] if f >= 0.005) or "-"
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion ``k / n`` (95% for ``z = 1.96``): the
-    ``p0`` with ``|k / n - p0| <= z sqrt(p0 (1 - p0) / n)``. Stays inside [0, 1] and is
-    sensible at ``k = 0`` or ``k = n``, unlike ``p +- z SE``."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p, z2 = k / n, z * z
-    den = 1.0 + z2 / n
-    mid = (p + z2 / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / den
-    return (max(0.0, mid - half), min(1.0, mid + half))
 
 
 def _batched(fn, x, bs):

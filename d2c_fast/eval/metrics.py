@@ -1,6 +1,9 @@
-"""Quality measures used to judge a trained model: reconstruction PSNR and a latent linear
-probe (logistic regression, trained with L-BFGS in float64)."""
+"""Quality measures used to judge a trained model: reconstruction PSNR, a latent linear
+probe (logistic regression, trained with L-BFGS in float64), and the binomial interval that
+goes with a rate measured on a few samples."""
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -78,5 +81,18 @@ def probe_l2_select(train_x, train_y, test_x, test_y, grid=(1e-3, 1e-2, 1e-1, 1.
     return linear_probe(train_x, train_y, test_x, test_y, best_l2), best_l2
 
 
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion ``k / n`` (95% for ``z = 1.96``): the
+    ``p0`` with ``|k / n - p0| <= z sqrt(p0 (1 - p0) / n)``. Stays inside [0, 1] and is
+    sensible at ``k = 0`` or ``k = n``, unlike ``p +- z SE``."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p, z2 = k / n, z * z
+    den = 1.0 + z2 / n
+    mid = (p + z2 / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / den
+    return (max(0.0, mid - half), min(1.0, mid + half))
+
+
 __all__ = ["psnr", "reconstruct", "reconstruction_psnr", "fit_logistic", "linear_probe",
-           "probe_l2_select"]
+           "probe_l2_select", "wilson_interval"]
