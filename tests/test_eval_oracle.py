@@ -104,4 +104,8 @@ def test_evaluate_report_smoke(tmp_path):
     r = evaluate(model, tmp_path / "o.safetensors", n_heldout=60, n_probe=30, n_samples=8,
                  n_data=40, sample_steps=2, batch_size=30)
     assert set(r["probe"]) == set(r["sample_rates"]) and len(r["probe"]) == 5
+    for v in r["sample_rates"].values():   # 8 samples: a wide interval around the rate
+        lo, hi = v["samples_ci95"]
+        assert 0 <= lo <= v["samples"] <= hi <= 1 and hi - lo > 0.3
+        assert abs(v["diff_points"] - 100 * (v["samples"] - v["data"])) < 1e-4
     assert np.isfinite(r["psnr_db"]) and np.isfinite(r["fd_oracle_samples_vs_data"])

@@ -26,7 +26,7 @@ def evaluate(model_path, oracle_path, *, n_heldout: int = 1000, n_probe: int = 1
     from ..data import ATTRIBUTES, FacesDataset
     from ..sampler import Sampler
     from .fid import frechet_distance
-    from .metrics import probe_l2_select, reconstruction_psnr
+    from .metrics import probe_l2_select, reconstruction_psnr, wilson_interval
     from .oracle import Oracle
     t0 = time.perf_counter()
     s = Sampler(model_path)
@@ -57,10 +57,13 @@ def evaluate(model_path, oracle_path, *, n_heldout: int = 1000, n_probe: int = 1
                                   guidance=guidance)
                          for i in range(0, n_samples, batch_size)])
     p_s = oracle.predict(samples)
-    rates_s = (p_s > 0.5).float().mean(0)
+    hits = (p_s > 0.5).sum(0)
+    rates_s = hits.float() / p_s.shape[0]
     rates_d = data_y.mean(0)
+    # samples_ci95: the sampled rate's 95% (Wilson) interval, the noise of n_samples draws
     res["sample_rates"] = {n: {"samples": float(rates_s[i]), "data": float(rates_d[i]),
-                               "diff_points": float(100 * (rates_s[i] - rates_d[i]))}
+                               "diff_points": float(100 * (rates_s[i] - rates_d[i])),
+                               "samples_ci95": wilson_interval(int(hits[i]), p_s.shape[0])}
                            for i, n in enumerate(ATTRIBUTES)}
     f_data = oracle.features(data_x)
     res["fd_oracle_samples_vs_data"] = frechet_distance(oracle.features(samples), f_data)
