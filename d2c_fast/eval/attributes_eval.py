@@ -189,7 +189,8 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
         pop_z, pop_y = enc(_render(test, list(range(n_pop)))), yt[:n_pop].double()
     # unlabelled pool (PU) and the naive row, shared by all attributes
     unl_idx = list(range(n_unlabelled))
-    x_unl = _render(val, unl_idx) if positive_only and n_unlabelled else None
+    # encoded once for every attribute: PU fits never mirror, so latents serve as well
+    z_unl = enc(_render(val, unl_idx)) if positive_only and n_unlabelled else None
     t = time.perf_counter()
     naive = None
     if n_cond:
@@ -208,11 +209,10 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
         attr = fit_labelled(name)
         first_attr = first_attr or attr
         fits = {"labelled": attr}
-        if positive_only and x_unl is not None:
+        if positive_only and z_unl is not None:
             pu_i = _pick(yv, a_idx, 1, n_fit, start=n_unlabelled)
-            fits["positive_only"] = s.fit_attribute(_render(val, pu_i), unlabelled=x_unl,
-                                                    name=f"{name}_pu", batch_size=batch_size,
-                                                    seed=seed)
+            fits["positive_only"] = s.fit_attribute(enc(_render(val, pu_i)), unlabelled=z_unl,
+                                                    name=f"{name}_pu", seed=seed)
         # ---- held-out data: negatives to edit, positives (real class)
         ev_i = _pick(yt, a_idx, 0, n_eval)
         real_i = _pick(yt, a_idx, 1, n_real)
