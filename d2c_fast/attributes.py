@@ -10,7 +10,8 @@ Two kinds of :class:`Attribute`:
   with ``--step 20``).
 * **fitted attributes** (:func:`fit_attribute`, ``Sampler.fit_attribute``): a logistic
   regression on *standardised, flattened* latents ``x = ((z - mean) / std).flatten()`` (the
-  model's own ``latent_mod`` standardisation, per channel), ``score(z) = w . x + b``.
+  model's own ``latent_mod`` standardisation: per channel as the official release, or per
+  latent position for models trained so), ``score(z) = w . x + b``.
 
 Sign and unit conventions of a fitted attribute (explicit, because the release mixes them):
 
@@ -113,13 +114,27 @@ def model_fingerprint(loaded) -> str:
 
 
 # ---------------------------------------------------------------------------- classifier
+def _as_mod(t: torch.Tensor, what: str) -> torch.Tensor:
+    """A latent standardisation tensor as ``(C, 1, 1)`` or ``(C, H, W)`` float32 on the CPU
+    (accepts the checkpoint's ``(1, C, 1|H, 1|W)`` and a flat per-channel ``(C,)``)."""
+    t = t.detach().float().cpu()
+    if t.dim() == 4 and t.shape[0] == 1:
+        t = t[0]
+    elif t.dim() == 1:
+        t = t.reshape(-1, 1, 1)
+    if t.dim() != 3:
+        raise AttributeFileError(f"latent_mod.{what} must be (C, 1, 1) or (C, H, W), "
+                                 f"got {tuple(t.shape)}")
+    return t
+
+
 class LinearClassifier:
     """``score(z) = w . ((z - mean) / std).flatten() + bias``; ``logit = score + offset``.
 
     ``p = sigmoid(logit)``. ``mode``: ``"labelled"`` (``score`` is the balanced log-odds,
     ``offset = logit(prior)``) or ``"pu"`` (``score`` is already the population log-odds,
-    ``offset = 0``). ``mean``/``std`` are the model's latent standardisation ``(C, 1, 1)`` the
-    classifier assumes."""
+    ``offset = 0``). ``mean``/``std`` are the model's latent standardisation the classifier
+    assumes: ``(C, 1, 1)`` (per channel) or ``(C, H, W)`` (per position)."""
 
     def __init__(self, weight: torch.Tensor, bias: float, mean: torch.Tensor, std: torch.Tensor,
                  *, mode: str = "labelled", prior: float = 0.5):
@@ -129,8 +144,10 @@ class LinearClassifier:
             raise AttributeFileError(f"classifier prior must be in (0, 1], got {prior}")
         self.weight = weight.detach().double().cpu().reshape(-1)
         self.bias = float(bias)
-        self.mean = mean.detach().float().cpu().reshape(-1, 1, 1)
-        self.std = std.detach().float().cpu().reshape(-1, 1, 1)
+        self.mean, self.std = _as_mod(mean, "mean"), _as_mod(std, "std")
+        if self.mean.shape != self.std.shape:
+            raise AttributeFileError(f"latent_mod.mean {tuple(self.mean.shape)} and latent_mod.std "
+                                     f"{tuple(self.std.shape)} differ in shape")
         if not torch.isfinite(self.weight).all() or not math.isfinite(self.bias):
             raise AttributeFileError("classifier weights contain NaN or Inf")
         if float(self.weight.norm()) == 0.0:
@@ -350,11 +367,17 @@ class Attribute:
                 raise AttributeFileError(f"{p}: incomplete classifier (missing "
                                          f"{sorted(keys - set(tensors))})")
             d = tensors["direction"]
+            d = d[0] if d.dim() == 4 and d.shape[0] == 1 else d
             c = d.shape[0] if d.dim() == 3 else -1
             for k in ("latent_mod.mean", "latent_mod.std"):
-                if tensors[k].numel() != c:
-                    raise AttributeFileError(f"{p}: {k} has {tensors[k].numel()} values, the "
-                                             f"direction {c} channels")
+                n = tensors[k].numel()
+                if n == c:                                  # per channel
+                    tensors[k] = tensors[k].reshape(c, 1, 1)
+                elif d.dim() == 3 and n == d.numel():       # per position
+                    tensors[k] = tensors[k].reshape(d.shape)
+                else:
+                    raise AttributeFileError(f"{p}: {k} has {n} values, expected the "
+                                             f"direction's {c} channels or {d.numel()} positions")
             if tensors["classifier.bias"].numel() != 1:
                 raise AttributeFileError(f"{p}: classifier.bias must have one value")
             if not (tensors["latent_mod.std"] > 0).all():

@@ -7,7 +7,9 @@ a reference to any global outside a small allow-list (tensor rebuilding, storage
 ``OrderedDict``) is refused as an unsafe pickle.
 
 The native format is one ``.safetensors`` file: tensors ``autoencoder.<key>``,
-``diffusion.<key>``, ``latent_mod.mean``, ``latent_mod.std``; metadata ``format=d2c_fast``,
+``diffusion.<key>``, ``latent_mod.mean``, ``latent_mod.std`` (the latent standardisation the
+prior was trained in: ``(1, C, 1, 1)`` per channel as the official release, or ``(1, C, H, W)``
+per latent position); metadata ``format=d2c_fast``,
 ``version``, ``config`` (the JSON config). Every problem is a :class:`CheckpointError` that
 names the file and the cause.
 """
@@ -243,13 +245,21 @@ def _latent_mod(lm, shape, path) -> tuple[torch.Tensor, torch.Tensor]:
         v = lm[k]
         if not isinstance(v, torch.Tensor) or not v.is_floating_point():
             raise CheckpointError(path, f"latent_mod.{k}: expected a float tensor")
-        if tuple(v.shape) not in ((1, shape[0], 1, 1), (shape[0],)):
+        C, H, W = shape
+        if tuple(v.shape) in ((1, C, 1, 1), (C,)):           # per channel (official)
+            v = v.reshape(1, C, 1, 1).float()
+        elif tuple(v.shape) in ((1, C, H, W), (C, H, W)):    # per latent position
+            v = v.reshape(1, C, H, W).float()
+        else:
             raise CheckpointError(path, f"latent_mod.{k}: shape {tuple(v.shape)}, expected "
-                                  f"(1, {shape[0]}, 1, 1)")
-        v = v.reshape(1, shape[0], 1, 1).float()
+                                  f"(1, {C}, 1, 1) (per channel) or (1, {C}, {H}, {W}) "
+                                  "(per position)")
         if not torch.isfinite(v).all():
             raise CheckpointError(path, f"latent_mod.{k}: contains NaN or Inf")
         out.append(v)
+    if out[0].shape != out[1].shape:
+        raise CheckpointError(path, f"latent_mod.mean {tuple(out[0].shape)} and latent_mod.std "
+                              f"{tuple(out[1].shape)}: both per channel or both per position")
     if (out[1] <= 0).any():
         raise CheckpointError(path, "latent_mod.std: must be positive")
     return out[0], out[1]

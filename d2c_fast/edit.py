@@ -134,7 +134,7 @@ def edit_delta(sampler, attr, *, step=None, strength=None, preserve=None) -> tor
     _check_edit_args(step, strength)
     attrs, pres = resolve(sampler, attr, preserve)
     shape = sampler.latent_shape
-    std = sampler.std.detach().reshape(-1, 1, 1).to("cpu", torch.float64)
+    std = sampler.std.detach()[0].to("cpu", torch.float64)   # (C, 1, 1) or (C, H, W)
     if step is not None:
         steps = _values(step, len(attrs), "step")
         delta = torch.zeros(shape)

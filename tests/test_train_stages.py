@@ -220,6 +220,46 @@ def test_latent_stats_and_flips():
     zs = (z - mean) / std
     assert torch.allclose(zs.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-5)
     assert torch.allclose(zs.std(dim=(0, 2, 3), unbiased=False), torch.ones(4), atol=1e-4)
+    # per position (ours): every (c, h, w) standardised over the batch alone
+    mp, sp = latent_stats(z, "position")
+    assert mp.shape == sp.shape == (1, 4, 4, 4)
+    zp = (z - mp) / sp
+    assert torch.allclose(zp.mean(dim=0), torch.zeros(4, 4, 4), atol=1e-5)
+    assert torch.allclose(zp.std(dim=0, unbiased=False), torch.ones(4, 4, 4), atol=1e-4)
+    assert torch.allclose(mp.mean(dim=(2, 3), keepdim=True), mean, atol=1e-5)
+    with pytest.raises(ValueError, match="norm"):
+        latent_stats(z, "pixel")
+    zc = z.clone()
+    zc[:, 1, 2, 3] = 0.5
+    with pytest.raises(ValueError, match="constant"):
+        latent_stats(zc, "position")
+
+
+def test_latent_norm_config_and_stale_latents_file(tmp_path):
+    """``diffusion.latent_norm`` is validated; a ``latents.pt`` written with the other
+    standardisation keeps its latents and gets its statistics re-computed."""
+    from d2c_fast.train.diffusion import prepare_latents
+    from d2c_fast.train.engine import load_checkpoint, save_checkpoint
+    d = tiny_train_dict(diffusion_steps=1)
+    assert TrainConfig.from_dict(d).diffusion.latent_norm == "channel"
+    d["diffusion"]["latent_norm"] = "pixel"
+    with pytest.raises(d2c_fast.ConfigError, match="latent_norm"):
+        TrainConfig.from_dict(d)
+    d["diffusion"]["latent_norm"] = "position"
+    st = TrainConfig.from_dict(d).diffusion
+    z = torch.randn(30, 4, 4, 4) * torch.rand(1, 4, 4, 4).add(0.1) + torch.randn(1, 4, 4, 4)
+    m0, s0 = latent_stats(z)
+    save_checkpoint(str(tmp_path / "latents.pt"), {"latents": z, "mean": m0, "std": s0})
+    x, mean, std = prepare_latents(str(tmp_path), None, None, st, DistInfo(), progress=False)
+    assert mean.shape == (1, 4, 4, 4)
+    assert torch.allclose(x * std + mean, z, atol=1e-5)
+    assert torch.allclose(x.std(dim=0, unbiased=False), torch.ones(4, 4, 4), atol=1e-4)
+    saved = load_checkpoint(str(tmp_path / "latents.pt"))
+    assert torch.equal(saved["latents"], z) and torch.equal(saved["std"], std)
+    # and back: the per-channel config re-computes the official statistics
+    st.latent_norm = "channel"
+    _, mean, std = prepare_latents(str(tmp_path), None, None, st, DistInfo(), progress=False)
+    assert torch.equal(mean, m0) and torch.equal(std, s0)
 
 
 def test_diffusion_loss_decreases(tmp_path):

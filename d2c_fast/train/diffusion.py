@@ -5,7 +5,9 @@ As the official release (``train/save_latents.py``, ``d2c/diffusion/runners/diff
 
 * latents: the trained encoder in eval mode over the training set and its horizontal flips;
   per-channel ``mean`` / ``std`` over (N, H, W) (population std, ``np.std``), shape
-  ``(1, C, 1, 1)``; the U-Net trains on ``(z - mean) / std``.
+  ``(1, C, 1, 1)``; the U-Net trains on ``(z - mean) / std``. ``diffusion.latent_norm =
+  "position"`` (ours, off by default) takes them per latent position instead, over N only,
+  ``(1, C, H, W)``: every position then has unit variance under the same noise schedule.
 * loss ``sum_{c,h,w} (eps - model(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t))^2``, mean over
   the batch, ``abar`` the float32 cumulative product of ``1 - beta``; with our
   ``model.prediction = "v"`` the target is ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0``.
@@ -51,12 +53,23 @@ def encode_latents(ae, images: torch.Tensor, batch_size: int = 128, flip: bool =
     return torch.cat(out + flips)
 
 
-def latent_stats(z: torch.Tensor):
-    """Per-channel mean and population std, ``(1, C, 1, 1)`` each (computed in float64)."""
+def latent_stats(z: torch.Tensor, norm: str = "channel"):
+    """Mean and population std in float64, returned as float32: ``norm="channel"`` over
+    (N, H, W), ``(1, C, 1, 1)`` each (official); ``"position"`` over N, ``(1, C, H, W)`` each."""
+    if norm not in ("channel", "position"):
+        raise ValueError(f"norm must be 'channel' or 'position', got {norm!r}")
+    dims = (0, 2, 3) if norm == "channel" else (0,)
     zd = z.double()
-    mean = zd.mean(dim=(0, 2, 3), keepdim=True)
-    std = zd.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
+    mean = zd.mean(dim=dims, keepdim=True)
+    std = zd.std(dim=dims, keepdim=True, unbiased=False)
+    if not bool((std > 0).all()):
+        raise ValueError(f"latent_stats: a latent {norm} is constant over the training set "
+                         "(std 0); per-position standardisation cannot use it")
     return mean.float(), std.float()
+
+
+def _norm_of(mean: torch.Tensor) -> str:
+    return "channel" if mean.shape[-2:] == (1, 1) else "position"
 
 
 def antithetic_timesteps(n: int, T: int, g: torch.Generator, device="cpu") -> torch.Tensor:
@@ -230,13 +243,22 @@ def load_ema_unet(ckpt_path: str, ucfg, require_done: bool = False) -> UNet:
 def prepare_latents(out_dir: str, ae, images: torch.Tensor, st, info: DistInfo,
                     progress: bool = True):
     """Encode (rank 0, once: ``out_dir/latents.pt``), then every rank loads the file.
-    -> (standardised latents, mean, std)."""
+    -> (standardised latents, mean, std). ``st.latent_norm`` picks the standardisation; a
+    ``latents.pt`` made with the other one keeps its latents and gets its statistics
+    re-computed (rank 0, written back atomically)."""
     path = os.path.join(out_dir, "latents.pt")
-    if info.is_main and not os.path.exists(path):
-        z = encode_latents(ae, images, st.encode_batch_size, st.flip, info.device,
-                           progress=progress)
-        mean, std = latent_stats(z)
-        save_checkpoint(path, {"latents": z, "mean": mean, "std": std})
+    if info.is_main:
+        if not os.path.exists(path):
+            z = encode_latents(ae, images, st.encode_batch_size, st.flip, info.device,
+                               progress=progress)
+            mean, std = latent_stats(z, st.latent_norm)
+            save_checkpoint(path, {"latents": z, "mean": mean, "std": std})
+        else:
+            d = load_checkpoint(path)
+            if _norm_of(d["mean"]) != st.latent_norm:
+                mean, std = latent_stats(d["latents"], st.latent_norm)
+                save_checkpoint(path, {"latents": d["latents"], "mean": mean, "std": std})
+            del d
     barrier(info)
     d = load_checkpoint(path)
     z, mean, std = d["latents"], d["mean"], d["std"]

@@ -90,6 +90,8 @@ class DiffusionStageConfig:
     min_snr_gamma: float = 0.0        # > 0: Min-SNR-gamma loss weights (ours); 0: official
     t_sampling: str = "uniform"       # training timesteps: "uniform" (official, antithetic)
     t_logit: tuple = (0.0, 1.0)       # or "logit_normal" (ours): t / T = sigmoid(N(mean, std))
+    latent_norm: str = "channel"      # latent standardisation: "channel" (official) or
+                                      # "position" (ours: mean and std per (c, h, w))
     compile: bool = False             # torch.compile the U-Net's training forward (ours)
 
 
@@ -198,6 +200,9 @@ def _validate(c: TrainConfig) -> None:
             raise ConfigError(f"train.{name}.amp", f"must be 'none' or 'bf16', got {st.amp!r}")
     if not c.diffusion.min_snr_gamma >= 0:
         raise ConfigError("train.diffusion.min_snr_gamma", "must be >= 0 (0: off)")
+    if c.diffusion.latent_norm not in ("channel", "position"):
+        raise ConfigError("train.diffusion.latent_norm", "must be 'channel' or 'position', "
+                          f"got {c.diffusion.latent_norm!r}")
     if c.diffusion.t_sampling not in ("uniform", "logit_normal"):
         raise ConfigError("train.diffusion.t_sampling", "must be 'uniform' or 'logit_normal', "
                           f"got {c.diffusion.t_sampling!r}")

@@ -139,8 +139,9 @@ def _train(tc: TrainConfig, model_cfg, out_dir, info: DistInfo, resume, stage, d
     del images
     log_event(out_dir, info, event="latents", n=int(latents.shape[0]),
               seconds=round(time.perf_counter() - t0, 1),
-              mean=[round(v, 4) for v in mean.flatten().tolist()],
-              std=[round(v, 4) for v in std.flatten().tolist()])
+              norm=tc.diffusion.latent_norm,     # per-channel values (averages per position)
+              mean=[round(v, 4) for v in mean.mean(dim=(0, 2, 3)).tolist()],
+              std=[round(v, 4) for v in std.mean(dim=(0, 2, 3)).tolist()])
     has_guide = model_cfg.guide is not None
     t0 = time.perf_counter()
     if stage == "guide":
