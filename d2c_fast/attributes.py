@@ -148,6 +148,11 @@ class LinearClassifier:
         if self.mean.shape != self.std.shape:
             raise AttributeFileError(f"latent_mod.mean {tuple(self.mean.shape)} and latent_mod.std "
                                      f"{tuple(self.std.shape)} differ in shape")
+        per_pos = self.mean.shape[1:] != (1, 1)
+        if (self.weight.numel() != self.mean.numel() if per_pos
+                else self.weight.numel() % self.mean.shape[0]):
+            raise AttributeFileError(f"{self.weight.numel()} classifier weights do not fit the "
+                                     f"latent standardisation {tuple(self.mean.shape)}")
         if not torch.isfinite(self.weight).all() or not math.isfinite(self.bias):
             raise AttributeFileError("classifier weights contain NaN or Inf")
         if float(self.weight.norm()) == 0.0:

@@ -104,3 +104,16 @@ def test_fit_and_edit_on_a_per_position_model(pp, tmp_path):
     assert other.fingerprint != s.fingerprint
     with pytest.raises(AttributeFileError, match="refit"):
         Attribute.load(f, model=other)
+
+
+def test_classifier_standardisation_shapes_are_checked():
+    from d2c_fast.attributes import LinearClassifier
+    w = torch.randn(16)
+    c = LinearClassifier(w, 0.0, torch.zeros(1, 4, 2, 2), torch.ones(1, 4, 2, 2))
+    assert c.mean.shape == (4, 2, 2)
+    assert LinearClassifier(w, 0.0, torch.zeros(4), torch.ones(4)).std.shape == (4, 1, 1)
+    for mean, std, weight in ((torch.zeros(4, 2, 2), torch.ones(4, 1, 1), w),   # mixed kinds
+                              (torch.zeros(4, 2, 2), torch.ones(4, 2, 2), torch.randn(15)),
+                              (torch.zeros(3), torch.ones(3), w)):               # 16 % 3 != 0
+        with pytest.raises(AttributeFileError):
+            LinearClassifier(weight, 0.0, mean, std)

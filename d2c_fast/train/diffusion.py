@@ -64,7 +64,7 @@ def latent_stats(z: torch.Tensor, norm: str = "channel"):
     std = zd.std(dim=dims, keepdim=True, unbiased=False)
     if not bool((std > 0).all()):
         raise ValueError(f"latent_stats: a latent {norm} is constant over the training set "
-                         "(std 0); per-position standardisation cannot use it")
+                         "(std 0), so it cannot be standardised")
     return mean.float(), std.float()
 
 

@@ -139,7 +139,7 @@ def _train(tc: TrainConfig, model_cfg, out_dir, info: DistInfo, resume, stage, d
     del images
     log_event(out_dir, info, event="latents", n=int(latents.shape[0]),
               seconds=round(time.perf_counter() - t0, 1),
-              norm=tc.diffusion.latent_norm,     # per-channel values (averages per position)
+              norm=tc.diffusion.latent_norm,     # per channel (per-position stats: averaged)
               mean=[round(v, 4) for v in mean.mean(dim=(0, 2, 3)).tolist()],
               std=[round(v, 4) for v in std.mean(dim=(0, 2, 3)).tolist()])
     has_guide = model_cfg.guide is not None
