@@ -74,11 +74,11 @@ def test_threads_option_rejects_values_below_one(tmp_path, capsys):
 
 def test_builtin_samples_with_its_guide_prior_by_default():
     """The built-in model carries a guide prior (autoguidance, weight 2.75, guidance rescale 1
-    at t in [300, 999]; QUALITY.md, tenth version): default sampling uses it, ``guidance=1`` is the prior alone, and
+    at t in [200, 999]; QUALITY.md, tenth version): default sampling uses it, ``guidance=1`` is the prior alone, and
     fast and ref agree on both."""
     ref, fast = Sampler("builtin", impl="ref"), Sampler("builtin", impl="fast")
     assert fast.guidance == 2.75 and fast.guide_model is not None
-    assert (fast.guidance_rescale, fast.guidance_rescale_t) == (1.0, (300, 999))
+    assert (fast.guidance_rescale, fast.guidance_rescale_t) == (1.0, (200, 999))
     assert fast.config.guide.ch < fast.config.unet.ch
     for w in (None, 1.0):
         z = ref.sample_latents(2, steps=8, seed=3, guidance=w)
@@ -94,6 +94,6 @@ def test_info_reports_the_guide_prior(capsys):
     assert main(["info", "builtin"]) == 0
     out = capsys.readouterr().out
     assert "guide prior (autoguidance): U-Net ch 16" in out and "default guidance 2.75" in out
-    assert "guidance rescale 1 at t in [300, 999]" in out
+    assert "guidance rescale 1 at t in [200, 999]" in out
     # its prior was trained on per-position standardised latents (tenth version)
     assert "latent standardisation: per position (1, 4, 16, 16)" in out
