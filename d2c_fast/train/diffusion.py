@@ -247,19 +247,22 @@ def prepare_latents(out_dir: str, ae, images: torch.Tensor, st, info: DistInfo,
     ``latents.pt`` made with the other one keeps its latents and gets its statistics
     re-computed (rank 0, written back atomically)."""
     path = os.path.join(out_dir, "latents.pt")
+    d = None
     if info.is_main:
         if not os.path.exists(path):
             z = encode_latents(ae, images, st.encode_batch_size, st.flip, info.device,
                                progress=progress)
             mean, std = latent_stats(z, st.latent_norm)
-            save_checkpoint(path, {"latents": z, "mean": mean, "std": std})
+            d = {"latents": z, "mean": mean, "std": std}
+            save_checkpoint(path, d)
         else:
             d = load_checkpoint(path)
             if _norm_of(d["mean"]) != st.latent_norm:
                 mean, std = latent_stats(d["latents"], st.latent_norm)
-                save_checkpoint(path, {"latents": d["latents"], "mean": mean, "std": std})
-            del d
+                d = {"latents": d["latents"], "mean": mean, "std": std}
+                save_checkpoint(path, d)
     barrier(info)
-    d = load_checkpoint(path)
+    if d is None:   # the other ranks read what rank 0 wrote
+        d = load_checkpoint(path)
     z, mean, std = d["latents"], d["mean"], d["std"]
     return ((z - mean) / std).contiguous(), mean, std
