@@ -65,6 +65,7 @@ from typing import Sequence
 
 import torch
 
+from .checkpoint import latent_norm_kind
 from .errors import AttributeFileError
 
 ATTR_FORMAT = "d2c_fast_attribute"
@@ -148,8 +149,8 @@ class LinearClassifier:
         if self.mean.shape != self.std.shape:
             raise AttributeFileError(f"latent_mod.mean {tuple(self.mean.shape)} and latent_mod.std "
                                      f"{tuple(self.std.shape)} differ in shape")
-        per_pos = self.mean.shape[1:] != (1, 1)
-        if (self.weight.numel() != self.mean.numel() if per_pos
+        if (self.weight.numel() != self.mean.numel()
+                if latent_norm_kind(self.mean) == "position"
                 else self.weight.numel() % self.mean.shape[0]):
             raise AttributeFileError(f"{self.weight.numel()} classifier weights do not fit the "
                                      f"latent standardisation {tuple(self.mean.shape)}")

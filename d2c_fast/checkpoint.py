@@ -236,6 +236,12 @@ def _validate_tensors(section: str, got: dict, expected: dict, path) -> dict:
     return out
 
 
+def latent_norm_kind(t: torch.Tensor) -> str:
+    """``"channel"`` for a latent standardisation tensor with one value per channel
+    (``(1, C, 1, 1)`` / ``(C, 1, 1)``), ``"position"`` for one per latent position."""
+    return "channel" if tuple(t.shape[-2:]) == (1, 1) else "position"
+
+
 def _latent_mod(lm, shape, path) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(lm, dict) or set(lm) != {"mean", "std"}:
         keys = sorted(map(str, lm)) if isinstance(lm, dict) else type(lm).__name__

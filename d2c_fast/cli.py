@@ -46,9 +46,8 @@ def cmd_info(args) -> int:
     print(f"  resolution {ae.resolution}, arch {ae.arch_instance}, num_x_bits {ae.num_x_bits}")
     print(f"  latent {s.latent_shape}, U-Net ch {s.config.unet.ch} x {s.config.unet.ch_mult}")
     print(f"  parameters: autoencoder {n_ae / 1e6:.2f} M, U-Net {n_un / 1e6:.2f} M")
-    per_pos = tuple(s.std.shape[-2:]) != (1, 1)
-    print(f"  latent standardisation: per {'position' if per_pos else 'channel'} "
-          f"{tuple(s.std.shape)}")
+    from .checkpoint import latent_norm_kind
+    print(f"  latent standardisation: per {latent_norm_kind(s.std)} {tuple(s.std.shape)}")
     if s.guide_model is not None:
         n_g = sum(p.numel() for p in s.guide_model.parameters())
         print(f"  guide prior (autoguidance): U-Net ch {s.config.guide.ch}, {n_g / 1e6:.2f} M, "

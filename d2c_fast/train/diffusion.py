@@ -24,6 +24,7 @@ import os
 import torch
 import torch.nn as nn
 
+from ..checkpoint import latent_norm_kind
 from ..diffusion import beta_schedule
 from ..errors import ConfigError
 from ..models.unet import UNet
@@ -66,10 +67,6 @@ def latent_stats(z: torch.Tensor, norm: str = "channel"):
         raise ValueError(f"latent_stats: a latent {norm} is constant over the training set "
                          "(std 0), so it cannot be standardised")
     return mean.float(), std.float()
-
-
-def _norm_of(mean: torch.Tensor) -> str:
-    return "channel" if mean.shape[-2:] == (1, 1) else "position"
 
 
 def antithetic_timesteps(n: int, T: int, g: torch.Generator, device="cpu") -> torch.Tensor:
@@ -257,7 +254,7 @@ def prepare_latents(out_dir: str, ae, images: torch.Tensor, st, info: DistInfo,
             save_checkpoint(path, d)
         else:
             d = load_checkpoint(path)
-            if _norm_of(d["mean"]) != st.latent_norm:
+            if latent_norm_kind(d["mean"]) != st.latent_norm:
                 mean, std = latent_stats(d["latents"], st.latent_norm)
                 d = {"latents": d["latents"], "mean": mean, "std": std}
                 save_checkpoint(path, d)
