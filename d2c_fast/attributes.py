@@ -38,8 +38,9 @@ Positive-unlabelled mode ("100 faces with blond hair" + unlabelled faces) is a c
 learner: the direction is the balanced L2 logistic regression of labelled positives P against
 the unlabelled U (L2 chosen by the out-of-fold AUC, which under ``f_U = prior f_P +
 (1 - prior) f_N`` is ``prior / 2 + (1 - prior) AUC_PN``, a monotone function of the AUC we
-want). The prior, when not given, is the mixture proportion estimate of Blanchard, Lee &
-Scott (``min_t P_U(S > t) / P_P(S > t)`` over out-of-fold scores; the Elkan-Noto ``c``
+want). The prior, when not given, is the mixture proportion estimated from the out-of-fold
+scores by best-bin estimation (Garg et al. 2021: ``P_U(S >= t) / P_P(S >= t)`` at the ``t``
+minimising its upper confidence bound, see ``_mixture_proportion``; the Elkan-Noto ``c``
 correction needs calibrated probabilities, which high-dimensional regularised fits lack, this
 rank-based bound does not). The score is then calibrated to the population posterior
 ``p(y=1|z) = sigmoid(a * score + c)`` by maximising the case-control likelihood of "labelled
@@ -619,19 +620,29 @@ def _as_latents(sampler, items, what: str, batch_size: int = 256, flip=None):
     return z, zf
 
 
-def _mixture_proportion(sp: torch.Tensor, su: torch.Tensor, min_frac: float = 0.2) -> float:
-    """Fraction of positives in the unlabelled set from 1-D scores (Blanchard, Lee & Scott
-    2010; Scott 2015): ``pi <= P_U(S > t) / P_P(S > t)`` for every ``t``; the minimum over
-    thresholds keeping at least ``min_frac`` of the positives above (for stability)."""
-    sp, su = sp.double().sort().values, su.double()
-    best = 1.0
-    n = sp.numel()
-    for i in range(0, max(1, int(n * (1 - min_frac)))):
-        t = float(sp[i])
-        fp = float((sp >= t).double().mean())
-        fu = float((su >= t).double().mean())
-        best = min(best, fu / max(fp, 1e-12))
-    return min(max(best, 0.005), 0.995)
+def _mixture_proportion(sp: torch.Tensor, su: torch.Tensor, delta: float = 0.1,
+                        gamma: float = 0.01) -> float:
+    """Fraction of positives in the unlabelled set from 1-D scores, by best-bin estimation
+    (BBE; Garg, Wu, Smola, Balakrishnan & Lipton 2021). For every threshold ``t``,
+    ``q_U(t) / q_P(t)`` (``q`` = fraction of scores ``>= t``) bounds the proportion from
+    above (Blanchard, Lee & Scott 2010); the plain minimum over ``t`` is biased low, since it
+    picks the threshold whose ratio the sampling noise pushed down the most. BBE picks the
+    threshold that minimises the ratio's upper confidence bound, ``q_U / q_P + (1 + gamma)
+    eps / q_P`` with ``eps = sqrt(log(4 / delta) / 2 n_P) + sqrt(log(4 / delta) / 2 n_U)``
+    (DKW), and returns the ratio there. On the built-in model (100 positives, 500
+    unlabelled, 5 draws each of blond / lipstick / beard) it cut the mean absolute error of
+    the prior from 0.051 to 0.021 and lifted the positive-only held-out balanced accuracy by
+    12 / 3 / 3 points on average (QUALITY.md)."""
+    sp, su = sp.double().flatten(), su.double().flatten()
+    if sp.numel() < 1 or su.numel() < 1:
+        raise ValueError("mixture proportion needs positive and unlabelled scores")
+    t = sp.sort().values                              # candidate thresholds: positive scores
+    qp = (sp[None, :] >= t[:, None]).double().mean(1)
+    qu = (su[None, :] >= t[:, None]).double().mean(1)
+    eps = math.sqrt(math.log(4.0 / delta) / (2 * sp.numel())) \
+        + math.sqrt(math.log(4.0 / delta) / (2 * su.numel()))
+    i = int((qu / qp + (1.0 + gamma) * eps / qp).argmin())
+    return min(max(float(qu[i] / qp[i]), 0.005), 0.995)
 
 
 def _pu_calibrate(sp: torch.Tensor, su: torch.Tensor, prior: float, iters: int = 200):
@@ -748,7 +759,7 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
         # likelihood gives the population posterior sigmoid(a * score + c) directly
         pi = float(prior) if prior is not None else _mixture_proportion(fit["oof"][:n1],
                                                                         fit["oof"][n1:])
-        prior_src = "given" if prior is not None else "estimated (mixture proportion)"
+        prior_src = "given" if prior is not None else "estimated (mixture proportion, best bin)"
         a_scale, pc = _pu_calibrate(fit["oof"][:n1], fit["oof"][n1:], pi)
     if not a_scale > 0:
         a_scale, pc = 1.0, 0.0
