@@ -144,7 +144,7 @@ def cmd_sample_conditional(args) -> int:
                                     max_draws=args.max_draws, threshold=args.threshold,
                                     skip=args.skip, mode=args.mode, return_stats=True,
                                     progress=True, eps_scale=args.eps_scale,
-                                    guidance=args.guidance)
+                                    guidance=args.guidance, adapt_prior=args.adapt_prior)
     if args.output:
         save_png(x, os.path.join(args.output, "{i:05d}.png"))
     if args.grid:
@@ -152,6 +152,11 @@ def cmd_sample_conditional(args) -> int:
     print(f"{args.n} samples in {time.perf_counter() - t:.1f} s, {st['draws']} draws "
           f"(acceptance rate {st['acceptance_rate']:.3f}), mean probability "
           f"{float(p.prod(1).mean()):.3f}")
+    if "adapted_priors" in st:
+        print("attribute rates among the model's samples (adapt-prior, "
+              f"{st['pilot_draws']} pilot draws): "
+              + ", ".join(f"{a.name or '?'} {r:.3f} (fit: {a.classifier.prior:.3f})"
+                          for a, r in zip(attrs, st["adapted_priors"])))
     return 0
 
 
@@ -168,7 +173,7 @@ def cmd_eval_attributes(args) -> int:
         methods=tuple(args.methods), t0=args.t0, d2c_skip=args.d2c_skip,
         ddim_skip=args.ddim_skip, n_cond=args.n_cond, n_naive=args.n_naive,
         cond_skip=args.cond_skip, cond_eps_scale=args.cond_eps_scale,
-        cond_guidance=args.cond_guidance,
+        cond_guidance=args.cond_guidance, cond_adapt_prior=args.cond_adapt_prior,
         cond_threshold=args.cond_threshold if args.cond_threshold > 0 else None,
         n_population=args.n_population, projector_steps=args.projector_steps,
         positive_only=not args.no_positive_only, preserve_others=not args.no_preserve,
@@ -210,6 +215,7 @@ def cmd_sample_conditional_dir(args) -> int:
                                max_draws_per_image=args.max_draws_per_image, skip=args.skip,
                                mode=args.mode, progress=not args.quiet,
                                eps_scale=args.eps_scale, guidance=args.guidance,
+                               adapt_prior=args.adapt_prior,
                                **rescale_kwargs(args), config=args.config,
                                device=args.device, impl=args.impl)
     print(json.dumps(r))
@@ -290,6 +296,10 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--max-draws", type=int, default=None)
+    p.add_argument("--adapt-prior", type=int, default=0, metavar="N",
+                   help="calibrate the classifiers to the model's samples first: the "
+                        "attribute rate among N pilot prior samples (EM) replaces the fit's "
+                        "prior (0: off; 512 is a good start; see QUALITY.md)")
     p.add_argument("--skip", type=int, default=100)
     p.add_argument("--eps-scale", type=float, default=1.0,
                    help="prior sampler's epsilon scaling (1: official; see QUALITY.md)")
@@ -327,6 +337,8 @@ def add_parser(sub) -> None:
     p.add_argument("--n-cond", type=int, default=100)
     p.add_argument("--n-naive", type=int, default=200)
     p.add_argument("--cond-skip", type=int, default=100)
+    p.add_argument("--cond-adapt-prior", type=int, default=512, metavar="N",
+                   help="pilot samples for the 'prior adapted' conditional row (0: skip it)")
     p.add_argument("--cond-eps-scale", type=float, default=1.0,
                    help="epsilon scaling of the prior samples (conditional and naive rows)")
     p.add_argument("--cond-guidance", type=float, default=None,
@@ -367,6 +379,10 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--max-draws-per-image", type=int, default=100)
+    p.add_argument("--adapt-prior", type=int, default=0, metavar="N",
+                   help="calibrate the classifiers to the model's samples first: the "
+                        "attribute rate among N pilot prior samples (EM) replaces the fit's "
+                        "prior (0: off; 512 is a good start; see QUALITY.md)")
     p.add_argument("--skip", type=int, default=100)
     p.add_argument("--eps-scale", type=float, default=1.0,
                    help="prior sampler's epsilon scaling (1: official; see QUALITY.md)")

@@ -180,6 +180,22 @@ class LinearClassifier:
     def probability(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logit(z))
 
+    def with_prior(self, prior: float) -> "LinearClassifier":
+        """The same classifier for a population whose positive rate is ``prior`` (label
+        shift: ``p(z | y)`` unchanged), i.e. every logit moves by ``logit(prior) -
+        logit(self.prior)``. Labelled mode changes the offset; PU mode (offset 0) the bias."""
+        prior = float(prior)
+        if not 0.0 < prior < 1.0:
+            raise ValueError(f"prior must be in (0, 1), got {prior}")
+        shift = _logit(prior) - _logit(self.prior)
+        return LinearClassifier(self.weight, self.bias + (shift if self.mode == "pu" else 0.0),
+                                self.mean, self.std, mode=self.mode, prior=prior)
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), 1e-12), 1 - 1e-12)
+    return math.log(p / (1 - p))
+
 
 class Attribute:
     """A latent direction ``(C, H, W)`` in raw encoder space, optionally with the classifier
@@ -285,6 +301,24 @@ class Attribute:
     def probability(self, z: torch.Tensor) -> torch.Tensor:
         """``p(attribute | z)`` ``(B,)`` float64 of raw latents (population posterior)."""
         return self._need_classifier("probability").probability(z)
+
+    def with_prior(self, prior: float, source: str = "given") -> "Attribute":
+        """A copy whose probabilities are for a population with positive rate ``prior``
+        (:meth:`LinearClassifier.with_prior`: every logit moves by ``logit(prior) -
+        logit(old prior)``; the direction and the balanced score are unchanged). ``info``
+        records the new ``prior`` with ``prior_source = source``, the old one as
+        ``fit_prior``, and the typical logits move with the rest."""
+        clf = self._need_classifier("with_prior")
+        new = clf.with_prior(prior)
+        shift = _logit(new.prior) - _logit(clf.prior)
+        info = dict(self.info)
+        info.setdefault("fit_prior", clf.prior)
+        info.update(prior=new.prior, prior_source=source)
+        for k in ("logit_median_positive", "logit_median_negative"):
+            if k in info:
+                info[k] = float(info[k]) + shift
+        return Attribute(self.direction, name=self.name, source=self.source, classifier=new,
+                         fingerprint=self.fingerprint, info=info)
 
     # ------------------------------------------------------------------ model checks
     def check_latent_shape(self, latent_shape) -> None:
@@ -679,6 +713,31 @@ def _pu_calibrate(sp: torch.Tensor, su: torch.Tensor, prior: float, iters: int =
     return float(la.detach().exp()), float(c.detach())
 
 
+def estimate_prior(attr: "Attribute", z: torch.Tensor, iters: int = 200,
+                   tol: float = 1e-7) -> float:
+    """The positive rate of ``attr``'s attribute among the raw latents ``z`` by the EM of
+    Saerens, Latinne & Decaestecker (2002, "Adjusting the outputs of a classifier to new a
+    priori probabilities"): with the classifier calibrated for prior ``pi0``, iterate
+    ``pi <- mean_i sigmoid(logit_i - logit(pi0) + logit(pi))`` (the maximum-likelihood rate
+    under label shift). Used by conditional sampling to calibrate the classifier to the
+    model's own samples (``adapt_prior``): a model that under-produces an attribute makes the
+    data-rate probabilities too high on its samples."""
+    clf = attr._need_classifier("estimate_prior")
+    lg = clf.logit(z).double().flatten()
+    if lg.numel() < 1:
+        raise ValueError("estimate_prior needs at least one latent")
+    base = lg - _logit(clf.prior)
+    pi = min(max(clf.prior, 1e-6), 1 - 1e-6)
+    for _ in range(int(iters)):
+        new = float(torch.sigmoid(base + _logit(pi)).mean())
+        new = min(max(new, 1e-6), 1 - 1e-6)
+        if abs(new - pi) < tol:
+            pi = new
+            break
+        pi = new
+    return pi
+
+
 # inference_mode(False): the L-BFGS fits need autograd, also when the caller is inside
 # torch.inference_mode() (as a pipeline that encodes its images usually is).
 @torch.inference_mode(False)
@@ -792,4 +851,4 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
 
 
 __all__ = ["Attribute", "LinearClassifier", "as_direction", "as_attribute", "fit_attribute",
-           "fit_linear_cv", "model_fingerprint"]
+           "fit_linear_cv", "model_fingerprint", "estimate_prior"]

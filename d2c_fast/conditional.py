@@ -9,6 +9,15 @@ calibrated classifiers, assuming independent attribute errors) or, with ``thresh
 every ``p_i(z) >= threshold_i``. Image ``k`` therefore depends only on ``(seed, k)``, not on
 the batch size, on the other images, or on which process of a sharded job produced it.
 
+``adapt_prior=N`` first calibrates each classifier to the model's own samples: ``N`` pilot
+latents (their own seed stream, ``pilot_seed(seed, j)``, the same in every process) give the
+attribute's rate among the model's samples by EM (:func:`d2c_fast.attributes.estimate_prior`),
+and the classifier's probabilities are re-based on that rate (label shift). A model that
+under-produces an attribute otherwise gets probabilities calibrated for the data's rate, too
+high on its own samples, and accepts more of its ambiguous ones (built-in model, beard, three
+100-label fits: expected precision 0.884 / 0.838 / 0.951 -> 0.920 / 0.865 / 0.961 over the
+same 1,000 prior samples; QUALITY.md). Still deterministic in ``(seed, k)``.
+
 Candidates are evaluated in batches (``batch_size`` prior samples per DDIM run), several per
 pending image when few images remain. ``max_draws`` bounds the total number of prior samples;
 when it runs out, :class:`RareAttributeError` reports the observed acceptance rate and the
@@ -40,6 +49,39 @@ def draw_seed(seed: int, k: int, m: int) -> int:
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
 
+def pilot_seed(seed: int, j: int) -> int:
+    """The generator seed of pilot latent ``j`` (``adapt_prior``; 63-bit hash)."""
+    h = hashlib.sha256(f"d2c_fast.conditional.pilot:{int(seed)}:{int(j)}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def adapt_priors(sampler, attrs, n_pilot: int, *, seed: int = 0, batch_size: int = 64,
+                 skip: int = 100, eps_scale: float = 1.0, guidance: float | None = None):
+    """``attrs`` re-based on their rates among ``n_pilot`` prior samples (EM; see the module
+    docstring). Returns ``(adapted attributes, rates)``."""
+    from .attributes import estimate_prior
+    from .sampler import _RNG
+    if isinstance(n_pilot, bool) or not isinstance(n_pilot, int) or n_pilot < 1:
+        raise ValueError(f"adapt_prior: need an int >= 1 of pilot samples, got {n_pilot!r}")
+    eps_scale = sampler._check_eps_scale(eps_scale)
+    guidance = sampler._check_guidance(guidance)
+    seq = D.uncond_sequence(sampler.num_timesteps, skip=skip)
+    zs = []
+    for a in range(0, n_pilot, batch_size):
+        b = min(n_pilot, a + batch_size)
+        rng = _RNG(b - a, sampler.device)
+        rng.gens = [torch.Generator(device=sampler.device).manual_seed(pilot_seed(seed, j))
+                    for j in range(a, b)]
+        zT = rng.randn(*sampler.latent_shape)
+        zs.append(sampler._unmod(sampler._run_ddim(zT, seq, 0.0, rng, progress=False,
+                                                   eps_scale=eps_scale, guidance=guidance)))
+    z = torch.cat(zs)
+    rates = [estimate_prior(a, z) for a in attrs]
+    adapted = [a.with_prior(r, source=f"adapted: EM on {n_pilot} model samples")
+               for a, r in zip(attrs, rates)]
+    return adapted, rates
+
+
 def _thresholds(threshold, n_attr):
     if threshold is None:
         return None
@@ -62,11 +104,14 @@ def acceptance(probs: torch.Tensor, u: torch.Tensor, thresholds=None) -> torch.T
 def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, seed: int = 0,
                                batch_size: int = 64, max_draws: int | None = None,
                                threshold=None, skip: int = 100, progress: bool = False,
-                               eps_scale: float = 1.0, guidance: float | None = None):
+                               eps_scale: float = 1.0, guidance: float | None = None,
+                               adapt_prior: int = 0):
     """Rejection-sample latents for image indices ``items`` (an int ``n`` means
     ``range(n)``). Returns ``(z (n, C, H, W), probs (n, A) float64, gens, stats)`` in the
     order of ``items``; ``gens`` are the accepted candidates' generators (positioned for the
-    decode draws). ``eps_scale``, ``guidance``: as in ``Sampler.sample_latents``."""
+    decode draws). ``eps_scale``, ``guidance``: as in ``Sampler.sample_latents``.
+    ``adapt_prior``: number of pilot samples for the classifiers' calibration to the model's
+    samples (0: off, the classifiers as given; module docstring)."""
     from .edit import resolve
     from .sampler import _RNG
     attrs, _ = resolve(sampler, attrs)
@@ -86,6 +131,14 @@ def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, se
     thr = _thresholds(threshold, len(attrs))
     eps_scale = sampler._check_eps_scale(eps_scale)
     guidance = sampler._check_guidance(guidance)
+    if isinstance(adapt_prior, bool) or not isinstance(adapt_prior, int) or adapt_prior < 0:
+        raise ValueError(f"adapt_prior must be an int >= 0 (pilot samples; 0: off), got "
+                         f"{adapt_prior!r}")
+    rates = None
+    if adapt_prior:
+        attrs, rates = adapt_priors(sampler, attrs, adapt_prior, seed=seed,
+                                    batch_size=batch_size, skip=skip, eps_scale=eps_scale,
+                                    guidance=guidance)
     seq = D.uncond_sequence(sampler.num_timesteps, skip=skip)
     next_m = {k: 0 for k in items}
     done: dict[int, tuple] = {}
@@ -146,7 +199,10 @@ def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, se
     stats = {"draws": draws, "accepted": n, "acceptance_rate": n_ok / draws,
              "attempts": [done[k][3] + 1 for k in items],
              "attributes": [a.name for a in attrs],
-             "rule": "threshold" if thr is not None else "probability"}
+             "rule": "threshold" if thr is not None else "probability",
+             "priors": [a.classifier.prior for a in attrs], "pilot_draws": int(adapt_prior)}
+    if rates is not None:
+        stats["adapted_priors"] = rates
     return zs, probs, gens, stats
 
 
@@ -166,14 +222,15 @@ def sample_conditional(sampler, attrs, n, *, seed: int = 0, batch_size: int = 64
                        max_draws: int | None = None, threshold=None, return_probs: bool = True,
                        skip: int = 100, mode: str = "sample", return_stats: bool = False,
                        progress: bool = False, items=None, eps_scale: float = 1.0,
-                       guidance: float | None = None):
+                       guidance: float | None = None, adapt_prior: int = 0):
     """``Sampler.sample_conditional`` (module docstring). ``items`` (instead of ``n``):
     explicit image indices (sharded jobs)."""
     with torch.inference_mode():
         z, probs, gens, stats = sample_conditional_latents(
             sampler, attrs, items if items is not None else n, seed=seed,
             batch_size=batch_size, max_draws=max_draws, threshold=threshold, skip=skip,
-            progress=progress, eps_scale=eps_scale, guidance=guidance)
+            progress=progress, eps_scale=eps_scale, guidance=guidance,
+            adapt_prior=adapt_prior)
         images = decode_with(sampler, z, gens, mode, batch_size)
     out = (images,)
     if return_probs:
@@ -184,4 +241,4 @@ def sample_conditional(sampler, attrs, n, *, seed: int = 0, batch_size: int = 64
 
 
 __all__ = ["sample_conditional", "sample_conditional_latents", "RareAttributeError",
-           "draw_seed", "acceptance", "decode_with"]
+           "draw_seed", "pilot_seed", "adapt_priors", "acceptance", "decode_with"]

@@ -126,7 +126,7 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
                            mode: str = "sample", progress: bool = True, rank=None, world=None,
                            eps_scale: float = 1.0, guidance: float | None = None,
                            guidance_rescale: float | None = None, guidance_rescale_t=None,
-                           **sampler_kw) -> dict:
+                           adapt_prior: int = 0, **sampler_kw) -> dict:
     """Write ``n`` conditional samples ``{k:06d}.png`` (+ ``{k:06d}.json``: probabilities and
     attempts) to ``output_dir``. Image ``k`` depends only on ``(seed, k)``. ``chunk`` images
     (default ``batch_size``) are rejection-sampled together with a budget of
@@ -134,9 +134,12 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
     scaling and ``guidance`` its autoguidance weight (as in ``Sampler.sample_latents``),
     both recorded in every ``.json`` with the guidance rescale in use: the Sampler's, or
     ``guidance_rescale`` (phi) with ``guidance_rescale_t`` (its timestep range, None: all)
-    for this call only (a Sampler passed in keeps its own setting)."""
+    for this call only (a Sampler passed in keeps its own setting). ``adapt_prior=N``: the
+    classifiers are first re-based on the attributes' rates among ``N`` pilot prior samples
+    (see :mod:`d2c_fast.conditional`; the same pilot, hence the same rates, in every process
+    and on every resume), recorded in every ``.json`` as ``priors``."""
     from .attributes import Attribute
-    from .conditional import decode_with, sample_conditional_latents
+    from .conditional import adapt_priors, decode_with, sample_conditional_latents
     from .images import save_png
     r0, w0 = dist_info()
     rank = r0 if rank is None else rank
@@ -157,6 +160,13 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
     todo = [k for k in mine if not os.path.exists(os.path.join(out, f"{k:06d}.png"))]
     chunk = chunk or batch_size
     t = time.perf_counter()
+    if isinstance(adapt_prior, bool) or not isinstance(adapt_prior, int) or adapt_prior < 0:
+        raise ValueError(f"adapt_prior must be an int >= 0, got {adapt_prior!r}")
+    if adapt_prior and todo:
+        with torch.inference_mode():
+            attrs, _ = adapt_priors(s, attrs, adapt_prior, seed=seed, batch_size=batch_size,
+                                    skip=skip, eps_scale=eps_scale, guidance=guidance)
+    priors = [a.classifier.prior if a.classifier is not None else None for a in attrs]
     draws = 0
     bar = _bar(len(todo), rank, "conditional", progress)
     for a in range(0, len(todo), chunk):
@@ -171,8 +181,8 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
         for j, k in enumerate(ks):
             _atomic_text(os.path.join(out, f"{k:06d}.json"), json.dumps(
                 {"index": k, "seed": seed, "eps_scale": float(eps_scale), **record,
-                 "attributes": st["attributes"],
-                 "probabilities": [float(v) for v in p[j]], "attempts": st["attempts"][j]}))
+                 "attributes": st["attributes"], "priors": priors,
+                 "adapt_prior": int(adapt_prior), "probabilities": [float(v) for v in p[j]], "attempts": st["attempts"][j]}))
             save_png(x[j], os.path.join(out, f"{k:06d}.png"))
         bar.update(len(ks))
     bar.close()

@@ -494,21 +494,27 @@ class Sampler:
                            max_draws: int | None = None, threshold=None,
                            return_probs: bool = True, skip: int = 100, mode: str = "sample",
                            return_stats: bool = False, progress: bool = False,
-                           eps_scale: float = 1.0, guidance: float | None = None):
+                           eps_scale: float = 1.0, guidance: float | None = None,
+                           adapt_prior: int = 0):
         """Conditional samples by the paper's rejection sampling: prior latents (DDIM,
         ``skip``) accepted with the classifier's probability (product over ``attrs``), or
         when every probability is ``>= threshold``. Returns ``images`` or ``(images, probs)``
         (``probs`` ``(n, len(attrs))``), plus ``stats`` with ``return_stats``. Image ``k``
         depends only on ``(seed, k)``. ``RareAttributeError`` (a ``ValueError``) with the
         observed acceptance rate when ``max_draws`` (default ``100 * n + 1000``) is not
-        enough. ``eps_scale``, ``guidance``: as in :meth:`sample_latents`. See
-        :mod:`d2c_fast.conditional`."""
+        enough. ``eps_scale``, ``guidance``: as in :meth:`sample_latents`.
+        ``adapt_prior=N``: first re-base each classifier on the attribute's rate among ``N``
+        pilot prior samples (EM; label shift), so the probabilities are calibrated for the
+        model's samples rather than the data (0, default: the classifiers as given; the
+        prior a fit assumed otherwise, e.g. 0.5 for 50 + 50 labels without ``prior=``).
+        See :mod:`d2c_fast.conditional`."""
         from .conditional import sample_conditional
         return sample_conditional(self, attrs, n, seed=seed, batch_size=batch_size,
                                   max_draws=max_draws, threshold=threshold,
                                   return_probs=return_probs, skip=skip, mode=mode,
                                   return_stats=return_stats, progress=progress,
-                                  eps_scale=eps_scale, guidance=guidance)
+                                  eps_scale=eps_scale, guidance=guidance,
+                                  adapt_prior=adapt_prior)
 
 
 def rescale_guided_eps(eps_guided, eps_prior, x, t, abar_coefs, phi: float,

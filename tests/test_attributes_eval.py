@@ -25,6 +25,7 @@ def test_eval_attributes_tiny(tmp_path):
                             n_unlabelled=12, n_eval=5, n_real=5, strength_factors=(1.0, 2.0),
                             target_offsets=(0.0,),
                             n_cond=3, n_naive=4, cond_skip=500, ddim_skip=500,
+                            cond_adapt_prior=16,
                             projector_steps=3, latency_repeats=1, batch_size=4,
                             out_dir=tmp_path, progress=False, grid_n=3,
                             projector_model=Sampler(random_model(CFG, seed=3), impl="ref"),
@@ -54,7 +55,9 @@ def test_eval_attributes_tiny(tmp_path):
             assert e["identity"] >= 0 and e["identity_rel"] >= 0
         c = a["conditional"]
         assert 0 <= c["naive_precision"] <= 1
-        for k in ("", "threshold_"):
+        if "adapted_error" not in c:   # the re-based rule reports the pilot's rate
+            assert 0 < c["adapted_prior"] < 1
+        for k in ("", "threshold_", "adapted_"):
             if k + "error" not in c:
                 assert 0 <= c[k + "precision"] <= 1 and 0 < c[k + "acceptance_rate"] <= 1
                 lo, hi = c[k + "precision_ci95"]

@@ -1,5 +1,6 @@
 """Fitted attributes: the classifier on standardised latents, PU mode, files, fingerprints,
 official boundary files (tiny random model, planted linear signals in latent space)."""
+import math
 import os
 
 import pytest
@@ -289,3 +290,40 @@ def test_fit_from_images_trains_on_mirrors(s):
     with pytest.raises(ValueError, match="flip must be"):
         s.fit_attribute(imgs[:6], imgs[6:], flip="yes")
 
+
+def test_estimate_prior_em_recovers_a_shifted_rate(s):
+    """Label shift: a classifier exactly calibrated for balanced classes (score = log-odds of
+    1-D Gaussian classes N(+-1, 1) along u: 2 s) applied to a population with positive rate
+    0.2: the EM of Saerens et al. finds 0.2 (within sampling error of 4,000 latents),
+    whatever prior the classifier was calibrated for; with_prior then moves every logit by
+    the logit difference, in both modes."""
+    from d2c_fast.attributes import estimate_prior
+    g = torch.Generator().manual_seed(0)
+    D = int(torch.tensor(s.latent_shape).prod())
+    u = torch.randn(D, generator=g, dtype=torch.float64)
+    u /= u.norm()
+    n = 4000
+    y = (torch.rand(n, generator=g) < 0.2).double()
+    sc = (2 * y - 1) + torch.randn(n, generator=g, dtype=torch.float64)
+    x = torch.randn(n, D, generator=g, dtype=torch.float64)
+    x = x - (x @ u)[:, None] * u + sc[:, None] * u
+    z = x.float().reshape(n, *s.latent_shape) * s.std + s.mean
+    for pi0 in (0.5, 0.8):
+        clf = LinearClassifier(2 * u, 0.0, s.mean, s.std, prior=pi0)
+        a = Attribute(None, classifier=clf, latent_shape=s.latent_shape,
+                      info={"logit_median_positive": 3.0})
+        est = estimate_prior(a, z)
+        assert abs(est - float(y.mean())) < 0.03, (est, float(y.mean()))
+        b = a.with_prior(est, source="test")
+        d = math.log(est / (1 - est)) - math.log(pi0 / (1 - pi0))
+        assert torch.allclose(b.logit(z[:50]), a.logit(z[:50]) + d, atol=1e-9)
+        assert b.info["prior"] == est and b.info["fit_prior"] == pi0
+        assert b.info["logit_median_positive"] == pytest.approx(3.0 + d)
+        assert torch.equal(b.direction, a.direction)
+    pu = LinearClassifier(2 * u, 0.3, s.mean, s.std, mode="pu", prior=0.4)
+    pu2 = pu.with_prior(0.1)
+    assert pu2.mode == "pu" and pu2.prior == 0.1
+    assert torch.allclose(pu2.logit(z[:20]), pu.logit(z[:20]) + math.log(0.1 / 0.9)
+                          - math.log(0.4 / 0.6), atol=1e-9)
+    with pytest.raises(ValueError):
+        pu.with_prior(1.0)

@@ -123,3 +123,57 @@ def test_eps_scale_reaches_the_prior(s, lam):
         assert rel(z, s.sample_latents(2, skip=SKIP, noise=zT)) > 1e-3
     with pytest.raises(ValueError, match="eps_scale"):
         s.sample_conditional(a, 1, eps_scale=0.0)
+
+
+def planted_attr(s, scale=2.0, prior=0.5):
+    D = int(torch.tensor(s.latent_shape).prod())
+    w = torch.randn(D, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    clf = LinearClassifier(scale * w / w.norm(), 0.0, s.mean, s.std, prior=prior)
+    return Attribute(None, name="planted", classifier=clf, fingerprint=s.fingerprint,
+                     latent_shape=s.latent_shape)
+
+
+def test_adapt_prior_rebases_on_the_pilot_rate(s):
+    """adapt_prior=N: the classifier is re-based on the EM rate among N pilot prior samples
+    drawn from their own seed stream: the same rate whatever the items or batching, the
+    returned probabilities are the re-based classifier's, and images still depend only on
+    (seed, k)."""
+    from d2c_fast.attributes import estimate_prior
+    from d2c_fast.conditional import adapt_priors, pilot_seed, sample_conditional_latents
+    from d2c_fast.sampler import _RNG
+    import d2c_fast.diffusion as D
+    a = planted_attr(s)
+    z, p, _, st = sample_conditional_latents(s, a, 6, seed=4, batch_size=5, skip=SKIP,
+                                             adapt_prior=12)
+    assert st["pilot_draws"] == 12 and len(st["adapted_priors"]) == 1
+    r = st["adapted_priors"][0]
+    assert st["priors"] == [pytest.approx(r)] and 0 < r < 1
+    # the rate is EM on the pilot latents: regenerate them from their seeds
+    rng = _RNG(12, s.device)
+    rng.gens = [torch.Generator().manual_seed(pilot_seed(4, j)) for j in range(12)]
+    zp = s._unmod(s._run_ddim(rng.randn(*s.latent_shape),
+                              D.uncond_sequence(s.num_timesteps, skip=SKIP), 0.0, rng,
+                              progress=False, eps_scale=1.0, guidance=1.0))
+    assert estimate_prior(a, zp) == pytest.approx(r, abs=1e-4)
+    assert torch.allclose(p[:, 0], a.with_prior(r).probability(z), atol=1e-9)
+    # independent of batching and of which items are asked for
+    z2, p2, _, st2 = sample_conditional_latents(s, a, [4, 5], seed=4, batch_size=64, skip=SKIP,
+                                                adapt_prior=12)
+    assert st2["adapted_priors"][0] == pytest.approx(r, abs=1e-6)
+    assert torch.allclose(z2, z[4:], atol=1e-4)
+    (b,), rates = adapt_priors(s, [a], 12, seed=4, batch_size=3, skip=SKIP)
+    assert rates[0] == pytest.approx(r, abs=1e-6) and b.info["prior_source"].startswith("adapted")
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="adapt_prior"):
+            s.sample_conditional(a, 1, skip=SKIP, adapt_prior=bad)
+
+
+def test_sample_conditional_dir_records_adapted_priors(s, tmp_path):
+    import json
+    from d2c_fast.jobs import sample_conditional_dir
+    a = planted_attr(s)
+    r = sample_conditional_dir(s, tmp_path, a, 2, seed=1, skip=SKIP, progress=False,
+                               adapt_prior=8, batch_size=4)
+    assert r["written"] == 2
+    rec = json.load(open(tmp_path / "000000.json"))
+    assert rec["adapt_prior"] == 8 and len(rec["priors"]) == 1 and rec["priors"][0] != 0.5

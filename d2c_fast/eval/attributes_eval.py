@@ -39,7 +39,10 @@ Per attribute (default ``blond_hair``, ``red_lipstick``, ``beard``):
   fraction among ``p >= cond_threshold`` for the threshold rule. It separates what the
   classifier (100 labels) limits from what the prior does. ``cond_eps_scale``: the
   prior sampler's epsilon scaling for both (1: official), ``cond_guidance`` its autoguidance
-  weight (``None``: the model's recommended weight).
+  weight (``None``: the model's recommended weight). ``cond_adapt_prior``: also the
+  probability rule with the classifier re-based on the attribute's rate among that many
+  pilot prior samples (``adapt_prior``, keys ``adapted_*``, ``adapted_prior`` the rate;
+  0 skips the row).
 * **Latency** (batch 1, this CPU): one ``d2c`` edit (encode + edit + decode, fast plan) vs
   the projector baseline (``projector_steps`` Adam steps through the decoder + edit + decode,
   on the reference modules: the fused ops have no backward); the ratio.
@@ -103,7 +106,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         ddim_skip: int = 100, n_cond: int = 100, n_naive: int = 200,
                         cond_skip: int = 100, cond_threshold: float | None = 0.9,
                         cond_eps_scale: float = 1.0, cond_guidance: float | None = None,
-                        max_draws: int | None = None,
+                        cond_adapt_prior: int = 512, max_draws: int | None = None,
                         projector_steps: int = 1000, latency_repeats: int = 5,
                         positive_only: bool = True, seed: int = 0, data_seed: int = 0,
                         batch_size: int = 100, out_dir=None, progress: bool = True,
@@ -159,7 +162,8 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         "ddim_skip": ddim_skip, "n_cond": n_cond, "n_naive": n_naive,
                         "cond_skip": cond_skip, "cond_threshold": cond_threshold,
                         "cond_eps_scale": cond_eps_scale,
-                        "cond_guidance": cond_guidance, "n_population": n_population,
+                        "cond_guidance": cond_guidance, "cond_adapt_prior": cond_adapt_prior,
+                        "n_population": n_population,
                         "projector_steps": projector_steps,
                         "seed": seed, "data_seed": data_seed, "decode": "mode",
                         "preserve_others": preserve_others, "fit_flip": fit_flip,
@@ -322,16 +326,20 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
             cond = {"naive_precision": float((p_naive[:, a_idx] > 0.5).float().mean()),
                     "naive_fd_oracle": (frechet_distance(f_naive, f_real)
                                         if f_real is not None else None)}
-            rules = [("", None)] + ([("threshold_", cond_threshold)]
-                                    if cond_threshold is not None else [])
-            for prefix, thr in rules:
+            rules = [("", None, 0)] + ([("threshold_", cond_threshold, 0)]
+                                       if cond_threshold is not None else []) + (
+                [("adapted_", None, cond_adapt_prior)] if cond_adapt_prior else [])
+            for prefix, thr, adapt in rules:
                 try:
                     xc, pc, st = s.sample_conditional(attr, n_cond, seed=seed,
                                                       batch_size=batch_size, skip=cond_skip,
                                                       mode="mode", max_draws=max_draws,
                                                       threshold=thr, return_stats=True,
                                                       eps_scale=cond_eps_scale,
-                                                      guidance=cond_guidance)
+                                                      guidance=cond_guidance,
+                                                      adapt_prior=adapt)
+                    if adapt:
+                        cond[prefix + "prior"] = st["adapted_priors"][0]
                     pcond = orc.predict(xc)
                     hits = int((pcond[:, a_idx] > 0.5).sum())
                     cond.update({
@@ -465,6 +473,9 @@ def markdown(res: dict) -> str:
             rules = [("probability (paper)", "")]
             if c.get("threshold") is not None:
                 rules.append((f"p >= {c['threshold']:g}", "threshold_"))
+            if "adapted_precision" in c or "adapted_error" in c:
+                rules.append((f"probability, prior adapted ({_f(c.get('adapted_prior'))})",
+                              "adapted_"))
             for label, k in rules:
                 ci = c.get(k + "precision_ci95")
                 ci = f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
