@@ -56,7 +56,8 @@ def pilot_seed(seed: int, j: int) -> int:
 
 
 def adapt_priors(sampler, attrs, n_pilot: int, *, seed: int = 0, batch_size: int = 64,
-                 skip: int = 100, eps_scale: float = 1.0, guidance: float | None = None):
+                 skip: int = 100, eps_scale: float = 1.0, guidance: float | None = None,
+                 progress: bool = False):
     """``attrs`` re-based on their rates among ``n_pilot`` prior samples (EM; see the module
     docstring). Returns ``(adapted attributes, rates)``."""
     from .attributes import estimate_prior
@@ -67,6 +68,10 @@ def adapt_priors(sampler, attrs, n_pilot: int, *, seed: int = 0, batch_size: int
     guidance = sampler._check_guidance(guidance)
     seq = D.uncond_sequence(sampler.num_timesteps, skip=skip)
     zs = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n_pilot, desc="adapt-prior pilot", unit="draw", leave=False)
     for a in range(0, n_pilot, batch_size):
         b = min(n_pilot, a + batch_size)
         rng = _RNG(b - a, sampler.device)
@@ -75,6 +80,10 @@ def adapt_priors(sampler, attrs, n_pilot: int, *, seed: int = 0, batch_size: int
         zT = rng.randn(*sampler.latent_shape)
         zs.append(sampler._unmod(sampler._run_ddim(zT, seq, 0.0, rng, progress=False,
                                                    eps_scale=eps_scale, guidance=guidance)))
+        if bar is not None:
+            bar.update(b - a)
+    if bar is not None:
+        bar.close()
     z = torch.cat(zs)
     rates = [estimate_prior(a, z) for a in attrs]
     adapted = [a.with_prior(r, source=f"adapted: EM on {n_pilot} model samples")
@@ -138,7 +147,7 @@ def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, se
     if adapt_prior:
         attrs, rates = adapt_priors(sampler, attrs, adapt_prior, seed=seed,
                                     batch_size=batch_size, skip=skip, eps_scale=eps_scale,
-                                    guidance=guidance)
+                                    guidance=guidance, progress=progress)
     seq = D.uncond_sequence(sampler.num_timesteps, skip=skip)
     next_m = {k: 0 for k in items}
     done: dict[int, tuple] = {}

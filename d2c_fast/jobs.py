@@ -165,7 +165,8 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
     if adapt_prior and todo:
         with torch.inference_mode():
             attrs, _ = adapt_priors(s, attrs, adapt_prior, seed=seed, batch_size=batch_size,
-                                    skip=skip, eps_scale=eps_scale, guidance=guidance)
+                                    skip=skip, eps_scale=eps_scale, guidance=guidance,
+                                    progress=progress and rank == 0)
     priors = [a.classifier.prior if a.classifier is not None else None for a in attrs]
     draws = 0
     bar = _bar(len(todo), rank, "conditional", progress)
