@@ -86,6 +86,10 @@ def cmd_fit_attribute(args) -> int:
           f"recommended strength {i['recommended_strength'][0]:.2f}.."
           f"{i['recommended_strength'][1]:.2f}"
           + (f", {i['n_mirrored']} mirrored images" if i["n_mirrored"] else ""))
+    if i.get("prior_source") == "labelled set rate":
+        print(f"note: prior {i['prior']:.3f} is the labelled set's rate; conditional sampling "
+              "wants the attribute's real rate: pass --prior, or sample with --adapt-prior 512 "
+              "(the rate among the model's own samples)")
     print(f"wrote {args.output} (model {a.fingerprint})")
     return 0
 
