@@ -36,24 +36,17 @@ def reconstruction_psnr(sampler_or_ae, images: torch.Tensor, batch_size: int = 1
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2, iters: int = 200):
-    """Binary logistic regression on standardised features; -> (w, b, mean, std)."""
+    """Binary logistic regression on standardised features; -> (w, b, mean, std). Minimises
+    ``mean BCE + l2 |w|^2`` with the attribute fit's solver (``attributes._fit_lr``, uniform
+    weights; its penalty is ``l2 / 2 |w|^2``, hence ``2 l2``)."""
+    from ..attributes import _fit_lr
     x = x.double().flatten(1)
     mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
     xs = (x - mean) / std
-    y = y.double()
-    w = torch.zeros(xs.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=iters, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        z = xs @ w + b
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y) + l2 * w.square().sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return w.detach(), b.detach(), mean, std
+    y = y.double().flatten()
+    with torch.inference_mode(False):
+        w, b = _fit_lr(xs.clone(), y.clone(), 2.0 * l2, torch.ones_like(y), iters=iters)
+    return w, torch.tensor(b, dtype=torch.float64), mean, std
 
 
 def linear_probe(train_x, train_y, test_x, test_y, l2: float = 1e-2) -> float:
