@@ -43,16 +43,35 @@ class RareAttributeError(D2CError, ValueError):
         self.acceptance_rate, self.draws, self.accepted = acceptance_rate, draws, accepted
 
 
+def _hash_seed(text: str) -> int:
+    h = hashlib.sha256(text.encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
 def draw_seed(seed: int, k: int, m: int) -> int:
     """The generator seed of candidate ``m`` of image ``k`` (63-bit hash)."""
-    h = hashlib.sha256(f"d2c_fast.conditional:{int(seed)}:{int(k)}:{int(m)}".encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+    return _hash_seed(f"d2c_fast.conditional:{int(seed)}:{int(k)}:{int(m)}")
 
 
 def pilot_seed(seed: int, j: int) -> int:
     """The generator seed of pilot latent ``j`` (``adapt_prior``; 63-bit hash)."""
-    h = hashlib.sha256(f"d2c_fast.conditional.pilot:{int(seed)}:{int(j)}".encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+    return _hash_seed(f"d2c_fast.conditional.pilot:{int(seed)}:{int(j)}")
+
+
+def _seeded_rng(sampler, seeds):
+    """A batch RNG whose row ``i`` draws from its own generator seeded with ``seeds[i]``."""
+    from .sampler import _RNG
+    rng = _RNG(len(seeds), sampler.device)
+    rng.gens = [torch.Generator(device=sampler.device).manual_seed(sd) for sd in seeds]
+    return rng
+
+
+def check_adapt_prior(n, minimum: int = 0) -> int:
+    """``adapt_prior`` validated: an int ``>= minimum`` (pilot samples; 0: off)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
+        raise ValueError(f"adapt_prior must be an int >= {minimum} (pilot samples; 0: off), "
+                         f"got {n!r}")
+    return n
 
 
 def adapt_priors(sampler, attrs, n_pilot: int, *, seed: int = 0, batch_size: int = 64,
@@ -61,9 +80,7 @@ def adapt_priors(sampler, attrs, n_pilot: int, *, seed: int = 0, batch_size: int
     """``attrs`` re-based on their rates among ``n_pilot`` prior samples (EM; see the module
     docstring). Returns ``(adapted attributes, rates)``."""
     from .attributes import estimate_prior
-    from .sampler import _RNG
-    if isinstance(n_pilot, bool) or not isinstance(n_pilot, int) or n_pilot < 1:
-        raise ValueError(f"adapt_prior: need an int >= 1 of pilot samples, got {n_pilot!r}")
+    check_adapt_prior(n_pilot, minimum=1)
     eps_scale = sampler._check_eps_scale(eps_scale)
     guidance = sampler._check_guidance(guidance)
     seq = D.uncond_sequence(sampler.num_timesteps, skip=skip)
@@ -74,9 +91,7 @@ def adapt_priors(sampler, attrs, n_pilot: int, *, seed: int = 0, batch_size: int
         bar = tqdm(total=n_pilot, desc="adapt-prior pilot", unit="draw", leave=False)
     for a in range(0, n_pilot, batch_size):
         b = min(n_pilot, a + batch_size)
-        rng = _RNG(b - a, sampler.device)
-        rng.gens = [torch.Generator(device=sampler.device).manual_seed(pilot_seed(seed, j))
-                    for j in range(a, b)]
+        rng = _seeded_rng(sampler, [pilot_seed(seed, j) for j in range(a, b)])
         zT = rng.randn(*sampler.latent_shape)
         zs.append(sampler._unmod(sampler._run_ddim(zT, seq, 0.0, rng, progress=False,
                                                    eps_scale=eps_scale, guidance=guidance)))
@@ -122,7 +137,6 @@ def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, se
     ``adapt_prior``: number of pilot samples for the classifiers' calibration to the model's
     samples (0: off, the classifiers as given; module docstring)."""
     from .edit import resolve
-    from .sampler import _RNG
     attrs, _ = resolve(sampler, attrs)
     for a in attrs:
         a._need_classifier("conditional sampling")
@@ -140,9 +154,7 @@ def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, se
     thr = _thresholds(threshold, len(attrs))
     eps_scale = sampler._check_eps_scale(eps_scale)
     guidance = sampler._check_guidance(guidance)
-    if isinstance(adapt_prior, bool) or not isinstance(adapt_prior, int) or adapt_prior < 0:
-        raise ValueError(f"adapt_prior must be an int >= 0 (pilot samples; 0: off), got "
-                         f"{adapt_prior!r}")
+    check_adapt_prior(adapt_prior)
     rates = None
     if adapt_prior:
         attrs, rates = adapt_priors(sampler, attrs, adapt_prior, seed=seed,
@@ -182,9 +194,7 @@ def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, se
                     next_m[k] += 1
                 if len(cands) >= budget:
                     break
-            rng = _RNG(len(cands), sampler.device)
-            rng.gens = [torch.Generator(device=sampler.device).manual_seed(draw_seed(seed, k, m))
-                        for k, m in cands]
+            rng = _seeded_rng(sampler, [draw_seed(seed, k, m) for k, m in cands])
             zT = rng.randn(*sampler.latent_shape)
             u = rng.rand(1)[:, 0]
             z = sampler._unmod(sampler._run_ddim(zT, seq, 0.0, rng, progress=False,
@@ -250,4 +260,5 @@ def sample_conditional(sampler, attrs, n, *, seed: int = 0, batch_size: int = 64
 
 
 __all__ = ["sample_conditional", "sample_conditional_latents", "RareAttributeError",
-           "draw_seed", "pilot_seed", "adapt_priors", "acceptance", "decode_with"]
+           "draw_seed", "pilot_seed", "adapt_priors", "check_adapt_prior", "acceptance",
+           "decode_with"]

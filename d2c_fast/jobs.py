@@ -139,7 +139,8 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
     (see :mod:`d2c_fast.conditional`; the same pilot, hence the same rates, in every process
     and on every resume), recorded in every ``.json`` as ``priors``."""
     from .attributes import Attribute
-    from .conditional import adapt_priors, decode_with, sample_conditional_latents
+    from .conditional import (adapt_priors, check_adapt_prior, decode_with,
+                              sample_conditional_latents)
     from .images import save_png
     r0, w0 = dist_info()
     rank = r0 if rank is None else rank
@@ -160,9 +161,7 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
     todo = [k for k in mine if not os.path.exists(os.path.join(out, f"{k:06d}.png"))]
     chunk = chunk or batch_size
     t = time.perf_counter()
-    if isinstance(adapt_prior, bool) or not isinstance(adapt_prior, int) or adapt_prior < 0:
-        raise ValueError(f"adapt_prior must be an int >= 0, got {adapt_prior!r}")
-    if adapt_prior and todo:
+    if check_adapt_prior(adapt_prior) and todo:
         with torch.inference_mode():
             attrs, _ = adapt_priors(s, attrs, adapt_prior, seed=seed, batch_size=batch_size,
                                     skip=skip, eps_scale=eps_scale, guidance=guidance,
