@@ -258,6 +258,13 @@ def _edit_args(p, images=True):
     p.add_argument("--threads", type=int, default=None)
 
 
+def _adapt_prior_arg(p) -> None:
+    p.add_argument("--adapt-prior", type=int, default=0, metavar="N",
+                   help="calibrate the classifiers to the model's samples first: the "
+                        "attribute rate among N pilot prior samples (EM) replaces the fit's "
+                        "prior (0: off; 512 is a good start; see QUALITY.md)")
+
+
 def add_parser(sub) -> None:
     from .eval.cli import add_rescale_args
     from .cli import _add_model_args
@@ -300,10 +307,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--max-draws", type=int, default=None)
-    p.add_argument("--adapt-prior", type=int, default=0, metavar="N",
-                   help="calibrate the classifiers to the model's samples first: the "
-                        "attribute rate among N pilot prior samples (EM) replaces the fit's "
-                        "prior (0: off; 512 is a good start; see QUALITY.md)")
+    _adapt_prior_arg(p)
     p.add_argument("--skip", type=int, default=100)
     p.add_argument("--eps-scale", type=float, default=1.0,
                    help="prior sampler's epsilon scaling (1: official; see QUALITY.md)")
@@ -383,10 +387,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--max-draws-per-image", type=int, default=100)
-    p.add_argument("--adapt-prior", type=int, default=0, metavar="N",
-                   help="calibrate the classifiers to the model's samples first: the "
-                        "attribute rate among N pilot prior samples (EM) replaces the fit's "
-                        "prior (0: off; 512 is a good start; see QUALITY.md)")
+    _adapt_prior_arg(p)
     p.add_argument("--skip", type=int, default=100)
     p.add_argument("--eps-scale", type=float, default=1.0,
                    help="prior sampler's epsilon scaling (1: official; see QUALITY.md)")

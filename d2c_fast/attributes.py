@@ -163,8 +163,7 @@ class LinearClassifier:
 
     @property
     def offset(self) -> float:
-        p = min(max(self.prior, 1e-12), 1 - 1e-12)
-        return math.log(p / (1 - p)) if self.mode == "labelled" else 0.0
+        return _logit(self.prior) if self.mode == "labelled" else 0.0
 
     def standardise(self, z: torch.Tensor) -> torch.Tensor:
         """Raw latents ``(B, C, H, W)`` -> ``(B, D)`` float64 standardised features."""
@@ -729,12 +728,11 @@ def estimate_prior(attr: "Attribute", z: torch.Tensor, iters: int = 200,
     base = lg - _logit(clf.prior)
     pi = min(max(clf.prior, 1e-6), 1 - 1e-6)
     for _ in range(int(iters)):
-        new = float(torch.sigmoid(base + _logit(pi)).mean())
-        new = min(max(new, 1e-6), 1 - 1e-6)
-        if abs(new - pi) < tol:
-            pi = new
-            break
+        new = min(max(float(torch.sigmoid(base + _logit(pi)).mean()), 1e-6), 1 - 1e-6)
+        converged = abs(new - pi) < tol
         pi = new
+        if converged:
+            break
     return pi
 
 
