@@ -74,12 +74,11 @@ def check_adapt_prior(n, minimum: int = 0) -> int:
     return n
 
 
-def adapt_priors(sampler, attrs, n_pilot: int, *, seed: int = 0, batch_size: int = 64,
-                 skip: int = 100, eps_scale: float = 1.0, guidance: float | None = None,
-                 progress: bool = False):
-    """``attrs`` re-based on their rates among ``n_pilot`` prior samples (EM; see the module
-    docstring). Returns ``(adapted attributes, rates)``."""
-    from .attributes import estimate_prior
+def pilot_latents(sampler, n_pilot: int, *, seed: int = 0, batch_size: int = 64,
+                  skip: int = 100, eps_scale: float = 1.0, guidance: float | None = None,
+                  progress: bool = False) -> torch.Tensor:
+    """The ``n_pilot`` prior latents of ``adapt_prior`` (raw, ``(n_pilot, C, H, W)``): DDIM
+    (``skip``) from start noise drawn from ``pilot_seed(seed, j)``."""
     check_adapt_prior(n_pilot, minimum=1)
     eps_scale = sampler._check_eps_scale(eps_scale)
     guidance = sampler._check_guidance(guidance)
@@ -99,11 +98,27 @@ def adapt_priors(sampler, attrs, n_pilot: int, *, seed: int = 0, batch_size: int
             bar.update(b - a)
     if bar is not None:
         bar.close()
-    z = torch.cat(zs)
+    return torch.cat(zs)
+
+
+def adapt_to(attrs, z: torch.Tensor):
+    """``attrs`` re-based on their rates among the latents ``z`` (EM; module docstring).
+    Returns ``(adapted attributes, rates)``."""
+    from .attributes import estimate_prior
     rates = [estimate_prior(a, z) for a in attrs]
-    adapted = [a.with_prior(r, source=f"adapted: EM on {n_pilot} model samples")
+    adapted = [a.with_prior(r, source=f"adapted: EM on {z.shape[0]} model samples")
                for a, r in zip(attrs, rates)]
     return adapted, rates
+
+
+def adapt_priors(sampler, attrs, n_pilot: int, *, seed: int = 0, batch_size: int = 64,
+                 skip: int = 100, eps_scale: float = 1.0, guidance: float | None = None,
+                 progress: bool = False):
+    """``attrs`` re-based on their rates among ``n_pilot`` prior samples
+    (:func:`pilot_latents`, :func:`adapt_to`). Returns ``(adapted attributes, rates)``."""
+    return adapt_to(attrs, pilot_latents(sampler, n_pilot, seed=seed, batch_size=batch_size,
+                                         skip=skip, eps_scale=eps_scale, guidance=guidance,
+                                         progress=progress))
 
 
 def _thresholds(threshold, n_attr):
@@ -260,5 +275,5 @@ def sample_conditional(sampler, attrs, n, *, seed: int = 0, batch_size: int = 64
 
 
 __all__ = ["sample_conditional", "sample_conditional_latents", "RareAttributeError",
-           "draw_seed", "pilot_seed", "adapt_priors", "check_adapt_prior", "acceptance",
-           "decode_with"]
+           "draw_seed", "pilot_seed", "pilot_latents", "adapt_to", "adapt_priors",
+           "check_adapt_prior", "acceptance", "decode_with"]

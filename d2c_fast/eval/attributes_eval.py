@@ -120,6 +120,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
     writes ``attributes_eval.json``,
     ``attributes_eval.md``, ``edits_grid.png`` and ``conditional_grid.png`` there."""
     from ..data import ATTRIBUTES, FacesDataset
+    from ..conditional import adapt_to, pilot_latents
     from ..edit import apply_delta, edit_delta, invert, target_strengths
     from ..images import save_grid
     from ..projector import project
@@ -196,6 +197,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
     # encoded once for every attribute: PU fits never mirror, so latents serve as well
     z_unl = enc(_render(val, unl_idx)) if positive_only and n_unlabelled else None
     t = time.perf_counter()
+    pilot_z = None   # adapt_prior's pilot latents, drawn once (the same for every attribute)
     naive = None
     if n_cond:
         naive = torch.cat([s.sample(min(batch_size, n_naive - i), skip=cond_skip,
@@ -330,16 +332,21 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                                        if cond_threshold is not None else []) + (
                 [("adapted_", None, cond_adapt_prior)] if cond_adapt_prior else [])
             for prefix, thr, adapt in rules:
+                use = attr
+                if adapt:   # as sample_conditional(adapt_prior=...), one pilot for all attributes
+                    if pilot_z is None:
+                        pilot_z = pilot_latents(s, cond_adapt_prior, seed=seed,
+                                                batch_size=batch_size, skip=cond_skip,
+                                                eps_scale=cond_eps_scale, guidance=cond_guidance)
+                    (use,), (rate,) = adapt_to([attr], pilot_z)
+                    cond[prefix + "prior"] = rate
                 try:
-                    xc, pc, st = s.sample_conditional(attr, n_cond, seed=seed,
+                    xc, pc, st = s.sample_conditional(use, n_cond, seed=seed,
                                                       batch_size=batch_size, skip=cond_skip,
                                                       mode="mode", max_draws=max_draws,
                                                       threshold=thr, return_stats=True,
                                                       eps_scale=cond_eps_scale,
-                                                      guidance=cond_guidance,
-                                                      adapt_prior=adapt)
-                    if adapt:
-                        cond[prefix + "prior"] = st["adapted_priors"][0]
+                                                      guidance=cond_guidance)
                     pcond = orc.predict(xc)
                     hits = int((pcond[:, a_idx] > 0.5).sum())
                     cond.update({
