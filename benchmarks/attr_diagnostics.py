@@ -27,11 +27,8 @@ import torch
 from d2c_fast import Sampler
 from d2c_fast.attributes import estimate_prior
 from d2c_fast.data import ATTRIBUTES, FacesDataset
-
-
-def pick(labels, col, want, n, start=0):
-    idx = torch.nonzero(labels[start:, col] == want).flatten() + start
-    return idx[:n].tolist()
+# the label picks and renders eval-attributes uses, so draw 0 is its own
+from d2c_fast.eval.attributes_eval import _pick as pick, _render as render
 
 
 def main(argv=None) -> int:
@@ -56,12 +53,9 @@ def main(argv=None) -> int:
     yv, yt = val.all_labels(), test.all_labels()[:2000]
     rates = FacesDataset(4000, resolution=R, seed=0, split="train").all_labels().double().mean(0)
 
-    def render(ds, idx):
-        return torch.stack([ds[int(i)][0] for i in idx])
-
-    xv = render(val, range(4000))
+    xv = render(val, list(range(4000)))
     zv = s.encode(xv, batch_size=200)
-    zt = s.encode(render(test, range(2000)), batch_size=200)
+    zt = s.encode(render(test, list(range(2000))), batch_size=200)
     print(f"encoded 4,000 val and 2,000 test faces in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
 

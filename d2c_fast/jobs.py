@@ -166,7 +166,6 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
             attrs, _ = adapt_priors(s, attrs, adapt_prior, seed=seed, batch_size=batch_size,
                                     skip=skip, eps_scale=eps_scale, guidance=guidance,
                                     progress=progress and rank == 0)
-    priors = [a.classifier.prior if a.classifier is not None else None for a in attrs]
     draws = 0
     bar = _bar(len(todo), rank, "conditional", progress)
     for a in range(0, len(todo), chunk):
@@ -181,8 +180,9 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
         for j, k in enumerate(ks):
             _atomic_text(os.path.join(out, f"{k:06d}.json"), json.dumps(
                 {"index": k, "seed": seed, "eps_scale": float(eps_scale), **record,
-                 "attributes": st["attributes"], "priors": priors,
-                 "adapt_prior": int(adapt_prior), "probabilities": [float(v) for v in p[j]], "attempts": st["attempts"][j]}))
+                 "attributes": st["attributes"], "priors": st["priors"],
+                 "adapt_prior": int(adapt_prior), "probabilities": [float(v) for v in p[j]],
+                 "attempts": st["attempts"][j]}))
             save_png(x[j], os.path.join(out, f"{k:06d}.png"))
         bar.update(len(ks))
     bar.close()
