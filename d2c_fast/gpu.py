@@ -486,14 +486,37 @@ class GpuSampler:
     def sample_latents(self, n: int, *, skip: int | None = None, steps: int | None = None,
                        timesteps: Sequence[int] | None = None, eta: float = 0.0, generator=None,
                        seed: int | None = None, noise: torch.Tensor | None = None,
-                       step_noise: torch.Tensor | None = None) -> torch.Tensor:
+                       step_noise: torch.Tensor | None = None, eps_scale: float = 1.0,
+                       guidance: float | None = None) -> torch.Tensor:
         """As :meth:`Sampler.sample_latents` (same sequence options and draws: start noise,
-        then one draw per step when ``eta > 0``). Raw latents ``(n, C, d, d)`` fp32."""
+        then one draw per step when ``eta > 0``). Raw latents ``(n, C, d, d)`` fp32.
+        ``eps_scale`` and ``guidance`` as there (``None``: the model's recommended weight);
+        when either is not 1 the steps run eagerly through the shared :class:`Sampler` (its
+        guided combination, one guide call per step), not the captured loop."""
         from .sampler import _RNG
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         seq = self.base._uncond_seq(skip, steps, timesteps)
+        eps_scale, guidance = self._eager_args(eps_scale, guidance, step_noise)
         rng = _RNG(n, self.device, generator, seed)
+        return self._latents(n, seq, eta, rng, noise, step_noise, eps_scale, guidance)
+
+    def _eager_args(self, eps_scale, guidance, step_noise):
+        """Validated ``(eps_scale, guidance)``; explicit ``step_noise`` only for the captured
+        loop (the eager one draws its own, the same way)."""
+        eps_scale = self.base._check_eps_scale(eps_scale)
+        guidance = self.base._check_guidance(guidance)
+        if (eps_scale != 1.0 or guidance != 1.0) and step_noise is not None:
+            raise ValueError("step_noise is only taken with eps_scale=1 and guidance=1 (the "
+                             "captured loop); guided or scaled sampling draws its step noise "
+                             "from seed / generator")
+        return eps_scale, guidance
+
+    def _latents(self, n, seq, eta, rng, noise, step_noise, eps_scale, guidance):
+        if eps_scale != 1.0 or guidance != 1.0:
+            # the same draws and arithmetic as Sampler.sample_latents (one chunk)
+            return self.base._sample_latents(n, seq, eta, rng, noise, None, False, eps_scale,
+                                             guidance)
         zT = self.base._noise(noise, n, rng)
         if eta > 0 and step_noise is None:
             step_noise = torch.stack([rng.randn(*self.latent_shape) for _ in seq])
@@ -528,19 +551,23 @@ class GpuSampler:
 
     @torch.inference_mode()
     def sample(self, n: int, *, mode: str = "sample", generator=None, seed: int | None = None,
-               noise: torch.Tensor | None = None, **kw) -> torch.Tensor:
+               noise: torch.Tensor | None = None, eps_scale: float = 1.0,
+               guidance: float | None = None, **kw) -> torch.Tensor:
         """Images ``(n, C, H, W)`` in [0, 1] (W-gen with the default skip=100): latents, decode,
-        mixture sample; the draws follow :meth:`Sampler.sample`."""
+        mixture sample; the draws follow :meth:`Sampler.sample`. ``eps_scale``, ``guidance``:
+        as :meth:`sample_latents` (a model with a guide prior is guided by default, as
+        ``Sampler`` samples it)."""
         from .sampler import _RNG
-        rng = _RNG(n, self.device, generator, seed)
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
         seq = self.base._uncond_seq(kw.pop("skip", None), kw.pop("steps", None),
                                     kw.pop("timesteps", None))
         eta = kw.pop("eta", 0.0)
         if kw:
             raise TypeError(f"unexpected arguments {sorted(kw)}")
-        zT = self.base._noise(noise, n, rng)
-        step_noise = torch.stack([rng.randn(*self.latent_shape) for _ in seq]) if eta > 0 else None
-        z = self.ddim_latents(zT, seq, eta=eta, step_noise=step_noise)
+        eps_scale, guidance = self._eager_args(eps_scale, guidance, None)
+        rng = _RNG(n, self.device, generator, seed)
+        z = self._latents(n, seq, eta, rng, noise, None, eps_scale, guidance)
         return self.base._logits_to_images(self.decode_logits(z), mode, rng)
 
 

@@ -262,3 +262,34 @@ def test_cpu_fast_unet_with_fewer_norm_groups():
     raw["diffusion"]["model"]["norm_groups"] = 32
     m32 = random_model(raw, seed=3)
     assert _rel(m32.unet(x, torch.full((2,), 600.0)), want) > 1e-3
+
+
+def test_cpu_fallback_guided_model_samples_like_sampler():
+    """A model with a guide prior: GpuSampler samples it as Sampler does (the recommended
+    weight by default, eps_scale, guidance=1 for the prior alone), draws included."""
+    from test_guide import guided_dict, with_guide
+    m = with_guide(guided_dict(2.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = Sampler(copy.deepcopy(m), impl="fast")
+        gs = GpuSampler(copy.deepcopy(m), device="cpu")
+    zT = torch.randn(3, *ref.latent_shape, generator=torch.Generator().manual_seed(0))
+    default = gs.sample_latents(3, skip=200, noise=zT)
+    assert torch.equal(default, ref.sample_latents(3, skip=200, noise=zT))
+    plain = gs.sample_latents(3, skip=200, noise=zT, guidance=1.0)
+    assert _rel(plain, ref.sample_latents(3, skip=200, noise=zT, guidance=1.0)) <= 1e-5
+    assert _rel(default, plain) > 1e-3          # the default is guided, not the prior alone
+    for kw in (dict(guidance=0.5, eta=1.0, seed=4), dict(eps_scale=1.02, guidance=1.0, seed=2)):
+        assert torch.equal(gs.sample_latents(2, skip=250, **kw),
+                           ref.sample_latents(2, skip=250, **kw)), kw
+    assert torch.equal(gs.sample(2, skip=250, seed=3, mode="mode"),
+                       ref.sample(2, skip=250, seed=3, mode="mode"))
+    with pytest.raises(ValueError, match="step_noise"):
+        gs.sample_latents(1, skip=250, eta=1.0, guidance=2.0,
+                          step_noise=torch.zeros(5, 1, *ref.latent_shape))
+    with pytest.raises(ValueError, match="guidance"):
+        gs.sample_latents(1, skip=250, guidance=-1.0)
+    from d2c_fast.train.testing import tiny_model_dict
+    unguided = GpuSampler(random_model(tiny_model_dict(16), seed=1), device="cpu")
+    with pytest.raises(ValueError, match="guide prior"):
+        unguided.sample_latents(1, skip=250, guidance=2.0)
