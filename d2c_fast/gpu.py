@@ -515,8 +515,9 @@ class GpuSampler:
     def _latents(self, n, seq, eta, rng, noise, step_noise, eps_scale, guidance):
         if eps_scale != 1.0 or guidance != 1.0:
             # the same draws and arithmetic as Sampler.sample_latents (one chunk)
-            return self.base._sample_latents(n, seq, eta, rng, noise, None, False, eps_scale,
-                                             guidance)
+            return self.base._sample_latents(n, seq, eta, rng, noise, batch_size=None,
+                                             progress=False, eps_scale=eps_scale,
+                                             guidance=guidance)
         zT = self.base._noise(noise, n, rng)
         if eta > 0 and step_noise is None:
             step_noise = torch.stack([rng.randn(*self.latent_shape) for _ in seq])
