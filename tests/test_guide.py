@@ -254,7 +254,9 @@ def test_guidance_rescale_is_lin_et_al_on_x0(impl):
         s.guidance_rescale, s.guidance_rescale_t = 1.0, None
         assert ((s.sample_latents(3, skip=200, noise=zT) - plain).norm() / plain.norm()) > 1e-3
         s.guidance_rescale_t = (900, 990)
-        assert torch.allclose(s.sample_latents(3, skip=200, noise=zT), plain, atol=1e-6)
+        # (float rounding only: with 2 threads the two runs differ by ~9e-8 relative)
+        assert ((s.sample_latents(3, skip=200, noise=zT) - plain).norm()
+                / plain.norm()).item() < 1e-6
         s.guidance_rescale_t = None
         assert torch.equal(s.sample_latents(3, skip=200, noise=zT, guidance=1.0),
                            Sampler(m, impl=impl).sample_latents(3, skip=200, noise=zT,
