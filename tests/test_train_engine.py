@@ -10,7 +10,7 @@ import torch
 
 from d2c_fast.errors import ConfigError
 from d2c_fast.train.engine import (EMA, DataOrder, TrainConfig, load_checkpoint, lr_at,
-                                   rng_state, save_checkpoint, set_rng_state)
+                                   make_adam, rng_state, save_checkpoint, set_rng_state)
 from d2c_fast.train.testing import tiny_train_dict
 
 
@@ -77,6 +77,79 @@ def test_ema_math():
     assert torch.equal(e2.shadow["weight"], ema.shadow["weight"]) and e2.num_updates == 2
     e2.copy_to(lin)
     assert torch.equal(lin.weight, ema.shadow["weight"])
+
+
+def test_ema_update_equals_per_tensor_loop():
+    """The multi-tensor update is the per-tensor ``shadow * mu + p * (1 - mu)``, bit for
+    bit, over tensors of several shapes (frozen parameters left out)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.GroupNorm(5, 5),
+                              torch.nn.Linear(7, 2))
+    net[1].weight.requires_grad_(False)
+    ema = EMA(net, 0.99, warmup=True)
+    ref = {n: t.clone() for n, t in ema.shadow.items()}
+    assert "1.weight" not in ref
+    for _ in range(3):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        mu = ema.rate()
+        for n, p in net.named_parameters():
+            if n in ref:
+                ref[n].mul_(mu).add_(p.detach(), alpha=1 - mu)
+        ema.update(net)
+    assert all(torch.equal(ema.shadow[n], ref[n]) for n in ref)
+    assert not torch.equal(ref["0.weight"], net[0].weight)      # it did not just copy
+
+
+@pytest.mark.parametrize("cls", [torch.optim.Adam, torch.optim.AdamW])
+def test_make_adam_matches_default_and_resumes(cls):
+    """The fused optimizer takes the default implementation's steps (to rounding), and a
+    state saved by either continues in the other."""
+    torch.manual_seed(0)
+    shapes = [(4, 3, 3, 3), (4,), (17, 5), (1,)]
+    p0 = [torch.randn(s) for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(6)]
+    kw = dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=1e-2)
+
+    def run(make, steps, start=None):
+        ps = [torch.nn.Parameter(t.clone()) for t in (p0 if start is None else start[0])]
+        opt = make(ps)
+        if start is not None:
+            opt.load_state_dict(start[1])
+        for g in steps:
+            for p, gi in zip(ps, g):
+                p.grad = gi.clone()
+            opt.step()
+        return [p.detach().clone() for p in ps], opt.state_dict()
+
+    fast = run(lambda ps: make_adam(cls, ps, **kw), grads)
+    assert fast[1]["param_groups"][0]["fused"]       # this build has the CPU kernel
+    slow = run(lambda ps: cls(ps, **kw), grads)
+    moved = max((a - b).abs().max().item() for a, b in zip(slow[0], p0))
+    assert moved > 1e-2
+    for a, b in zip(fast[0], slow[0]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # a saved state carries its implementation flag, which load_state_dict restores
+    for first, then, flag in ((lambda ps: cls(ps, **kw), lambda ps: make_adam(cls, ps, **kw),
+                               None),
+                              (lambda ps: make_adam(cls, ps, **kw), lambda ps: cls(ps, **kw),
+                               True)):
+        resumed = run(then, grads[3:], start=run(first, grads[:3]))
+        assert resumed[1]["param_groups"][0]["fused"] == flag
+        for a, b in zip(resumed[0], slow[0]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_make_adam_falls_back_without_a_fused_kernel():
+    class NoFused(torch.optim.Adam):
+        def __init__(self, params, fused=None, **kw):
+            if fused:
+                raise RuntimeError("fused=True is not supported here")
+            super().__init__(params, **kw)
+
+    opt = make_adam(NoFused, [torch.nn.Parameter(torch.zeros(3))], lr=1e-3)
+    assert isinstance(opt, NoFused) and not opt.param_groups[0]["fused"]
 
 
 def test_rng_state_roundtrip(tmp_path):

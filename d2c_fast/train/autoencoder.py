@@ -45,7 +45,7 @@ from ..models.autoencoder import AutoEncoder, quantize_input
 from ..models.mixture import log_prob
 from .augment import augment
 from .engine import (DistInfo, StageTrainer, TrainConfig, autocast, concat_all_gather, lr_at,
-                     save_checkpoint, set_lr, step_generator, step_seed)
+                     make_adam, save_checkpoint, set_lr, step_generator, step_seed)
 
 
 class MoCoAE(nn.Module):
@@ -81,8 +81,9 @@ class MoCoAE(nn.Module):
     @torch.no_grad()
     def momentum_update(self) -> None:
         """``param_k = m * param_k + (1 - m) * param_q`` (official order and formula)."""
-        for pq, pk in zip(self.query_params(), self.key_params()):
-            pk.mul_(self.m).add_(pq.detach(), alpha=1.0 - self.m)
+        ks, qs = self.key_params(), [p.detach() for p in self.query_params()]
+        torch._foreach_mul_(ks, self.m)     # multi-tensor ops: one dispatch per list
+        torch._foreach_add_(ks, qs, alpha=1.0 - self.m)
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
@@ -123,9 +124,11 @@ class MoCoAE(nn.Module):
 def make_optimizer(params, st) -> torch.optim.Optimizer:
     b = tuple(st.betas)
     if st.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=st.lr, betas=b, weight_decay=st.weight_decay)
+        return make_adam(torch.optim.AdamW, params, lr=st.lr, betas=b,
+                         weight_decay=st.weight_decay)
     if st.optimizer == "adam":
-        return torch.optim.Adam(params, lr=st.lr, betas=b, weight_decay=st.weight_decay)
+        return make_adam(torch.optim.Adam, params, lr=st.lr, betas=b,
+                         weight_decay=st.weight_decay)
     if st.optimizer == "adamax":
         return torch.optim.Adamax(params, lr=st.lr, betas=b, weight_decay=st.weight_decay)
     return torch.optim.SGD(params, lr=st.lr, momentum=0.9, weight_decay=st.weight_decay)

@@ -29,7 +29,7 @@ from ..diffusion import beta_schedule
 from ..errors import ConfigError
 from ..models.unet import UNet
 from .engine import (EMA, DataOrder, DistInfo, StageTrainer, TrainConfig, autocast, barrier,
-                     copy_shadow, load_checkpoint, lr_at, save_checkpoint, set_lr,
+                     copy_shadow, load_checkpoint, lr_at, make_adam, save_checkpoint, set_lr,
                      step_generator, step_seed)
 
 
@@ -169,9 +169,9 @@ class DiffusionTrainer(StageTrainer):
         if o["optimizer"] != "Adam":
             raise ValueError(f"diffusion.optim.optimizer {o['optimizer']!r}: only Adam "
                              "(the official runner's choice) is implemented")
-        self.opt = torch.optim.Adam(self.unet.parameters(), lr=self.lr,
-                                    weight_decay=o["weight_decay"], betas=(o["beta1"], 0.999),
-                                    amsgrad=o["amsgrad"], eps=o["eps"])
+        self.opt = make_adam(torch.optim.Adam, self.unet.parameters(), lr=self.lr,
+                             weight_decay=o["weight_decay"], betas=(o["beta1"], 0.999),
+                             amsgrad=o["amsgrad"], eps=o["eps"])
         self.ema = (EMA(self.unet, mraw["ema_rate"], warmup=st.ema_warmup) if mraw["ema"]
                     else None)
         self.order = DataOrder(latents.shape[0], self.batch_size, tc.seed, "diffusion",
