@@ -15,6 +15,8 @@ import torch
 
 from machine import machine_info
 
+from d2c_fast.eval.metrics import rel_error
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
 BATCHES = [1, 64] if DEVICE == "cuda" else [1, 4]
@@ -34,17 +36,13 @@ def unets(arch256):
     return ref, ours
 
 
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
 @torch.inference_mode()
 def test_accuracy_gate(unets, arch256):
     ref, ours = unets
     x = torch.randn(2, *arch256.config.latent_shape, generator=torch.Generator().manual_seed(0))
     x = x.to(DEVICE)
     t = torch.tensor([10.0, 700.0], device=DEVICE)
-    assert _rel(ours(x, t).float(), ref(x, t)) <= (1e-4 if DTYPE == torch.float32 else 1e-2)
+    assert rel_error(ours(x, t).float(), ref(x, t)) <= (1e-4 if DTYPE == torch.float32 else 1e-2)
 
 
 @pytest.mark.parametrize("batch", BATCHES)

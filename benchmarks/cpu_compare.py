@@ -23,6 +23,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import machine_info  # noqa: E402
 
+from d2c_fast.eval.metrics import rel_error  # noqa: E402
+
 
 class CompiledModules:
     """B1: the reference modules under torch.compile, behind the Sampler's module interface."""
@@ -112,10 +114,6 @@ def _memory(args):
     return out
 
 
-def rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--workload", default="wedit",
@@ -162,7 +160,7 @@ def main(argv=None):
         zk = s.manipulate_latents(s.encode(xall[:1]), attr, step=1.0, noise=noise)
         lk = s.decode_logits(zr)
         warm[k] = time.perf_counter() - t
-        accuracy[k] = {"latents_rel_l2": rel(zk, zr), "logits_rel_l2": rel(lk, lr)}
+        accuracy[k] = {"latents_rel_l2": rel_error(zk, zr), "logits_rel_l2": rel_error(lk, lr)}
     results = []
     for name in args.workload.split(","):
         for batch in batches:

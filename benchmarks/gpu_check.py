@@ -291,6 +291,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import cpu_name  # noqa: E402
 
 from d2c_fast import diffusion as D  # noqa: E402
+from d2c_fast.eval.metrics import rel_error  # noqa: E402
 from d2c_fast.gpu import GpuSampler, UNetCallGraph  # noqa: E402
 from d2c_fast.models.random_init import arch256_config_path, random_model  # noqa: E402
 from d2c_fast.ops import backend_info  # noqa: E402
@@ -395,10 +396,6 @@ log(f"models ready ({R['meta']['build_s']} s); U-Net GFLOP/image counted: "
     f"{R['meta']['unet_gflop_counted_per_image']}")
 
 
-def _rel(a, b) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
 @section("accuracy gate")
 def _accuracy():
     b = 1 if ARGS.dry_run else min(BATCHES[-1], 4)
@@ -408,7 +405,7 @@ def _accuracy():
         zo = OURS.sample_latents(b, noise=zT)
         lr = REF.decode_logits(zr)
         lo = OURS.decode_logits(zr)
-    R["accuracy"].update({"latents_rel_l2": _rel(zo, zr), "logits_rel_l2": _rel(lo, lr),
+    R["accuracy"].update({"latents_rel_l2": rel_error(zo, zr), "logits_rel_l2": rel_error(lo, lr),
                           "finite": bool(torch.isfinite(zo).all() and torch.isfinite(lo).all()),
                           "dtype": str(OURS.dtype), "limit": 1e-2 if OURS.dtype != torch.float32 else 1e-4})
     R["accuracy"]["pass"] = (R["accuracy"]["finite"] and R["accuracy"]["latents_rel_l2"]
@@ -830,7 +827,7 @@ def _batch_indep():
     worst = 0.0
     for i in (0, b - 1):
         one = OURS.sample_latents(1, noise=zT[i:i + 1])
-        worst = max(worst, _rel(one, full[i:i + 1]))
+        worst = max(worst, rel_error(one, full[i:i + 1]))
     R["batch_independence"] = {"max_rel_l2_batch1_vs_batch%d" % b: worst,
                                "bitwise_equal": worst == 0.0}
     log(f"batch independence {R['batch_independence']}")

@@ -3,12 +3,13 @@ sizes): it runs and writes well-formed outputs."""
 import json
 import os
 
+import pytest
 import torch
 
 from d2c_fast import Sampler
 from d2c_fast.data import ATTRIBUTES
 from d2c_fast.eval.attributes_eval import evaluate_attributes
-from d2c_fast.eval.metrics import wilson_interval
+from d2c_fast.eval.metrics import rel_error, wilson_interval
 from d2c_fast.eval.oracle import Oracle
 from d2c_fast.models.random_init import random_model
 
@@ -107,3 +108,19 @@ def test_wilson_interval_solves_its_defining_equation():
     assert hi == 1 and 0.8 < lo < 1
     assert wilson_interval(77, 100)[1] - wilson_interval(77, 100)[0] > \
         wilson_interval(308, 400)[1] - wilson_interval(308, 400)[0]   # shrinks with n
+
+
+def test_rel_error():
+    """||a - b|| / ||b|| over all elements, in float64 (a float32 difference below float32's
+    resolution of b still counts), any shape and input type; b = 0 and shape mismatches."""
+    b = torch.tensor([[3.0, 0.0], [0.0, 4.0]])
+    assert rel_error(b + torch.tensor([[0.0, 1.0], [0.0, 0.0]]), b) == 0.2     # 1 / 5
+    x = torch.tensor([1.0], dtype=torch.float32)
+    y = torch.tensor([1.0 + 1e-9], dtype=torch.float64)
+    assert 0 < rel_error(y, x) < 2e-9
+    assert rel_error([3.0, 4.0], (3.0, 4.0)) == 0.0
+    assert rel_error(torch.zeros(2), torch.zeros(2)) == 0.0
+    assert rel_error(torch.ones(2), torch.zeros(2)) == float("inf")
+    with pytest.raises(ValueError, match="shapes"):
+        rel_error(torch.zeros(2, 3), torch.zeros(3, 2))
+

@@ -10,18 +10,13 @@ import pytest
 import torch
 
 from d2c_fast import Attribute, Sampler
+from d2c_fast.eval.metrics import rel_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.environ.get("D2C_FIXTURE_DIR", os.path.join(ROOT, "..", "shared", "fixtures", "official_tiny64"))
 TOL = {"ref": 1e-5, "fast": 1e-4}
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(FIX), reason=f"fixture not found at {FIX}")
-
-
-def rel(a, b):
-    a = torch.as_tensor(a).double()
-    b = torch.as_tensor(b).double()
-    return ((a - b).norm() / b.norm()).item()
 
 
 @pytest.fixture(scope="module")
@@ -41,21 +36,21 @@ def attr():
 
 
 def test_encode(sampler, ref):
-    assert rel(sampler.encode(ref["x"]), ref["z"]) <= TOL[sampler.impl]
+    assert rel_error(sampler.encode(ref["x"]), ref["z"]) <= TOL[sampler.impl]
 
 
 def test_decode_logits(sampler, ref):
-    assert rel(sampler.decode_logits(ref["z"]), ref["logits"]) <= TOL[sampler.impl]
+    assert rel_error(sampler.decode_logits(ref["z"]), ref["logits"]) <= TOL[sampler.impl]
 
 
 def test_unet(sampler, ref):
-    assert rel(sampler.unet(ref["zt"], ref["t"]), ref["eps"]) <= TOL[sampler.impl]
+    assert rel_error(sampler.unet(ref["zt"], ref["t"]), ref["eps"]) <= TOL[sampler.impl]
 
 
 def test_unconditional_ddim(sampler, ref):
     z0 = sampler.sample_latents(2, skip=100, noise=ref["zT"])
-    assert rel(z0, ref["z0"]) <= TOL[sampler.impl]
-    assert rel(sampler.decode_logits(z0), ref["logits0"]) <= TOL[sampler.impl]
+    assert rel_error(z0, ref["z0"]) <= TOL[sampler.impl]
+    assert rel_error(sampler.decode_logits(z0), ref["logits0"]) <= TOL[sampler.impl]
 
 
 def test_unconditional_explicit_timesteps_match_skip(sampler, ref):
@@ -66,8 +61,8 @@ def test_unconditional_explicit_timesteps_match_skip(sampler, ref):
 
 def test_manipulation(sampler, ref, attr):
     zp = sampler.manipulate_latents(ref["z"], attr, step=1.5, t0=50, skip=50, noise=ref["noise"])
-    assert rel(zp, ref["z_post"]) <= TOL[sampler.impl]
-    assert rel(sampler.decode_logits(zp), ref["logits_manip"]) <= TOL[sampler.impl]
+    assert rel_error(zp, ref["z_post"]) <= TOL[sampler.impl]
+    assert rel_error(sampler.decode_logits(zp), ref["logits_manip"]) <= TOL[sampler.impl]
 
 
 def test_manipulate_images_uses_the_same_path(sampler, ref, attr):
@@ -83,5 +78,5 @@ def test_fixture_from_converted_safetensors(tmp_path, ref, attr):
     out = tmp_path / "model.safetensors"
     convert(os.path.join(FIX, "model.ckpt"), os.path.join(FIX, "config.yml"), out)
     s = Sampler(out, impl="ref")
-    assert rel(s.encode(ref["x"]), ref["z"]) <= 1e-5
-    assert rel(s.decode_logits(ref["z"]), ref["logits"]) <= 1e-5
+    assert rel_error(s.encode(ref["x"]), ref["z"]) <= 1e-5
+    assert rel_error(s.decode_logits(ref["z"]), ref["logits"]) <= 1e-5

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from d2c_fast import Sampler
+from d2c_fast.eval.metrics import rel_error
 from d2c_fast.models.random_init import random_model
 from d2c_fast.ops import backend_info, has_compiled_kernel
 
@@ -25,11 +26,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 CFG = str(Path(__file__).resolve().parents[1] / "d2c_fast" / "configs" / "tiny64.json")
 LIMIT = 1e-2
 REQUIRE_EXT = os.environ.get("D2C_FAST_REQUIRE_EXT", "") == "1"
-
-
-def _rel(a, b) -> float:
-    a, b = a.double().cpu(), b.double().cpu()
-    return ((a - b).norm() / b.norm()).item()
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +69,7 @@ def test_edit_bf16_matches_reference(pair, n):
     z_ref = ref.encode(imgs)
     z_fast = fast.encode(imgs)
     assert z_fast.dtype == torch.float32 and z_fast.shape == z_ref.shape
-    assert _rel(z_fast, z_ref) <= LIMIT, ("encoder latents", _rel(z_fast, z_ref))
+    assert rel_error(z_fast, z_ref) <= LIMIT, ("encoder latents", rel_error(z_fast, z_ref))
 
     attr = _direction(ref.latent_shape)
     noise = torch.randn(n, *ref.latent_shape, generator=torch.Generator().manual_seed(2)).cuda()
@@ -81,13 +77,13 @@ def test_edit_bf16_matches_reference(pair, n):
     e_ref = ref.manipulate_latents(z_ref, attr, step=1.5, noise=noise)
     e_fast = fast.manipulate_latents(z_ref, attr, step=1.5, noise=noise)
     assert torch.isfinite(e_fast).all()
-    assert _rel(e_fast, e_ref) <= LIMIT, ("edited latents", _rel(e_fast, e_ref))
+    assert rel_error(e_fast, e_ref) <= LIMIT, ("edited latents", rel_error(e_fast, e_ref))
 
     l_ref = ref.decode_logits(e_ref)
     l_fast = fast.decode_logits(e_ref)
     assert l_fast.dtype == torch.float32 and l_fast.shape == l_ref.shape
     assert torch.isfinite(l_fast).all()
-    assert _rel(l_fast, l_ref) <= LIMIT, ("logits", _rel(l_fast, l_ref))
+    assert rel_error(l_fast, l_ref) <= LIMIT, ("logits", rel_error(l_fast, l_ref))
 
 
 def test_edit_full_pipeline_and_seeds(pair):
@@ -98,7 +94,7 @@ def test_edit_full_pipeline_and_seeds(pair):
     attr = _direction(fast.latent_shape, seed=5)
     full = fast.manipulate_latents(fast.encode(imgs), attr, step=1.0, seed=11)
     one = fast.manipulate_latents(fast.encode(imgs[1:2]), attr, step=1.0, seed=12)
-    assert _rel(one, full[1:2]) <= LIMIT
+    assert rel_error(one, full[1:2]) <= LIMIT
     out = fast.manipulate(imgs, attr, step=1.0, seed=11, mode="mode")
     assert out.shape == (3, 3, 64, 64) and out.device.type == "cuda"
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0

@@ -14,16 +14,13 @@ import pytest
 import torch
 
 from d2c_fast import Sampler
+from d2c_fast.eval.metrics import rel_error
 from d2c_fast.gpu import GRAPH_ERRORS, FastUNet, GpuSampler, UNetCallGraph
 from d2c_fast.models.random_init import arch256_config_path, random_model
 
 TINY = "d2c_fast/configs/tiny64.json"
 HAS_CUDA = torch.cuda.is_available()
 cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
-
-
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +45,7 @@ def test_cpu_fallback_matches_reference_sampler(cpu_pair):
     want = ref.sample_latents(3, noise=zT)
     got = gs.sample_latents(3, noise=zT)
     assert got.shape == want.shape and got.dtype == torch.float32
-    assert _rel(got, want) <= 1e-4
+    assert rel_error(got, want) <= 1e-4
     torch.testing.assert_close(got, want, atol=1e-4 * want.abs().max().item(), rtol=1e-4)
 
 
@@ -57,7 +54,7 @@ def test_cpu_fallback_matches_reference_sampler(cpu_pair):
                          ids=["skip200-eta1", "steps4", "timesteps-eta0.5"])
 def test_cpu_fallback_sequences_and_eta(cpu_pair, kw):
     ref, gs = cpu_pair
-    assert _rel(gs.sample_latents(2, **kw), ref.sample_latents(2, **kw)) <= 1e-4
+    assert rel_error(gs.sample_latents(2, **kw), ref.sample_latents(2, **kw)) <= 1e-4
 
 
 def test_cpu_unet_and_images(cpu_pair):
@@ -65,7 +62,7 @@ def test_cpu_unet_and_images(cpu_pair):
     g = torch.Generator().manual_seed(4)
     x = torch.randn(2, *ref.latent_shape, generator=g)
     t = torch.tensor([3.0, 871.0])
-    assert _rel(gs.unet_eps(x, t), ref.unet(x, t)) <= 1e-5
+    assert rel_error(gs.unet_eps(x, t), ref.unet(x, t)) <= 1e-5
     img_ref = ref.sample(2, skip=250, seed=3, mode="mode")
     img = gs.sample(2, skip=250, seed=3, mode="mode")
     assert img.shape == img_ref.shape
@@ -77,7 +74,7 @@ def test_cpu_batch_independence(cpu_pair):
     zT = torch.randn(4, *ref.latent_shape, generator=torch.Generator().manual_seed(7))
     full = gs.sample_latents(4, noise=zT, skip=250)
     one = gs.sample_latents(1, noise=zT[2:3], skip=250)
-    assert _rel(one, full[2:3]) <= 1e-5
+    assert rel_error(one, full[2:3]) <= 1e-5
 
 
 def test_fast_unet_keeps_fp32_norms_and_bias(tiny):
@@ -99,7 +96,7 @@ def test_cpu_unet_call_graph_fallback(tiny):
     x = torch.randn(2, tiny.config.unet.in_channels, fu.resolution, fu.resolution)
     call.load(x, 250)
     want = tiny.unet(x, torch.full((2,), 250.0))
-    assert _rel(call(), want) <= 1e-5
+    assert rel_error(call(), want) <= 1e-5
 
 
 # --- CUDA -----------------------------------------------------------------------------------------
@@ -130,8 +127,8 @@ def test_cuda_fast_unet_bf16_low_precision_rule(arch, no_tf32):
     x = torch.randn(2, *arch.config.latent_shape, generator=g).to(dev)
     t = torch.tensor([17.0, 640.0], device=dev)
     want = ref32(x, t)
-    err_torch = _rel(ref16(x.bfloat16(), t).float(), want)
-    err_ours = _rel(ours(x, t).float(), want)
+    err_torch = rel_error(ref16(x.bfloat16(), t).float(), want)
+    err_ours = rel_error(ours(x, t).float(), want)
     assert err_ours <= 2 * err_torch + 1e-3, (err_ours, err_torch)
 
 
@@ -142,9 +139,9 @@ def test_cuda_fp32_graph_matches_reference(tiny, no_tf32):
     gs = GpuSampler(tiny, device="cuda", dtype=torch.float32)
     assert gs.use_graphs
     zT = torch.randn(3, *ref.latent_shape, generator=torch.Generator().manual_seed(0)).cuda()
-    assert _rel(gs.sample_latents(3, noise=zT), ref.sample_latents(3, noise=zT)) <= 1e-4
+    assert rel_error(gs.sample_latents(3, noise=zT), ref.sample_latents(3, noise=zT)) <= 1e-4
     kw = dict(skip=200, eta=1.0, seed=5)
-    assert _rel(gs.sample_latents(2, **kw), ref.sample_latents(2, **kw)) <= 1e-4
+    assert rel_error(gs.sample_latents(2, **kw), ref.sample_latents(2, **kw)) <= 1e-4
 
 
 @cuda
@@ -160,9 +157,9 @@ def test_cuda_fp32_graph_v_prediction_matches_reference(no_tf32):
     gs = GpuSampler(m, device="cuda", dtype=torch.float32)
     assert gs.use_graphs and gs.predict_v
     zT = torch.randn(3, *ref.latent_shape, generator=torch.Generator().manual_seed(0)).cuda()
-    assert _rel(gs.sample_latents(3, noise=zT), ref.sample_latents(3, noise=zT)) <= 1e-4
+    assert rel_error(gs.sample_latents(3, noise=zT), ref.sample_latents(3, noise=zT)) <= 1e-4
     kw = dict(skip=200, eta=1.0, seed=5)
-    assert _rel(gs.sample_latents(2, **kw), ref.sample_latents(2, **kw)) <= 1e-4
+    assert rel_error(gs.sample_latents(2, **kw), ref.sample_latents(2, **kw)) <= 1e-4
 
 
 @cuda
@@ -175,8 +172,8 @@ def test_cuda_bf16_sampler_low_precision_rule(arch, no_tf32):
     gs = GpuSampler(arch, device="cuda")
     zT = torch.randn(2, *ref32.latent_shape, generator=torch.Generator().manual_seed(1)).cuda()
     want = ref32.sample_latents(2, noise=zT)
-    err_torch = _rel(ref16.sample_latents(2, noise=zT), want)
-    err_ours = _rel(gs.sample_latents(2, noise=zT), want)
+    err_torch = rel_error(ref16.sample_latents(2, noise=zT), want)
+    err_ours = rel_error(gs.sample_latents(2, noise=zT), want)
     assert err_ours <= 2 * err_torch + 1e-3, (err_ours, err_torch)
 
 
@@ -190,7 +187,7 @@ def test_cuda_graph_replay_equals_eager_and_new_sequence(tiny):
                dict(skip=100, eta=0.7, seed=3)):
         a = graph.sample_latents(2, **({"noise": zT} if "seed" not in kw else {}), **kw)
         b = eager.sample_latents(2, **({"noise": zT} if "seed" not in kw else {}), **kw)
-        assert _rel(a, b) <= 1e-3, kw
+        assert rel_error(a, b) <= 1e-3, kw
     # the two 11-step sequences share one captured loop; nothing fell back to eager
     assert len(graph._loops) == 2
     assert all(loop.graph is not None for loop in graph._loops.values())
@@ -219,7 +216,7 @@ def test_cuda_batch_independence(tiny):
     zT = torch.randn(8, *gs.latent_shape, generator=torch.Generator().manual_seed(3)).cuda()
     full = gs.sample_latents(8, noise=zT)
     one = gs.sample_latents(1, noise=zT[5:6])
-    assert _rel(one, full[5:6]) <= 1e-2
+    assert rel_error(one, full[5:6]) <= 1e-2
 
 
 def test_attach_gpu_path_cpu(tiny, cpu_pair):
@@ -239,9 +236,9 @@ def test_attach_gpu_path_cpu(tiny, cpu_pair):
     for eta in (0.0, 1.0):
         x = gs.run_ddim(zT, seq, eta, lambda i: noises[i])
         want = D.ddim(ref._eps, zT, seq, ref.schedule, eta=eta, step_noise=lambda i: noises[i])
-        assert _rel(x, want) <= 1e-4
+        assert rel_error(x, want) <= 1e-4
     t = torch.tensor([5.0, 600.0])
-    assert _rel(s.unet(zT, t), ref.unet(zT, t)) <= 1e-5
+    assert rel_error(s.unet(zT, t), ref.unet(zT, t)) <= 1e-5
 
 
 def test_cpu_fast_unet_with_fewer_norm_groups():
@@ -257,11 +254,11 @@ def test_cpu_fast_unet_with_fewer_norm_groups():
     x = torch.randn(2, m.config.unet.in_channels, fu.resolution, fu.resolution)
     call.load(x, 600)
     want = m.unet(x, torch.full((2,), 600.0))
-    assert _rel(call(), want) <= 1e-5
+    assert rel_error(call(), want) <= 1e-5
     # with the default 32 groups the same weights give a different function
     raw["diffusion"]["model"]["norm_groups"] = 32
     m32 = random_model(raw, seed=3)
-    assert _rel(m32.unet(x, torch.full((2,), 600.0)), want) > 1e-3
+    assert rel_error(m32.unet(x, torch.full((2,), 600.0)), want) > 1e-3
 
 
 def test_cpu_fallback_guided_model_samples_like_sampler():
@@ -277,8 +274,8 @@ def test_cpu_fallback_guided_model_samples_like_sampler():
     default = gs.sample_latents(3, skip=200, noise=zT)
     assert torch.equal(default, ref.sample_latents(3, skip=200, noise=zT))
     plain = gs.sample_latents(3, skip=200, noise=zT, guidance=1.0)
-    assert _rel(plain, ref.sample_latents(3, skip=200, noise=zT, guidance=1.0)) <= 1e-5
-    assert _rel(default, plain) > 1e-3          # the default is guided, not the prior alone
+    assert rel_error(plain, ref.sample_latents(3, skip=200, noise=zT, guidance=1.0)) <= 1e-5
+    assert rel_error(default, plain) > 1e-3          # the default is guided, not the prior alone
     for kw in (dict(guidance=0.5, eta=1.0, seed=4), dict(eps_scale=1.02, guidance=1.0, seed=2)):
         assert torch.equal(gs.sample_latents(2, skip=250, **kw),
                            ref.sample_latents(2, skip=250, **kw)), kw

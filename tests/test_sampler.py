@@ -9,6 +9,7 @@ import torch
 
 from d2c_fast import Attribute, Sampler
 from d2c_fast.errors import AttributeFileError, ImageError
+from d2c_fast.eval.metrics import rel_error
 from d2c_fast.models import mixture
 from d2c_fast.models.random_init import random_model
 
@@ -41,10 +42,6 @@ def official_ddim(unet, x, seq, betas, eta=0.0, noises=None):
     return x
 
 
-def rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
 @pytest.mark.parametrize("skip", [100, 250, 333])
 def test_ddim_matches_official_formula(s, model, skip):
     zT = torch.randn(2, *s.latent_shape, generator=torch.Generator().manual_seed(0))
@@ -52,7 +49,7 @@ def test_ddim_matches_official_formula(s, model, skip):
     betas = np.linspace(1e-4, 0.02, 1000)
     with torch.no_grad():
         want = official_ddim(model.unet, zT, seq, betas) * model.std + model.mean
-    assert rel(s.sample_latents(2, skip=skip, noise=zT), want) < 1e-5
+    assert rel_error(s.sample_latents(2, skip=skip, noise=zT), want) < 1e-5
 
 
 @pytest.mark.parametrize("lam", [1.02, 0.9])
@@ -66,8 +63,8 @@ def test_eps_scale_divides_every_noise_prediction(s, model, lam):
         want = official_ddim(lambda x, t: model.unet(x, t) / lam, zT, seq, betas)
         want = want * model.std + model.mean
     got = s.sample_latents(3, skip=200, noise=zT, eps_scale=lam)
-    assert rel(got, want) < 1e-5
-    assert rel(got, s.sample_latents(3, skip=200, noise=zT)) > 1e-3
+    assert rel_error(got, want) < 1e-5
+    assert rel_error(got, s.sample_latents(3, skip=200, noise=zT)) > 1e-3
     assert torch.equal(s.sample_latents(3, skip=200, noise=zT, eps_scale=1.0),
                        s.sample_latents(3, skip=200, noise=zT))
     assert torch.equal(s.sample(2, skip=200, seed=4, mode="mode", eps_scale=1.0),
@@ -95,10 +92,10 @@ def test_ddim_eta_positive_matches_official_formula(s, model, monkeypatch):
     with torch.no_grad():
         want = official_ddim(model.unet, zT, seq, np.linspace(1e-4, 0.02, 1000), eta=0.7,
                              noises=noises)
-    assert rel(got, want) < 1e-5
+    assert rel_error(got, want) < 1e-5
     # and eta changes the result while eta=0 ignores noise
     det = D.ddim(lambda x, t: model.unet(x, t), zT, seq, s.schedule, eta=0.0)
-    assert rel(got, det) > 1e-3
+    assert rel_error(got, det) > 1e-3
 
 
 def test_per_image_seeds_independent_of_batch(s):
@@ -145,7 +142,7 @@ def test_manipulate_t0_zero_is_one_denoising_step(s, model):
     a0 = 1 - 1e-4
     zn = math.sqrt(a0) * (z - model.mean) / model.std + math.sqrt(1 - a0) * n
     x0 = (zn - math.sqrt(1 - a0) * s.unet(zn, 0)) / math.sqrt(a0)
-    assert rel(zp, x0 * model.std + model.mean) < 1e-5
+    assert rel_error(zp, x0 * model.std + model.mean) < 1e-5
 
 
 def test_manipulation_moves_along_minus_boundary(s):
@@ -300,7 +297,7 @@ def test_v_prediction_model_gives_eps(v_model, impl):
         eps = sv.unet(x, t)
     ab = torch.tensor([sv.schedule.abar(int(i)) for i in t]).view(-1, 1, 1, 1)
     want = (1 - ab).sqrt() * x + ab.sqrt() * raw
-    assert rel(eps, want) < 1e-5
+    assert rel_error(eps, want) < 1e-5
     seq = [0, 500, 999]
     betas = sv.schedule.betas
     got = sv.sample_latents(2, timesteps=seq, noise=x[:2])
@@ -311,7 +308,7 @@ def test_v_prediction_model_gives_eps(v_model, impl):
             return (1 - a).sqrt() * xx + a.sqrt() * v_model.unet(xx, tt)
     with torch.inference_mode():
         want_z = official_ddim(EpsOf(), x[:2], seq, betas) * sv.std + sv.mean
-    assert rel(got, want_z) < 1e-4
+    assert rel_error(got, want_z) < 1e-4
 
 
 def test_gpu_sampler_eager_fallback_serves_v_models(v_model):
@@ -321,12 +318,12 @@ def test_gpu_sampler_eager_fallback_serves_v_models(v_model):
     gs = GpuSampler(v_model, device="cpu")
     assert gs.predict_v
     zT = torch.randn(2, *ref.latent_shape, generator=torch.Generator().manual_seed(4))
-    assert rel(gs.sample_latents(2, noise=zT, steps=5), ref.sample_latents(2, noise=zT, steps=5)) < 1e-4
-    assert rel(gs.sample_latents(2, skip=250, eta=1.0, seed=3),
+    assert rel_error(gs.sample_latents(2, noise=zT, steps=5),
+                     ref.sample_latents(2, noise=zT, steps=5)) < 1e-4
+    assert rel_error(gs.sample_latents(2, skip=250, eta=1.0, seed=3),
                ref.sample_latents(2, skip=250, eta=1.0, seed=3)) < 1e-4
     t = torch.tensor([10.0, 900.0])
-    assert rel(gs.unet_eps(zT, t), ref.unet(zT, t)) < 1e-5
-
+    assert rel_error(gs.unet_eps(zT, t), ref.unet(zT, t)) < 1e-5
 
 
 def test_cosine_schedule_is_nichol_dhariwal():
@@ -362,7 +359,7 @@ def test_cosine_schedule_model_samples_with_official_ddim():
     seq = list(range(0, 999, 100)) + [999]
     with torch.no_grad():
         want = official_ddim(m.unet, zT, seq, betas) * m.std + m.mean
-    assert rel(sc.sample_latents(2, skip=100, noise=zT), want) < 1e-5
+    assert rel_error(sc.sample_latents(2, skip=100, noise=zT), want) < 1e-5
     # and the cosine model is not sampled with the linear schedule
     lin = official_ddim(m.unet, zT, seq, np.linspace(1e-4, 0.02, T)) * m.std + m.mean
-    assert rel(sc.sample_latents(2, skip=100, noise=zT), lin) > 1e-3
+    assert rel_error(sc.sample_latents(2, skip=100, noise=zT), lin) > 1e-3
