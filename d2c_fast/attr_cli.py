@@ -95,7 +95,7 @@ def cmd_fit_attribute(args) -> int:
 
 
 def _edit_kwargs(args):
-    kw = dict(method=args.method, t0=args.t0, skip=args.skip)
+    kw = dict(method=args.method, t0=args.t0, skip=args.skip, guidance=args.guidance)
     if args.strength is not None:
         kw["strength"] = args.strength if len(args.strength) > 1 else args.strength[0]
     if args.step is not None:
@@ -118,7 +118,7 @@ def cmd_edit(args) -> int:
         from .edit import sweep
         g = sweep(s, args.images, attr, args.sweep, method=args.method, t0=args.t0,
                   skip=args.skip, preserve=pres, mode=args.mode, seed=args.seed,
-                  resize=args.resize)
+                  resize=args.resize, guidance=args.guidance)
         for k, v in enumerate(args.sweep):
             for name, img in zip(names, g[k]):
                 save_png(img, os.path.join(args.output, f"{name}_s{v:g}.png"))
@@ -182,6 +182,7 @@ def cmd_eval_attributes(args) -> int:
         n_population=args.n_population, projector_steps=args.projector_steps,
         positive_only=not args.no_positive_only, preserve_others=not args.no_preserve,
         fit_flip=False if args.fit_no_flip else None, seed=args.seed, data_seed=args.data_seed,
+        edit_guidance=args.edit_guidance,
         batch_size=args.batch_size, out_dir=args.output,
         projector_model=(Sampler(args.ckpt, config=args.config, device=args.device, impl="ref")
                          if args.projector_steps else None))
@@ -235,6 +236,11 @@ def _target_value(v: str):
         raise argparse.ArgumentTypeError(f"a logit or 'typical', got {v!r}") from None
 
 
+EDIT_GUIDANCE_HELP = ("d2c clean-up: autoguidance weight (models with a guide prior; default: "
+                      "the model's recommended weight, as in sampling; 1: the unguided, "
+                      "official edit)")
+
+
 def _edit_args(p, images=True):
     p.add_argument("--attr", nargs="+", required=True, help="attribute file(s) (.safetensors "
                    "fitted, or official boundary .ckpt)")
@@ -251,6 +257,7 @@ def _edit_args(p, images=True):
     p.add_argument("--method", default="d2c", choices=["d2c", "nvae", "ddim"])
     p.add_argument("--t0", type=int, default=50)
     p.add_argument("--skip", type=int, default=None, help="d2c: 50, ddim: 100 by default")
+    p.add_argument("--guidance", type=float, default=None, help=EDIT_GUIDANCE_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", default="sample", choices=["sample", "mode"])
     p.add_argument("--resize", action="store_true")
@@ -349,6 +356,7 @@ def add_parser(sub) -> None:
                    help="pilot samples for the 'prior adapted' conditional row (0: skip it)")
     p.add_argument("--cond-eps-scale", type=float, default=1.0,
                    help="epsilon scaling of the prior samples (conditional and naive rows)")
+    p.add_argument("--edit-guidance", type=float, default=None, help=EDIT_GUIDANCE_HELP)
     p.add_argument("--cond-guidance", type=float, default=None,
                    help="autoguidance weight of the prior samples (conditional and naive rows; "
                         "default: the model's recommended weight)")

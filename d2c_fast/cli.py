@@ -88,7 +88,7 @@ def cmd_manipulate(args) -> int:
     t = time.perf_counter()
     x = s.manipulate(args.images, attr, step=args.step, t0=args.t0, skip=args.skip,
                      seed=args.seed, mode=args.mode, resize=args.resize,
-                     batch_size=args.batch_size)
+                     batch_size=args.batch_size, guidance=args.guidance)
     dt = time.perf_counter() - t
     os.makedirs(args.output, exist_ok=True)
     names = [os.path.splitext(os.path.basename(p))[0] for p in args.images]
@@ -122,6 +122,7 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .attr_cli import EDIT_GUIDANCE_HELP
     from .eval.cli import add_rescale_args
     ap = argparse.ArgumentParser(prog="d2c-fast", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=float, required=True)
     p.add_argument("--t0", type=int, default=50)
     p.add_argument("--skip", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=None, help=EDIT_GUIDANCE_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", default="sample", choices=["sample", "mode"])
     p.add_argument("--resize", action="store_true", help="resize inputs to the model resolution")
@@ -187,10 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run a subcommand. Errors of the library's family (:class:`D2CError`) and bad argument
+    values (``ValueError``, e.g. a guidance weight for a model without a guide prior) end
+    with one line on stderr and exit status 2; ``D2C_FAST_TRACEBACK=1`` re-raises them."""
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except D2CError as e:
+    except (D2CError, ValueError) as e:
+        if os.environ.get("D2C_FAST_TRACEBACK") == "1":
+            raise
         print(f"d2c-fast: error: {e}", file=sys.stderr)
         return 2
 

@@ -86,9 +86,10 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
                    skip: int | None = None,
                    seed: int = 0, batch_size: int = 16, mode: str = "sample",
                    resize: bool = False, progress: bool = True, rank=None, world=None,
-                   **sampler_kw) -> dict:
+                   guidance=None, **sampler_kw) -> dict:
     """Edit every image of ``input_dir`` into ``output_dir`` (same relative path, ``.png``).
-    Image ``i`` (sorted order) uses generator ``seed + i``. Returns this rank's counts."""
+    Image ``i`` (sorted order) uses generator ``seed + i``; ``guidance``: the d2c clean-up's
+    autoguidance weight (``Sampler.manipulate``). Returns this rank's counts."""
     from .attributes import Attribute
     from .edit import manipulate
     from .images import save_png
@@ -109,7 +110,8 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
         x = manipulate(s, [os.path.join(os.fspath(input_dir), files[i]) for i in idx],
                        attrs if len(attrs) > 1 else attrs[0], step=step, strength=strength,
                        target=target, t0=t0, skip=skip, method=method, preserve=preserve,
-                       mode=mode, seeds=[seed + i for i in idx], resize=resize)
+                       mode=mode, seeds=[seed + i for i in idx], resize=resize,
+                       guidance=guidance)
         for i, img in zip(idx, x):
             save_png(img, outs[i])
         bar.update(len(idx))

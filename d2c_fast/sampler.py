@@ -434,7 +434,8 @@ class Sampler:
                            target=None, t0: int = 50, skip: int | None = None,
                            method: str = "d2c", preserve=None,
                            noise: torch.Tensor | None = None, generator=None,
-                           seed: int | None = None, eta: float = 0.0) -> torch.Tensor:
+                           seed: int | None = None, eta: float = 0.0,
+                           guidance: float | None = None) -> torch.Tensor:
         """The D2C edit in latent space (official ``manipulate_latent`` + ``postprocess_latent``):
         ``zm = z - step * boundary``; noise ``mod(zm)`` to ``t0``; DDIM over
         ``range(0, t0 + 1, skip)`` (``skip`` default 50); ``unmod``. Returns raw latents.
@@ -446,29 +447,34 @@ class Sampler:
         its own strength per image (see :mod:`d2c_fast.edit`). ``preserve``: fitted
         attributes whose logits the edit must not change. ``method``: ``"d2c"`` (default),
         ``"nvae"`` (step only) or ``"ddim"`` (DDIM inversion over the sampling sequence with
-        ``skip`` default 100, step in noise space, regenerate). See :mod:`d2c_fast.edit`."""
+        ``skip`` default 100, step in noise space, regenerate). ``guidance``: the d2c
+        clean-up's autoguidance weight for models with a guide prior (default ``None``: the
+        model's recommended weight, as :meth:`sample_latents`; 1: unguided, the official edit;
+        the other methods are unguided). See :mod:`d2c_fast.edit`."""
         from .edit import manipulate_latents
         return manipulate_latents(self, z, attr, step=step, strength=strength, target=target,
                                   t0=t0, skip=skip, method=method, preserve=preserve,
-                                  noise=noise, generator=generator, seed=seed, eta=eta)
+                                  noise=noise, generator=generator, seed=seed, eta=eta,
+                                  guidance=guidance)
 
     @torch.inference_mode()
     def manipulate(self, images, attr, *, step=None, t0: int = 50, skip: int | None = None,
                    mode: str = "sample", noise=None, generator=None, seed: int | None = None,
                    resize: bool = False, batch_size: int | None = None, strength=None,
-                   target=None, method: str = "d2c", preserve=None) -> torch.Tensor:
+                   target=None, method: str = "d2c", preserve=None,
+                   guidance: float | None = None) -> torch.Tensor:
         """Edit images along attribute(s): encode, :meth:`manipulate_latents`, decode.
         Returns images ``(B, C, H, W)`` in [0, 1]. ``step`` is the official raw step
         (``z - step * boundary``); ``strength`` (calibrated logit units, ``> 0`` adds the
         attribute) needs an attribute fitted with a classifier (:meth:`fit_attribute`) and is
         not available for plain boundary files; ``target`` (fitted attributes) takes each
-        image's logit to a value, e.g. ``"typical"``. ``t0``/``skip``/``method``/``preserve``
-        as in :meth:`manipulate_latents`."""
+        image's logit to a value, e.g. ``"typical"``. ``t0``/``skip``/``method``/``preserve``/
+        ``guidance`` as in :meth:`manipulate_latents`."""
         from .edit import manipulate
         return manipulate(self, images, attr, step=step, strength=strength, target=target,
                           t0=t0, skip=skip, method=method, preserve=preserve, mode=mode,
                           noise=noise, generator=generator, seed=seed, resize=resize,
-                          batch_size=batch_size)
+                          batch_size=batch_size, guidance=guidance)
 
     # ------------------------------------------------------------------ attributes
     @property

@@ -70,6 +70,22 @@ def test_fit_edit_sample_cli(files, capsys):
     assert main(["edit", model, *files["images"], "--attr", attr, "--sweep", "0", "1", "2",
                  "-o", str(d / "sweep"), "--grid", str(d / "sweep.png")]) == 0
     assert len(os.listdir(d / "sweep")) == 6 and os.path.isfile(d / "sweep.png")
+    # the d2c clean-up's guidance: 1 (unguided) is what a model without a guide prior has;
+    # another weight is a one-line error, and D2C_FAST_TRACEBACK=1 gives the traceback
+    assert main(["edit", model, files["images"][0], "--attr", attr, "--strength", "1",
+                 "--guidance", "1", "-o", str(d / "g1")]) == 0
+    capsys.readouterr()
+    assert main(["edit", model, files["images"][0], "--attr", attr, "--strength", "1",
+                 "--guidance", "2", "-o", str(d / "g2")]) == 2
+    err = capsys.readouterr().err
+    assert "guide prior" in err and "Traceback" not in err
+    os.environ["D2C_FAST_TRACEBACK"] = "1"
+    try:
+        with pytest.raises(ValueError, match="guide prior"):
+            main(["edit", model, files["images"][0], "--attr", attr, "--strength", "1",
+                  "--guidance", "2", "-o", str(d / "g2")])
+    finally:
+        del os.environ["D2C_FAST_TRACEBACK"]
     # the official manipulate subcommand accepts a fitted attribute with a raw step
     assert main(["manipulate", model, *files["images"], "--attr", attr, "--step", "-1",
                  "-o", str(d / "m")]) == 0
@@ -93,6 +109,7 @@ def test_eval_attributes_cli(files):
                  "--projector-steps", "2", "--batch-size", "4", "-o", str(out)]) == 0
     r = json.load(open(out / "attributes_eval.json"))
     assert r["model"] == files["model"] and "smiling" in r["attributes"]
+    assert r["settings"]["edit_guidance"] == 1.0          # no guide prior: unguided
     assert os.path.isfile(out / "edits_grid.png") and os.path.isfile(out / "attributes_eval.md")
 
 

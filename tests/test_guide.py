@@ -124,6 +124,65 @@ def test_guided_sampling_is_the_autoguidance_combination(impl):
     assert not torch.allclose(img1, img2, atol=1e-4)
 
 
+@pytest.mark.parametrize("impl", ["ref", "fast"])
+def test_guided_d2c_edit_is_the_autoguided_clean_up(impl):
+    """``manipulate_latents(..., guidance=w)``: step, noise to t0, then DDIM with the
+    autoguided noise prediction, written out; default = the file's weight; 1 = the prior
+    alone (the official edit)."""
+    from d2c_fast import Attribute
+    m = with_guide(guided_dict(2.0))
+    s = Sampler(m, impl=impl)
+    b = torch.cat([torch.zeros(1), torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64).float()])
+    abar = (1 - b).cumprod(0)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(3, *s.latent_shape, generator=g) * m.std + m.mean
+    d = torch.randn(s.latent_shape, generator=g)
+    n = torch.randn(3, *s.latent_shape, generator=g)
+    seq = [0, 50, 100]                              # t0 = 100, skip 50
+    x = ((z - 0.7 * d) - m.mean) / m.std
+    xt = abar[101].sqrt() * x + (1 - abar[101]).sqrt() * n
+    got = {}
+    with torch.no_grad():
+        for w in (2.0, 1.0, 3.5):
+            want = official_ddim(lambda x, t: m.guide(x, t) + w * (m.unet(x, t) - m.guide(x, t)),
+                                 xt, seq, abar) * m.std + m.mean
+            got[w] = s.manipulate_latents(z, Attribute(d), step=0.7, t0=100, noise=n,
+                                          guidance=w)
+            assert ((got[w] - want).norm() / want.norm()).item() < 2e-5, w
+    assert torch.equal(s.manipulate_latents(z, Attribute(d), step=0.7, t0=100, noise=n),
+                       got[2.0])
+    assert ((got[2.0] - got[1.0]).norm() / got[1.0].norm()).item() > 1e-3
+    # images: manipulate and sweep take it, and differ with it
+    imgs = s.decode(z[:2], mode="mode")
+    e2 = s.manipulate(imgs, Attribute(d), step=0.7, seed=1, mode="mode")
+    e1 = s.manipulate(imgs, Attribute(d), step=0.7, seed=1, mode="mode", guidance=1.0)
+    assert torch.equal(e2, s.manipulate(imgs, Attribute(d), step=0.7, seed=1, mode="mode",
+                                        guidance=2.0))
+    assert not torch.allclose(e1, e2, atol=1e-4)
+    from d2c_fast.edit import sweep
+    with torch.no_grad():
+        sw = sweep(s, imgs, Attribute(d), steps=[0.7], mode="mode", seed=1, guidance=1.0)
+    assert torch.equal(sw[0], e1)
+
+
+def test_edit_guidance_errors():
+    from d2c_fast import Attribute
+    s = Sampler(random_model(tiny_model_dict(16), seed=1), impl="ref")
+    z = torch.randn(1, *s.latent_shape)
+    a = Attribute(torch.zeros(s.latent_shape))
+    s.manipulate_latents(z, a, step=0.0, seed=0, guidance=1.0)    # no guide: only 1
+    with pytest.raises(ValueError, match="guide prior"):
+        s.manipulate_latents(z, a, step=0.0, seed=0, guidance=2.0)
+    g = Sampler(with_guide(guided_dict()), impl="ref")
+    for m in ("nvae", "ddim"):                  # unguided methods: only unset or 1
+        g.manipulate_latents(z, a, step=0.0, method=m, skip=500)
+        g.manipulate_latents(z, a, step=0.0, method=m, skip=500, guidance=1)
+        with pytest.raises(ValueError, match="d2c method's clean-up only"):
+            g.manipulate_latents(z, a, step=0.0, method=m, guidance=2.0)
+    with pytest.raises(ValueError, match="guidance"):
+        g.manipulate_latents(z, a, step=0.0, seed=0, guidance=-1.0)
+
+
 def test_guidance_errors():
     s = Sampler(random_model(tiny_model_dict(16), seed=1), impl="ref")
     assert s.guidance == 1.0 and s.guide_model is None

@@ -15,6 +15,8 @@ Per attribute (default ``blond_hair``, ``red_lipstick``, ``beard``):
   absolute calibrated strengths instead), with the positive-only attribute (``d2c``), and
   (``preserve_others``) ``d2c`` with ``preserve=`` the labelled classifiers of the four
   other attributes (fitted the same way): the edit is orthogonal to their normals.
+  ``edit_guidance``: the ``d2c`` clean-up's autoguidance weight (``None``: the model's
+  recommended weight, as ``Sampler.manipulate``; 1: the unguided, official edit).
   Decodes use the deterministic ``mode``. Success: the oracle says the attribute is present
   (p > 0.5); preservation: the fraction of (image, other attribute) pairs whose oracle
   decision is unchanged (also per other attribute: ``preservation_by_attribute``); identity:
@@ -112,7 +114,8 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         batch_size: int = 100, out_dir=None, progress: bool = True,
                         grid_n: int = 8, projector_model=None,
                         preserve_others: bool = True, n_population: int = 1000,
-                        fit_flip: bool | None = None) -> dict:
+                        fit_flip: bool | None = None,
+                        edit_guidance: float | None = None) -> dict:
     """Run the evaluation (module docstring). ``model``: a path or a ``Sampler``; ``oracle``:
     a path or an ``Oracle``. ``projector_model``: the ``impl="ref"`` sampler the projector
     baseline runs on (default: loaded from ``model`` when it is a path, or ``model`` itself
@@ -131,6 +134,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
     t_start = time.perf_counter()
     s = model if isinstance(model, Sampler) else Sampler(model)
     cond_guidance = s._check_guidance(cond_guidance)   # resolved (and checked) once
+    edit_guidance = s._check_guidance(edit_guidance)
     orc = oracle if isinstance(oracle, Oracle) else Oracle.load(oracle)
     R = s.resolution
     log = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
@@ -160,6 +164,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         "strengths": list(strengths) if strengths is not None else None,
                         "target_offsets": list(target_offsets or []),
                         "methods": list(methods), "t0": t0, "d2c_skip": d2c_skip,
+                        "edit_guidance": edit_guidance,
                         "ddim_skip": ddim_skip, "n_cond": n_cond, "n_naive": n_naive,
                         "cond_skip": cond_skip, "cond_threshold": cond_threshold,
                         "cond_eps_scale": cond_eps_scale,
@@ -271,7 +276,8 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         return apply_delta(s, b, d, method=m, t0=t0,
                                            skip=d2c_skip if m == "d2c" else ddim_skip,
                                            eps=eps, rng=rng,
-                                           inverted=None if inv is None else inv[i:i + b.shape[0]])
+                                           inverted=None if inv is None else inv[i:i + b.shape[0]],
+                                           guidance=edit_guidance if m == "d2c" else 1.0)
                     with torch.inference_mode():
                         zp = _batched(one, z_ev, batch_size)
                         x1 = dec(zp)
@@ -443,7 +449,8 @@ def markdown(res: dict) -> str:
     out = [f"# Attribute evaluation ({res['fingerprint']}, {res['resolution']}px)", "",
            f"{st['n_fit']} labels per attribute (half positive), {st['n_eval']} held-out images "
            f"lacking the attribute per edit row, decode `mode`, t0={st['t0']}, d2c skip "
-           f"{st['d2c_skip']}, ddim skip {st['ddim_skip']}; {res.get('seconds')} s.", "",
+           f"{st['d2c_skip']}, d2c guidance {st.get('edit_guidance', 1.0):g}, ddim skip "
+           f"{st['ddim_skip']}; {res.get('seconds')} s.", "",
            "## Fits", "", "| attribute | mode | CV acc | held-out bal. acc | prior | L2 | logit gap |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in res["attributes"].items():
