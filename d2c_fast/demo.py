@@ -103,7 +103,9 @@ def run_demo(output: str = "demo.png", *, device: str = "cpu", impl: str = "fast
     print(f"d2c_fast demo ({note})")
     print(f"  model load {t_load:.2f} s, impl={impl}, device={device}, "
           f"resolution {s.resolution}")
-    print(f"  W-edit (encode + 2 U-Net calls + decode): {t_edit / n_edit * 1000:.1f} ms per "
-          f"image at batch {n}")
+    calls = "2 U-Net calls + decode" if s.guidance == 1 else \
+        f"2 U-Net + 2 guide calls + decode; autoguidance {s.guidance:g}"
+    print(f"  W-edit (encode + {calls}): {t_edit / n_edit * 1000:.1f} ms per image at "
+          f"batch {n}")
     print(f"  wrote {os.path.abspath(output)}")
     return 0
