@@ -5,7 +5,8 @@
 
 Candidates: B0 = impl="ref" fp32 (the official cost model), B1 = torch.compile of the reference
 modules (fp32, default mode; compile time reported separately), ours = impl="fast" in fp32 and
-bf16; with ``--official-src DIR`` also B0-official = the public release's own autoencoder and
+bf16 (fast-nocl: fp32 with the U-Nets in the default layout, the fast plan before
+2026-11-28); with ``--official-src DIR`` also B0-official = the public release's own autoencoder and
 U-Net modules (not shipped; see official_b0.py), the B0 the CPU issue's checker uses. Workloads (ARCH-256, random weights): decoder, encoder, unet, wedit, wgen.
 Accuracy gate first: fast vs ref relative L2 (latents and logits).
 """
@@ -56,6 +57,12 @@ def make_samplers(model, which, official_src=None):
         out["B1"] = s
     if "fast" in which:
         out["fast"] = Sampler(model, impl="fast")
+    if "fast-nocl" in which:   # the fast plan with contiguous U-Nets (before 2026-11-28)
+        s = Sampler(model, impl="fast")
+        s.unet_model = s.unet_model.unet.to(memory_format=torch.contiguous_format)
+        if s.guide_model is not None:
+            s.guide_model = s.guide_model.unet.to(memory_format=torch.contiguous_format)
+        out["fast-nocl"] = s
     if "fast-bf16" in which:
         out["fast-bf16"] = Sampler(model, impl="fast", dtype=torch.bfloat16)
     return out

@@ -123,8 +123,9 @@ class Sampler:
         ae, unet, guide = loaded.autoencoder, loaded.unet, loaded.guide
         if impl == "fast":
             from .models.plan import build_fast_autoencoder, build_fast_unet
-            ae, unet = build_fast_autoencoder(ae), build_fast_unet(unet)
-            guide = build_fast_unet(guide) if guide is not None else None
+            cl = self.device.type == "cpu"   # channels-last U-Nets: oneDNN at batch 1
+            ae, unet = build_fast_autoencoder(ae), build_fast_unet(unet, channels_last=cl)
+            guide = build_fast_unet(guide, channels_last=cl) if guide is not None else None
         self.autoencoder = ae.to(self.device, self.dtype)
         self.unet_model = unet.to(self.device, self.dtype)
         # autoguidance prior (config ``diffusion.guide``; not in the official release)

@@ -57,6 +57,28 @@ def test_fast_plan_channels_last_input_and_no_side_effects():
     assert rel_error(a, r) < 1e-5 and rel_error(b, r) < 1e-5
 
 
+def test_fast_plan_unet_channels_last_on_cpu():
+    """The CPU fast plan's U-Net runs channels-last (oneDNN also at batch 1) with the
+    reference's values, takes and returns the default layout, and leaves the loaded model's
+    U-Net as it was; the reference sampler keeps the plain module."""
+    from d2c_fast.models.plan import ChannelsLastUNet
+    m = random_model(tiny_config("res_mbconv"), seed=4)
+    w0 = next(m.unet.parameters()).detach().clone()
+    ref, fast = Sampler(m, impl="ref"), Sampler(m, impl="fast")
+    assert isinstance(fast.unet_model, ChannelsLastUNet)
+    assert not isinstance(ref.unet_model, ChannelsLastUNet)
+    conv = next(c for c in fast.unet_model.modules() if isinstance(c, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert next(m.unet.parameters()).is_contiguous() and torch.equal(next(m.unet.parameters()), w0)
+    for b in (1, 2):
+        zt = torch.randn(b, *ref.latent_shape, generator=torch.Generator().manual_seed(b))
+        t = torch.full((b,), 421.0)
+        with torch.no_grad():
+            out = fast.unet_model(zt, t)
+            assert out.is_contiguous()
+            assert rel_error(out, ref.unet_model(zt, t)) < 1e-5
+
+
 def test_fast_plan_bfloat16_close_to_fp32():
     m = random_model(tiny_config("res_mbconv"), seed=3)
     ref = Sampler(m, impl="ref")
