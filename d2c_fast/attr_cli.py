@@ -133,7 +133,10 @@ def cmd_edit(args) -> int:
             orig = load_images(args.images, size=s.resolution, resize=args.resize,
                                channels=s.image_channels)
             save_grid([orig, x], args.grid, labels=["input", args.method])
-    print(f"{len(names)} images in {time.perf_counter() - t:.2f} s -> {args.output}")
+    from .edit import edit_guidance
+    w = edit_guidance(s, args.method, args.guidance)
+    print(f"{len(names)} images in {time.perf_counter() - t:.2f} s -> {args.output} "
+          f"(method {args.method}" + (f", guidance {w:g})" if args.method == "d2c" else ")"))
     return 0
 
 
