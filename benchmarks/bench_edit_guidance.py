@@ -17,9 +17,11 @@ import torch
 
 
 def contiguous_unets(s) -> None:
-    """Undo the CPU fast plan's channels-last wrapping of ``s``'s U-Nets."""
+    """Undo the CPU fast plan's channels-last wrapping of ``s``'s U-Nets (prior and guide):
+    the fast plan of before 2026-11-28 (also ``cpu_compare.py``'s ``fast-nocl``)."""
     s.unet_model = s.unet_model.unet.to(memory_format=torch.contiguous_format)
-    s.guide_model = s.guide_model.unet.to(memory_format=torch.contiguous_format)
+    if s.guide_model is not None:
+        s.guide_model = s.guide_model.unet.to(memory_format=torch.contiguous_format)
 
 
 def main(argv=None) -> int:

@@ -58,10 +58,9 @@ def make_samplers(model, which, official_src=None):
     if "fast" in which:
         out["fast"] = Sampler(model, impl="fast")
     if "fast-nocl" in which:   # the fast plan with contiguous U-Nets (before 2026-11-28)
+        from bench_edit_guidance import contiguous_unets
         s = Sampler(model, impl="fast")
-        s.unet_model = s.unet_model.unet.to(memory_format=torch.contiguous_format)
-        if s.guide_model is not None:
-            s.guide_model = s.guide_model.unet.to(memory_format=torch.contiguous_format)
+        contiguous_unets(s)
         out["fast-nocl"] = s
     if "fast-bf16" in which:
         out["fast-bf16"] = Sampler(model, impl="fast", dtype=torch.bfloat16)

@@ -134,9 +134,9 @@ def cmd_edit(args) -> int:
                                channels=s.image_channels)
             save_grid([orig, x], args.grid, labels=["input", args.method])
     from .edit import edit_guidance
-    w = edit_guidance(s, args.method, args.guidance)
-    print(f"{len(names)} images in {time.perf_counter() - t:.2f} s -> {args.output} "
-          f"(method {args.method}" + (f", guidance {w:g})" if args.method == "d2c" else ")"))
+    how = args.method if args.method != "d2c" else \
+        f"d2c, guidance {edit_guidance(s, 'd2c', args.guidance):g}"
+    print(f"{len(names)} images in {time.perf_counter() - t:.2f} s -> {args.output} ({how})")
     return 0
 
 

@@ -99,8 +99,9 @@ def cmd_manipulate(args) -> int:
         orig = load_images(args.images, size=s.resolution, resize=args.resize,
                            channels=s.image_channels)
         save_grid([orig, x], args.grid, labels=["input", f"step {args.step:g}"])
+    from .edit import edit_guidance
     print(f"{len(names)} edits in {dt:.2f} s ({dt / len(names):.3f} s/image) -> {args.output} "
-          f"(guidance {s._check_guidance(args.guidance):g})")
+          f"(guidance {edit_guidance(s, 'd2c', args.guidance):g})")
     return 0
 
 
