@@ -1,4 +1,7 @@
-"""``d2c-fast`` command line: convert, info, sample, manipulate, demo.
+"""D2C models from the command line: convert, sample, edit, train, evaluate, few-shot attributes.
+
+This module holds convert, info, sample, manipulate and demo; train/cli.py, eval/cli.py and
+attr_cli.py add the training, evaluation and attribute commands.
 
     d2c-fast convert model.ckpt --config config.yml -o model.safetensors
     d2c-fast info model.safetensors
