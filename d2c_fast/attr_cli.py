@@ -315,7 +315,10 @@ def add_parser(sub) -> None:
     p.add_argument("--attr", nargs="+", required=True, help="fitted attribute file(s); several = AND")
     p.add_argument("-n", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--threshold", type=float, default=None,
+                   help="accept a candidate only if every attribute's probability is >= this "
+                        "(precision over diversity); default: the paper's rule, accept with "
+                        "the probability itself")
     p.add_argument("--max-draws", type=int, default=None)
     _adapt_prior_arg(p)
     p.add_argument("--skip", type=int, default=100)
@@ -396,7 +399,10 @@ def add_parser(sub) -> None:
     p.add_argument("--attr", nargs="+", required=True)
     p.add_argument("-n", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--threshold", type=float, default=None,
+                   help="accept a candidate only if every attribute's probability is >= this "
+                        "(precision over diversity); default: the paper's rule, accept with "
+                        "the probability itself")
     p.add_argument("--max-draws-per-image", type=int, default=100)
     _adapt_prior_arg(p)
     p.add_argument("--skip", type=int, default=100)
