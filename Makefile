@@ -1,5 +1,6 @@
 # d2c_fast: set-up and the two commands of the README.
-#   make demo   -> fresh venv (torch 2.13.0 CPU wheel, the C++ extension), then demo.png
+#   make demo   -> fresh venv (torch 2.13.0: the local CPU wheel on CI-like machines; the C++
+#                  extension), then demo.png
 #   make test   -> same set-up, then the test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -30,8 +31,11 @@ cmake: $(STAMP)
 	cmake -S . -B build/cmake -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$(TORCH_CMAKE)"
 	cmake --build build/cmake -j2
 
+# The accuracy gate first (fast vs ref on ARCH-256), then the timings.
 bench: $(STAMP)
-	cd benchmarks && ../$(PY) -m pytest -q bench_cpu.py bench_op_bn_swish.py --benchmark-only \
+	cd benchmarks && ../$(PY) -m pytest -q bench_cpu.py -k accuracy_gate
+	cd benchmarks && ../$(PY) -m pytest -q bench_cpu.py bench_op_bn_swish.py bench_op_dwconv.py \
+	  bench_op_se_residual.py bench_op_mbconv.py --benchmark-only \
 	  --benchmark-group-by=group --benchmark-json=../build/bench.json
 
 clean:

@@ -52,7 +52,7 @@ def cmd_fit_attribute(args) -> int:
     if args.faces:
         from .data import ATTRIBUTES, FacesDataset
         if args.faces not in ATTRIBUTES:
-            raise SystemExit(f"--faces must be one of {ATTRIBUTES}")
+            raise ValueError(f"--faces must be one of {ATTRIBUTES}")
         col = ATTRIBUTES.index(args.faces)
         ds = FacesDataset(max(4000, 40 * args.n), resolution=s.resolution, seed=args.data_seed,
                           split="val")
@@ -74,7 +74,7 @@ def cmd_fit_attribute(args) -> int:
         positives = _expand(args.positives)
         negatives, unl = _expand(args.negatives), _expand(args.unlabelled)
         if positives is None:
-            raise SystemExit("give --positives (files or directories) or --faces ATTRIBUTE")
+            raise ValueError("give --positives (files or directories) or --faces ATTRIBUTE")
         name = args.name or os.path.splitext(os.path.basename(args.output))[0]
     t = time.perf_counter()
     a = s.fit_attribute(positives, negatives, unlabelled=unl, name=name, prior=args.prior,

@@ -44,6 +44,13 @@ def test_fit_edit_sample_cli(files, capsys):
     assert main(["fit-attribute", model, "--faces", "blond_hair", "-n", "6", "--positive-only",
                  "--n-unlabelled", "12", "--folds", "3", "-o", pu]) == 0
     assert Attribute.load(pu).classifier.mode == "pu"
+    # argument mistakes: one line on stderr, exit status 2, no file
+    capsys.readouterr()
+    assert main(["fit-attribute", model, "--faces", "blonde", "-o", str(d / "x.safetensors")]) == 2
+    assert "--faces must be one of" in capsys.readouterr().err
+    assert main(["fit-attribute", model, "-o", str(d / "x.safetensors")]) == 2
+    assert "give --positives" in capsys.readouterr().err
+    assert not os.path.exists(d / "x.safetensors")
     # from directories of images
     pos, neg = d / "pos", d / "neg"
     for i in range(4):

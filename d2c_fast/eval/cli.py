@@ -36,7 +36,7 @@ def rescale_kwargs(args) -> dict:
     not given: the model's recommendation)."""
     if args.guidance_rescale is None:
         if args.guidance_rescale_t is not None:
-            raise SystemExit("--guidance-rescale-t needs --guidance-rescale")
+            raise ValueError("--guidance-rescale-t needs --guidance-rescale")
         return {}
     return {"guidance_rescale": args.guidance_rescale,
             "guidance_rescale_t": args.guidance_rescale_t}

@@ -45,8 +45,8 @@ def train(config, out_dir, resume: bool = True, *, stage: str = "all",
     ``stage``: ``"ae"`` (stage 1 only), ``"diffusion"`` (stage 2 + export; needs a finished
     stage 1 in ``out_dir``), ``"guide"`` (only the autoguidance prior of a model config with
     ``diffusion.guide``, + export; needs a finished stage 2) or ``"all"``. With a guide, the
-    guide trains after the prior, on ``guide_share`` of stage 2's time (``"guide"``: all of
-    the time given). ``max_minutes`` overrides the config's total
+    guide trains after the prior, on ``guide_share`` of stage 2's time when a total budget is
+    set (without one, ``diffusion.steps`` steps; ``"guide"``: all of the time given). ``max_minutes`` overrides the config's total
     budget. ``dataset``: an optional ``Dataset`` of ``(image, ...)`` items used instead of
     ``config.data``. With ``resume`` (default), finished stages are skipped and an
     interrupted stage continues from its last checkpoint; without it, a folder that already
