@@ -48,6 +48,12 @@ def _attrs(paths, s):
 
 
 def cmd_fit_attribute(args) -> int:
+    from .images import check_output_file
+    check_output_file(args.output)
+    if args.faces and args.n < 2:
+        raise ValueError(f"-n must be >= 2 (labelled or positive faces), got {args.n}")
+    if args.faces and args.positive_only and args.n_unlabelled < 1:
+        raise ValueError(f"--n-unlabelled must be >= 1, got {args.n_unlabelled}")
     s = _sampler(args)
     if args.faces:
         from .data import ATTRIBUTES, FacesDataset
@@ -106,29 +112,31 @@ def _edit_kwargs(args):
 
 
 def cmd_edit(args) -> int:
-    from .images import load_images, save_grid, save_png
+    from .images import check_output_file, load_images, output_paths, save_grid, save_png
+    sfx = [f"_s{v:g}.png" for v in args.sweep] if args.sweep else [".png"]
+    outs = output_paths(args.images, args.output, sfx)
+    if args.grid:
+        check_output_file(args.grid, "--grid")
     s = _sampler(args)
     attrs = _attrs(args.attr, s)
     pres = _attrs(args.preserve or [], s) or None
     attr = attrs if len(attrs) > 1 else attrs[0]
-    os.makedirs(args.output, exist_ok=True)
-    names = [os.path.splitext(os.path.basename(p))[0] for p in args.images]
     t = time.perf_counter()
     if args.sweep:
         from .edit import sweep
         g = sweep(s, args.images, attr, args.sweep, method=args.method, t0=args.t0,
                   skip=args.skip, preserve=pres, mode=args.mode, seed=args.seed,
                   resize=args.resize, guidance=args.guidance)
-        for k, v in enumerate(args.sweep):
-            for name, img in zip(names, g[k]):
-                save_png(img, os.path.join(args.output, f"{name}_s{v:g}.png"))
+        for k in range(len(args.sweep)):
+            for out, img in zip(outs[k], g[k]):
+                save_png(img, out)
         if args.grid:
             save_grid(list(g), args.grid, labels=[f"s={v:g}" for v in args.sweep])
     else:
         x = s.manipulate(args.images, attr, preserve=pres, mode=args.mode, seed=args.seed,
                          resize=args.resize, batch_size=args.batch_size, **_edit_kwargs(args))
-        for name, img in zip(names, x):
-            save_png(img, os.path.join(args.output, f"{name}.png"))
+        for out, img in zip(outs[0], x):
+            save_png(img, out)
         if args.grid:
             orig = load_images(args.images, size=s.resolution, resize=args.resize,
                                channels=s.image_channels)
@@ -136,13 +144,17 @@ def cmd_edit(args) -> int:
     from .edit import edit_guidance
     how = args.method if args.method != "d2c" else \
         f"d2c, guidance {edit_guidance(s, 'd2c', args.guidance):g}"
-    print(f"{len(names)} images in {time.perf_counter() - t:.2f} s -> {args.output} ({how})")
+    print(f"{len(args.images)} images in {time.perf_counter() - t:.2f} s -> {args.output} ({how})")
     return 0
 
 
 def cmd_sample_conditional(args) -> int:
     from .eval.cli import apply_rescale_args
-    from .images import save_grid, save_png
+    from .images import check_output_dir, check_output_file, save_grid, save_png
+    if args.output:
+        check_output_dir(args.output, "--output")
+    if args.grid:
+        check_output_file(args.grid, "--grid")
     s = _sampler(args)
     apply_rescale_args(s, args)
     attrs = _attrs(args.attr, s)

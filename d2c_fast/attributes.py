@@ -224,6 +224,7 @@ class Attribute:
                                      f"got {tuple(direction.shape)}")
         if not torch.isfinite(direction).all():
             raise AttributeFileError("attribute direction contains NaN or Inf")
+
         self.direction = direction.detach().float().cpu()
         if classifier is not None and classifier.weight.numel() != self.direction.numel():
             raise AttributeFileError(f"classifier has {classifier.weight.numel()} weights, the "
@@ -370,10 +371,19 @@ class Attribute:
         attribute fitted on another model."""
         from .checkpoint import load_boundary
         p = os.fspath(path)
+        if os.path.isdir(p):
+            raise AttributeFileError(f"{p}: is a directory, not an attribute file")
         if _looks_like_safetensors(p):
             attr = cls._load_safetensors(p)
         else:
-            attr = cls(load_boundary(p), name=os.path.splitext(os.path.basename(p))[0], source=p)
+            d = load_boundary(p)
+            try:
+                attr = cls(d, name=os.path.splitext(os.path.basename(p))[0], source=p)
+            except AttributeFileError as e:
+                raise AttributeFileError(f"{p}: {e}") from e
+        if not bool(attr.direction.ne(0).any()):
+            raise AttributeFileError(f"{p}: the direction is all zeros (an edit along it would "
+                                     "change nothing)")
         if model is not None:
             attr.check_model(model)
         return attr
@@ -389,6 +399,9 @@ class Attribute:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise AttributeFileError(f"{p}: not a readable safetensors file ({msg})") from e
         if meta.get("format") != ATTR_FORMAT:
+            if "config" in meta:
+                raise AttributeFileError(f"{p}: this is a model file, not an attribute file "
+                                         "(fit one with fit-attribute / Sampler.fit_attribute)")
             raise AttributeFileError(f"{p}: not a d2c_fast attribute file "
                                      f"(format={meta.get('format')!r})")
         if meta.get("version") != ATTR_VERSION:
@@ -398,6 +411,18 @@ class Attribute:
             info = json.loads(meta.get("info", "{}"))
         except json.JSONDecodeError as e:
             raise AttributeFileError(f"{p}: metadata 'info' is not JSON") from e
+        if not isinstance(info, dict):
+            raise AttributeFileError(f"{p}: metadata 'info' must be a JSON object, got "
+                                     f"{type(info).__name__}")
+        try:
+            return cls._from_tensors(p, tensors, info)
+        except (AttributeFileError, ValueError, TypeError) as e:
+            if str(e).startswith(f"{p}:"):
+                raise
+            raise AttributeFileError(f"{p}: {e}") from e
+
+    @classmethod
+    def _from_tensors(cls, p: str, tensors: dict, info: dict) -> "Attribute":
         if "direction" not in tensors:
             raise AttributeFileError(f"{p}: missing tensor 'direction'")
         clf = None
@@ -779,6 +804,9 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
         raise ValueError(f"prior must be in (0, 1), got {prior}")
     if flip not in (None, True, False):
         raise ValueError(f"flip must be None, True or False, got {flip!r}")
+    import numbers
+    if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 2:
+        raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
     if negatives is None:
         if flip:
             raise ValueError("flip=True is for labelled fits; positive-unlabelled fits do not "
@@ -790,6 +818,10 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
                           flip)
     mode = "labelled" if negatives is not None else "pu"
     n1, n0 = zp.shape[0], zo.shape[0]
+    if n1 < 2 or n0 < 2:
+        other = "negatives" if mode == "labelled" else "unlabelled images"
+        raise ValueError(f"fitting needs at least 2 positives and 2 {other} (cross-validation "
+                         f"chooses the regularisation), got {n1} and {n0}")
     clf0 = LinearClassifier(torch.ones(zp[0].numel()), 0.0, sampler.mean.cpu(), sampler.std.cpu())
     x = torch.cat([clf0.standardise(zp), clf0.standardise(zo)])
     y = torch.cat([torch.ones(zp.shape[0]), torch.zeros(zo.shape[0])]).double()
@@ -843,6 +875,12 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
         "standardisation": "x = ((z - latent_mod.mean) / latent_mod.std).flatten(); "
                            "score = classifier.weight . x + classifier.bias",
     }
+    if mode == "labelled" and fit["cv_balanced_accuracy"] < 0.6:
+        import warnings
+        warnings.warn(f"attribute {name or ''}: out-of-fold balanced accuracy "
+                      f"{fit['cv_balanced_accuracy']:.2f} is near chance ({n1} positives, {n0} "
+                      f"negatives); its direction and probabilities are unreliable: give more "
+                      f"or clearer examples", stacklevel=2)
     return Attribute(None, name=name, source="fit_attribute", classifier=clf,
                      fingerprint=getattr(sampler, "fingerprint", None), info=info,
                      latent_shape=sampler.latent_shape)

@@ -409,6 +409,14 @@ def load_model(ckpt, config=None) -> LoadedModel:
     return load_official(p, config)
 
 
+def file_mode() -> int:
+    """The permissions a plain ``open(path, "w")`` would give a new file (0o666 less the
+    umask): ``tempfile.mkstemp`` creates 0o600, which atomic writes must not keep."""
+    m = os.umask(0)
+    os.umask(m)
+    return 0o666 & ~m
+
+
 def _atomic_write(path, write_fn) -> None:
     d = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(d, exist_ok=True)
@@ -416,6 +424,7 @@ def _atomic_write(path, write_fn) -> None:
     os.close(fd)
     try:
         write_fn(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -33,6 +33,8 @@ def _add_model_args(p):
 
 def cmd_convert(args) -> int:
     from .checkpoint import convert
+    from .images import check_output_file
+    check_output_file(args.output)
     m = convert(args.ckpt, args.config, args.output)
     print(f"wrote {args.output} (latent {tuple(m.config.latent_shape)}, "
           f"resolution {m.config.resolution})")
@@ -67,7 +69,14 @@ def cmd_info(args) -> int:
 
 def cmd_sample(args) -> int:
     from .eval.cli import apply_rescale_args
-    from .images import save_grid, save_png
+    from .images import check_output_dir, check_output_file, save_grid, save_png
+    if args.output:
+        if "{i" in args.output:
+            check_output_file(args.output, "--output pattern")
+        else:
+            check_output_dir(args.output, "--output")
+    if args.grid:
+        check_output_file(args.grid, "--grid")
     s = _sampler(args)
     apply_rescale_args(s, args)
     t = time.perf_counter()
@@ -85,7 +94,10 @@ def cmd_sample(args) -> int:
 
 def cmd_manipulate(args) -> int:
     from .attributes import Attribute
-    from .images import save_grid, save_png
+    from .images import check_output_file, output_paths, save_grid, save_png
+    outs = output_paths(args.images, args.output)[0]
+    if args.grid:
+        check_output_file(args.grid, "--grid")
     s = _sampler(args)
     attr = Attribute.load(args.attr)
     t = time.perf_counter()
@@ -93,17 +105,15 @@ def cmd_manipulate(args) -> int:
                      seed=args.seed, mode=args.mode, resize=args.resize,
                      batch_size=args.batch_size, guidance=args.guidance)
     dt = time.perf_counter() - t
-    os.makedirs(args.output, exist_ok=True)
-    names = [os.path.splitext(os.path.basename(p))[0] for p in args.images]
-    for name, img in zip(names, x):
-        save_png(img, os.path.join(args.output, f"{name}.png"))
+    for out, img in zip(outs, x):
+        save_png(img, out)
     if args.grid:
         from .images import load_images
         orig = load_images(args.images, size=s.resolution, resize=args.resize,
                            channels=s.image_channels)
         save_grid([orig, x], args.grid, labels=["input", f"step {args.step:g}"])
     from .edit import edit_guidance
-    print(f"{len(names)} edits in {dt:.2f} s ({dt / len(names):.3f} s/image) -> {args.output} "
+    print(f"{len(outs)} edits in {dt:.2f} s ({dt / len(outs):.3f} s/image) -> {args.output} "
           f"(guidance {edit_guidance(s, 'd2c', args.guidance):g})")
     return 0
 
@@ -122,6 +132,8 @@ def apply_threads(args) -> None:
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
+    from .images import check_output_file
+    check_output_file(args.output)
     apply_threads(args)
     return run_demo(args.output, device=args.device, impl=args.impl)
 
@@ -195,12 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run a subcommand. Errors of the library's family (:class:`D2CError`) and bad argument
-    values (``ValueError``, e.g. a guidance weight for a model without a guide prior) end
-    with one line on stderr and exit status 2; ``D2C_FAST_TRACEBACK=1`` re-raises them."""
+    values (``ValueError``, e.g. a guidance weight for a model without a guide prior) and
+    file-system errors (``OSError``: an output path that cannot be written) end with one line
+    on stderr and exit status 2; ``D2C_FAST_TRACEBACK=1`` re-raises them."""
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (D2CError, ValueError) as e:
+    except (D2CError, ValueError, OSError) as e:
         if os.environ.get("D2C_FAST_TRACEBACK") == "1":
             raise
         print(f"d2c-fast: error: {e}", file=sys.stderr)

@@ -86,7 +86,10 @@ def _values(vals, n, what):
         v = v * n
     if len(v) != n:
         raise ValueError(f"{what}: {len(v)} values for {n} attributes")
-    return [float(x) for x in v]
+    out = [float(x) for x in v]
+    if not all(math.isfinite(x) for x in out):
+        raise ValueError(f"{what} must be finite, got {out}")
+    return out
 
 
 def _check_edit_args(step, strength, target=None):
@@ -159,6 +162,8 @@ def edit_delta(sampler, attr, *, step=None, strength=None, preserve=None) -> tor
             raise ValueError(f"strength: {strength.shape[1]} columns for {len(attrs)} "
                              "attributes")
         s = strength.detach().to("cpu", torch.float64)
+        if not torch.isfinite(s).all():
+            raise ValueError("strength: per-image strengths must be finite")
     else:
         s = torch.tensor([_values(strength, len(attrs), "strength")], dtype=torch.float64)
     m = torch.stack([a.normal_std for a in attrs] + [p.normal_std for p in pres])
@@ -230,16 +235,22 @@ def apply_delta(sampler, z, delta, *, method="d2c", t0=50, skip=None, eps=None, 
     if method != "d2c" and guidance != 1:
         raise ValueError(f"guidance={guidance!r}: method {method!r} is unguided")
     if method == "nvae":
-        return z + delta
-    if method == "d2c":
+        out = z + delta
+    elif method == "d2c":
         seq = D.manip_sequence(t0, 50 if skip is None else skip, sampler.num_timesteps)
         zn = D.add_noise(sampler._mod(z + delta), seq[-1], eps, sampler.schedule)
-        return sampler._unmod(sampler._run_ddim(zn, seq, eta, rng, progress=False,
-                                                guidance=guidance))
-    seq = D.uncond_sequence(sampler.num_timesteps, skip=100 if skip is None else skip)
-    xT = inverted if inverted is not None else invert(sampler, z, skip=skip)
-    xT = xT + delta / sampler.std
-    return sampler._unmod(sampler._run_ddim(xT, seq, 0.0, rng, progress=False))
+        out = sampler._unmod(sampler._run_ddim(zn, seq, eta, rng, progress=False,
+                                               guidance=guidance))
+    else:
+        seq = D.uncond_sequence(sampler.num_timesteps, skip=100 if skip is None else skip)
+        xT = inverted if inverted is not None else invert(sampler, z, skip=skip)
+        xT = xT + delta / sampler.std
+        out = sampler._unmod(sampler._run_ddim(xT, seq, 0.0, rng, progress=False))
+    if not torch.isfinite(out).all():
+        raise ValueError(f"the {method} edit gave non-finite latents: the step or strength "
+                         f"(largest |edit| {float(delta.abs().max()):.3g} in raw latent units) is "
+                         f"far outside what the model can represent")
+    return out
 
 
 def invert(sampler, z, *, skip=None) -> torch.Tensor:

@@ -35,6 +35,9 @@ __all__ = [
     "save_png",
     "make_grid",
     "save_grid",
+    "output_paths",
+    "check_output_file",
+    "check_output_dir",
 ]
 
 #: Largest image (width * height) that :func:`load_images` will decode from a file or a PIL
@@ -561,6 +564,55 @@ def _atomic_save(im: Image.Image, path: PathLike) -> str:
             pass
         raise
     return path
+
+
+def check_output_dir(path: PathLike, what: str = "output directory") -> str:
+    """``path`` as a directory to write into, checked before any work: refused (``ValueError``)
+    when it, or a parent of it, is an existing file. Not created here."""
+    path = os.fspath(path)
+    p = os.path.abspath(path)
+    while True:
+        if os.path.exists(p) and not os.path.isdir(p):
+            raise ValueError(f"{what} {path!r}: {p!r} is a file, not a directory")
+        up = os.path.dirname(p)
+        if up == p:
+            return path
+        p = up
+
+
+def check_output_file(path: PathLike, what: str = "output file") -> str:
+    """``path`` as a file to (over)write, checked before any work: refused (``ValueError``)
+    when it is an existing directory or its parent cannot be a directory."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} is a directory; give a file name")
+    check_output_dir(os.path.dirname(os.path.abspath(path)), f"{what} {path!r}: its folder")
+    return path
+
+
+def output_paths(inputs: Sequence[PathLike], out_dir: PathLike,
+                 suffixes: Sequence[str] = (".png",)) -> List[List[str]]:
+    """One output path per input file and suffix, ``out_dir/<input name without extension>
+    <suffix>`` (``result[j][i]`` for suffix ``j``, input ``i``), checked before any work:
+    two inputs with the same name (``a/face.png`` and ``b/face.png``, ``a.png`` and ``a.jpg``)
+    would write the same file, and an output must not be one of the inputs; both are refused
+    (``ValueError``), as is an ``out_dir`` that is a file."""
+    out_dir = check_output_dir(out_dir)
+    stems = [os.path.splitext(os.path.basename(os.fspath(p)))[0] for p in inputs]
+    seen: dict = {}
+    for p, stem in zip(inputs, stems):
+        if stem in seen:
+            raise ValueError(f"inputs {os.fspath(seen[stem])!r} and {os.fspath(p)!r} would both "
+                             f"be written as {stem!r} in {out_dir!r}; rename one")
+        seen[stem] = p
+    src = {os.path.realpath(os.fspath(p)) for p in inputs}
+    out = [[os.path.join(out_dir, stem + sfx) for stem in stems] for sfx in suffixes]
+    for row in out:
+        for q in row:
+            if os.path.realpath(q) in src:
+                raise ValueError(f"output {q!r} would overwrite an input image; choose another "
+                                 f"output directory")
+    return out
 
 
 def _format_path(pattern: str, i: int) -> str:

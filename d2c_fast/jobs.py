@@ -3,7 +3,10 @@ resumable and sharded across processes.
 
 * **Resumable.** An item whose output file exists is skipped; every file is written to a
   temporary name in its directory and moved into place (``os.replace``), so a killed job
-  leaves no partial outputs and a rerun does only what is missing.
+  leaves no partial outputs and a rerun does only what is missing. The job's settings (model
+  fingerprint, attributes, edit or sampling settings) are recorded in ``d2c_fast_job.json``
+  in the output directory; a rerun with other settings is refused rather than mixing
+  outputs of two jobs (use another output directory, or delete it).
 * **Sharded.** Under ``torchrun`` (``WORLD_SIZE``/``RANK`` in the environment), rank ``r``
   takes items ``r, r + world_size, ...`` and writes its own outputs; the process group (gloo)
   is only used for a final barrier. Every item's randomness comes from its global index
@@ -70,6 +73,46 @@ def _atomic_text(path: str, text: str) -> None:
     _atomic_write(path, w)
 
 
+JOB_FILE = "d2c_fast_job.json"
+
+
+def _attr_digest(a) -> str:
+    """SHA-256 (16 hex digits) of what an attribute edits or samples with."""
+    import hashlib
+    h = hashlib.sha256(a.direction.numpy().tobytes())
+    if a.classifier is not None:
+        c = a.classifier
+        h.update(c.weight.numpy().tobytes())
+        h.update(repr((c.bias, c.offset)).encode())
+    return h.hexdigest()[:16]
+
+
+def _job_settings(out_dir: str, settings: dict) -> None:
+    """Record ``settings`` in ``out_dir/d2c_fast_job.json``, or refuse (``ValueError``) when
+    the folder already holds a job with other settings."""
+    path = os.path.join(out_dir, JOB_FILE)
+    settings = json.loads(json.dumps(settings))   # normalised: tuples -> lists
+    if os.path.exists(path):
+        with open(path) as f:
+            try:
+                old = json.load(f)
+            except json.JSONDecodeError:
+                old = None
+        if old != settings:
+            if not isinstance(old, dict):
+                diff = f"unreadable {JOB_FILE}"
+            else:
+                keys = sorted(set(old) | set(settings))
+                diff = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in keys
+                                 if old.get(k) != settings.get(k))
+            raise ValueError(f"{out_dir} holds the outputs of a job with other settings "
+                             f"({diff}); write to another output directory, or delete it to "
+                             f"start over")
+        return
+    os.makedirs(out_dir, exist_ok=True)
+    _atomic_text(path, json.dumps(settings, indent=1, sort_keys=True))
+
+
 def _bar(total, rank, desc, progress):
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=f"{desc} [rank {rank}]", position=rank, unit="img",
@@ -96,18 +139,47 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
     r0, w0 = dist_info()
     rank = r0 if rank is None else rank
     world = w0 if world is None else world
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    from .images import check_output_dir
+    inp, out_dir = os.fspath(input_dir), check_output_dir(os.fspath(output_dir))
+    ri, ro = os.path.realpath(inp), os.path.realpath(out_dir)
+    if ro == ri or ro.startswith(ri.rstrip(os.sep) + os.sep):
+        raise ValueError(f"output directory {out_dir!r} is (inside) the input directory "
+                         f"{inp!r}: its edits would overwrite inputs or become inputs of a rerun")
+    files = list_images(inp)
+    if not files:
+        from .errors import ImageError
+        raise ImageError(f"no images ({', '.join(IMAGE_EXTS)}) under {inp}")
+    outs = [os.path.join(out_dir, os.path.splitext(f)[0] + ".png") for f in files]
+    first: dict = {}
+    for f, o in zip(files, outs):
+        if o in first:
+            raise ValueError(f"{first[o]!r} and {f!r} in {inp} would both be written as "
+                             f"{os.path.relpath(o, out_dir)!r}; rename one")
+        first[o] = f
     s = _sampler(model, **sampler_kw)
     attrs = [a if not isinstance(a, (str, os.PathLike)) else Attribute.load(a, model=s)
              for a in (attr if isinstance(attr, (list, tuple)) else [attr])]
-    files = list_images(input_dir)
-    outs = [os.path.join(os.fspath(output_dir), os.path.splitext(f)[0] + ".png") for f in files]
+    pres = [a if not isinstance(a, (str, os.PathLike)) else Attribute.load(a, model=s)
+            for a in (preserve if isinstance(preserve, (list, tuple)) else
+                      ([] if preserve is None else [preserve]))]
+    from .edit import edit_guidance
+    _job_settings(out_dir, {
+        "job": "manipulate_dir", "model": getattr(s, "fingerprint", None),
+        "attributes": [_attr_digest(a) for a in attrs],
+        "preserve": [_attr_digest(a) for a in pres],
+        "strength": strength, "step": step, "target": target, "method": method, "t0": t0,
+        "skip": skip, "seed": seed, "mode": mode, "resize": resize,
+        "guidance": edit_guidance(s, method, guidance)})
+    preserve = pres or None
     mine = list(range(rank, len(files), world))
     todo = [i for i in mine if not os.path.exists(outs[i])]
     t = time.perf_counter()
     bar = _bar(len(todo), rank, "edit", progress)
     for a in range(0, len(todo), batch_size):
         idx = todo[a:a + batch_size]
-        x = manipulate(s, [os.path.join(os.fspath(input_dir), files[i]) for i in idx],
+        x = manipulate(s, [os.path.join(inp, files[i]) for i in idx],
                        attrs if len(attrs) > 1 else attrs[0], step=step, strength=strength,
                        target=target, t0=t0, skip=skip, method=method, preserve=preserve,
                        mode=mode, seeds=[seed + i for i in idx], resize=resize,
@@ -143,7 +215,15 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
     from .attributes import Attribute
     from .conditional import (adapt_priors, check_adapt_prior, decode_with,
                               sample_conditional_latents)
-    from .images import save_png
+    from .images import check_output_dir, save_png
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    n = int(n)
+    for what, v in (("batch_size", batch_size), ("chunk", chunk),
+                    ("max_draws_per_image", max_draws_per_image)):
+        if v is not None and v < 1:
+            raise ValueError(f"{what} must be >= 1, got {v}")
+    out = check_output_dir(os.fspath(output_dir))
     r0, w0 = dist_info()
     rank = r0 if rank is None else rank
     world = w0 if world is None else world
@@ -157,8 +237,12 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
     record = s.sampling_record(guidance)   # guidance and the rescale in use
     attrs = [a if not isinstance(a, (str, os.PathLike)) else Attribute.load(a, model=s)
              for a in (attr if isinstance(attr, (list, tuple)) else [attr])]
-    out = os.fspath(output_dir)
-    os.makedirs(out, exist_ok=True)
+    check_adapt_prior(adapt_prior)
+    _job_settings(out, {
+        "job": "sample_conditional_dir", "model": getattr(s, "fingerprint", None),
+        "attributes": [_attr_digest(a) for a in attrs], "seed": seed, "threshold": threshold,
+        "skip": skip, "mode": mode, "eps_scale": float(eps_scale), "adapt_prior": adapt_prior,
+        **record})
     mine = list(range(rank, n, world))
     todo = [k for k in mine if not os.path.exists(os.path.join(out, f"{k:06d}.png"))]
     chunk = chunk or batch_size

@@ -71,6 +71,20 @@ def _finite_number(name: str, v, bound: str) -> float:
     return float(v)
 
 
+def _check_device(device) -> torch.device:
+    """``device`` as a ``torch.device`` that this torch build can use, or ``ValueError``."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {device!r} is not a device name (cpu, cuda, cuda:1, ...)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available (this torch build or "
+                         f"machine has no usable GPU); use device='cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
 class Sampler:
     """One D2C model ready for inference.
 
@@ -88,6 +102,7 @@ class Sampler:
     def __init__(self, ckpt, config=None, *, device="cpu", dtype=None, impl: str = "fast"):
         if impl not in _IMPLS:
             raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
+        device = _check_device(device)
         if isinstance(ckpt, LoadedModel):
             loaded = ckpt
         elif isinstance(ckpt, str) and ckpt == "builtin":
@@ -331,6 +346,9 @@ class Sampler:
             tt = tt.expand(x.shape[0])
         if tt.shape != (x.shape[0],):
             raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(tt.shape)}")
+        if not bool(((tt >= 0) & (tt <= self.num_timesteps - 1)).all()):
+            raise ValueError(f"t must be in [0, {self.num_timesteps - 1}] (the model's "
+                             f"timesteps), got {t!r}")
         return self._eps(x, tt)
 
     # ------------------------------------------------------------------ generation
@@ -345,6 +363,12 @@ class Sampler:
 
     def _run_ddim(self, x, seq, eta, rng: _RNG, progress, eps_scale: float = 1.0,
                   guidance: float = 1.0):
+        try:
+            ok = math.isfinite(float(eta)) and float(eta) >= 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
         model = self._eps
         if eps_scale != 1.0 or guidance != 1.0:
             model = self._guided_eps(guidance, eps_scale)

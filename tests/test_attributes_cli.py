@@ -2,6 +2,7 @@
 faces, edit, sweep, conditional samples, the evaluation with tiny sizes)."""
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -104,6 +105,49 @@ def test_fit_edit_sample_cli(files, capsys):
     assert main(["sample-conditional", model, "--attr", attr, "-n", "3", "--threshold", "1.0",
                  "--max-draws", "4", "--skip", "500"]) == 2
     assert "acceptance rate" in capsys.readouterr().err
+
+
+def test_cli_refuses_overwrites_and_bad_values(files, capsys):
+    """Output mistakes fail before any work, in one line with exit status 2, and write
+    nothing: two inputs with one name, editing into the inputs' folder, a grid path that is a
+    folder, an output under a file; non-finite edit values too."""
+    d, model = files["dir"], files["model"]
+    attr = str(d / "blond_x.safetensors")
+    assert main(["fit-attribute", model, "--faces", "blond_hair", "-n", "12", "--folds", "3",
+                 "-o", attr]) == 0
+    img = files["images"][0]
+    twin = d / "twin" / os.path.basename(img)
+    twin.parent.mkdir()
+    shutil.copy(img, twin)
+    before = open(img, "rb").read()
+    cases = [
+        (["manipulate", model, img, str(twin), "--attr", attr, "--step", "1", "-o",
+          str(d / "c1")], "would both be written"),
+        (["edit", model, img, str(twin), "--attr", attr, "--strength", "1", "-o",
+          str(d / "c2")], "would both be written"),
+        (["edit", model, img, "--attr", attr, "--strength", "1", "-o",
+          os.path.dirname(img)], "would overwrite an input"),
+        (["edit", model, img, "--attr", attr, "--strength", "1", "-o", str(d / "c3"),
+          "--grid", str(d)], "is a directory"),
+        (["manipulate", model, img, "--attr", attr, "--step", "1", "-o",
+          str(d / "blond_x.safetensors" / "sub")], "is a file, not a directory"),
+        (["edit", model, img, "--attr", attr, "--strength", "nan", "-o", str(d / "c4")],
+         "must be finite"),
+        (["edit", model, img, "--attr", attr, "--step", "inf", "-o", str(d / "c5")],
+         "must be finite"),
+        (["edit", model, img, "--attr", attr, "--step", "1e30", "-o", str(d / "c6")],
+         "non-finite latents"),
+        (["sample", model, "-n", "1", "--eta", "nan", "--grid", str(d / "c7.png")],
+         "eta must be"),
+    ]
+    for argv, msg in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err and err.count("\n") == 1, (argv, err)
+    assert open(img, "rb").read() == before
+    assert not any(os.path.exists(d / f"c{i}") for i in range(1, 7))
+    assert not os.path.exists(d / "c7.png")
 
 
 def test_eval_attributes_cli(files):

@@ -91,6 +91,34 @@ def test_manipulate_dir_sharded_equals_single_and_resumes(setup, tmp_path):
     for k in want:
         assert np.abs(got[k] - want[k]).max() <= 1, k      # per-image seeds: same images
     assert not [f for f in os.listdir(sharded) if f.startswith(".")]   # no temp files left
+    # a rerun with another strength is refused (it would count the old edits as done)
+    with pytest.raises(ValueError, match="other settings .*strength: 2.0 -> -2.0"):
+        manipulate_dir(setup["sampler"], setup["input"], single, setup["attr"], strength=-2.0,
+                       seed=5, mode="mode", progress=False)
+    assert np.abs(read_dir(single)["img1.png"] - want["img1.png"]).max() <= 1
+
+
+def test_manipulate_dir_refuses_overwrites(setup, tmp_path):
+    """Inputs that would share an output name, an output directory inside the input
+    directory, an empty input directory and a bad batch size fail before any work."""
+    from d2c_fast.errors import ImageError
+    from d2c_fast.images import save_png
+    src = tmp_path / "src"
+    save_png(torch.rand(3, 16, 16), str(src / "a.png"))
+    save_png(torch.rand(3, 16, 16), str(src / "b.png"))
+    kw = dict(strength=1.0, mode="mode", progress=False)
+    for out in (src, src / "edits"):
+        with pytest.raises(ValueError, match="inside. the input directory"):
+            manipulate_dir(setup["sampler"], src, out, setup["attr"], **kw)
+    with pytest.raises(ValueError, match="batch_size"):
+        manipulate_dir(setup["sampler"], src, tmp_path / "o", setup["attr"], batch_size=0, **kw)
+    (src / "b.png").rename(src / "a.jpg")
+    with pytest.raises(ValueError, match="would both be written as 'a.png'"):
+        manipulate_dir(setup["sampler"], src, tmp_path / "o", setup["attr"], **kw)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageError, match="no images"):
+        manipulate_dir(setup["sampler"], tmp_path / "empty", tmp_path / "o", setup["attr"], **kw)
+    assert not os.path.exists(tmp_path / "o") and sorted(os.listdir(src)) == ["a.jpg", "a.png"]
 
 
 def test_sample_conditional_dir_sharded_equals_single(setup, tmp_path):
@@ -112,8 +140,14 @@ def test_sample_conditional_dir_sharded_equals_single(setup, tmp_path):
         assert ja["attempts"] == jb["attempts"]
         assert np.allclose(ja["probabilities"], jb["probabilities"], atol=1e-4)
     r = sample_conditional_dir(setup["sampler"], sharded, setup["attr"], n, seed=3, skip=500,
-                               progress=False)
+                               mode="mode", progress=False)
     assert r["written"] == 0 and r["skipped"] == n
+    # a rerun with other settings is refused, not counted as done
+    with pytest.raises(ValueError, match="other settings .*mode: 'mode' -> 'sample'"):
+        sample_conditional_dir(setup["sampler"], sharded, setup["attr"], n, seed=3, skip=500,
+                               progress=False)
+    with pytest.raises(ValueError, match="n must be"):
+        sample_conditional_dir(setup["sampler"], tmp_path / "neg", setup["attr"], -3)
 
 
 def test_sample_conditional_dir_eps_scale_matches_sampler(setup, tmp_path):

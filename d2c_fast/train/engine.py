@@ -256,6 +256,8 @@ def _atomic(path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        from ..checkpoint import file_mode
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,94 @@
+"""User mistakes get a clear error of the library's family (not an internal one, and not a
+silent wrong result): attribute files, devices, timesteps, fits on too little data."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from d2c_fast import Attribute, Sampler
+from d2c_fast.errors import AttributeFileError
+
+
+@pytest.fixture(scope="module")
+def s():
+    return Sampler("builtin")
+
+
+def test_attribute_file_mistakes(s, tmp_path):
+    good = tmp_path / "good.safetensors"
+    g = torch.Generator().manual_seed(0)
+    pos, neg = torch.rand(6, 3, 32, 32, generator=g), torch.rand(6, 3, 32, 32, generator=g) * 0.3
+    a = s.fit_attribute(pos, neg, name="bright", folds=2)
+    a.save(good)
+    # atomic writes keep the permissions a plain open() would give (not mkstemp's 0o600)
+    from d2c_fast.checkpoint import file_mode
+    import os
+    assert os.stat(good).st_mode & 0o777 == file_mode()
+    # metadata 'info' that is JSON but not an object
+    from safetensors import safe_open
+    with safe_open(str(good), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    bad = tmp_path / "bad_info.safetensors"
+    save_file(tensors, str(bad), metadata={**meta, "info": json.dumps([1, 2])})
+    with pytest.raises(AttributeFileError, match="bad_info.safetensors: metadata 'info' must "
+                                                 "be a JSON object"):
+        Attribute.load(bad)
+    # a prior that is not a number: the file is named
+    info = json.loads(meta["info"])
+    bad = tmp_path / "bad_prior.safetensors"
+    save_file(tensors, str(bad), metadata={**meta, "info": json.dumps({**info, "prior": "abc"})})
+    with pytest.raises(AttributeFileError, match="bad_prior.safetensors: "):
+        Attribute.load(bad)
+    # NaN weights: the file is named
+    bad = tmp_path / "nan.safetensors"
+    t = dict(tensors)
+    t["direction"] = torch.full_like(t["direction"], float("nan"))
+    save_file(t, str(bad), metadata=meta)
+    with pytest.raises(AttributeFileError, match="nan.safetensors: .*NaN"):
+        Attribute.load(bad)
+    # a model file given as an attribute, a directory, an all-zero boundary
+    with pytest.raises(AttributeFileError, match="model file, not an attribute"):
+        Attribute.load("d2c_fast/assets/builtin.safetensors")
+    (tmp_path / "adir.safetensors").mkdir()
+    with pytest.raises(AttributeFileError, match="is a directory"):
+        Attribute.load(tmp_path / "adir.safetensors")
+    torch.save({"boundary": torch.zeros(1, *s.latent_shape)}, tmp_path / "zero.ckpt")
+    with pytest.raises(AttributeFileError, match="zero.ckpt: the direction is all zeros"):
+        Attribute.load(tmp_path / "zero.ckpt")
+    assert Attribute.load(good).name == "bright"
+
+
+def test_fit_needs_enough_data_and_warns_near_chance(s):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(8, 3, 32, 32, generator=g)
+    with pytest.raises(ValueError, match="at least 2 positives and 2 negatives"):
+        s.fit_attribute(x[:1], x[1:4])
+    with pytest.raises(ValueError, match="at least 2 positives and 2 unlabelled"):
+        s.fit_attribute(x[:3], unlabelled=x[3:4])
+    for bad in (0, 1, -3, 2.5, True):
+        with pytest.raises(ValueError, match="folds must be an integer >= 2"):
+            s.fit_attribute(x[:4], x[4:], folds=bad)
+    # two random halves of one distribution: out-of-fold accuracy near chance -> a warning
+    noise = torch.rand(24, 3, 32, 32, generator=g)
+    with pytest.warns(UserWarning, match="near chance"):
+        s.fit_attribute(noise[:12], noise[12:], folds=3)
+
+
+def test_device_and_timestep_mistakes(s):
+    with pytest.raises(ValueError, match="not a device name"):
+        Sampler("builtin", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            Sampler("builtin", device="cuda")
+    z = torch.zeros(1, *s.latent_shape)
+    for t in (s.num_timesteps, -1, float("nan")):
+        with pytest.raises(ValueError, match="t must be in"):
+            s.unet(z, t)
+    assert torch.isfinite(s.unet(z, s.num_timesteps - 1)).all()
+    with pytest.raises(ValueError, match="eta must be"):
+        s.sample_latents(1, skip=500, eta=float("inf"))
+    with pytest.raises(ValueError, match="eta must be"):
+        s.sample_latents(1, skip=500, eta=-0.5)
