@@ -93,14 +93,18 @@ def _identity_json(config) -> str:
     return json.dumps({**raw, "diffusion": {**raw["diffusion"], "guide": g}}, sort_keys=True)
 
 
-def model_fingerprint(loaded) -> str:
-    """Fingerprint of a model (a ``LoadedModel``): ``"<config hash>-<weights hash>"``, each 12
-    hex digits of SHA-256. The config hash covers the normalised config JSON (less the guide
-    prior's sampling recommendations); the weights
-    hash the latent standardisation and a few tensors (the first two and last two of the
-    autoencoder's state dict, the first and last of the U-Net's), in float32. It is computed
-    from the reference modules at load time, so it does not depend on ``impl``, device or
-    dtype."""
+def model_fingerprint(loaded, legacy: bool = False) -> str:
+    """Fingerprint of a model (a ``LoadedModel``): ``"<config hash>-<weights hash>"``, 12 and
+    16 hex digits of SHA-256. The config hash covers the normalised config JSON (less the guide
+    prior's sampling recommendations); the weights hash covers the latent standardisation and
+    every floating-point tensor of the autoencoder and the prior U-Net, in float32 (not the
+    guide prior's, which only steers sampling). It is computed from the reference modules at
+    load time, so it does not depend on ``impl``, device or dtype.
+
+    ``legacy=True``: the fingerprint of attribute files written before 2026-11-29 (12 + 12
+    digits, the weights hash over the standardisation and six tensors only, so a model
+    fine-tuned elsewhere kept it); :meth:`Attribute.check_model` still accepts those files on
+    the model they name."""
     from .checkpoint import _is_alias
     ch = hashlib.sha256(_identity_json(loaded.config).encode()).hexdigest()[:12]
     h = hashlib.sha256()
@@ -109,10 +113,16 @@ def model_fingerprint(loaded) -> str:
     ae = [(k, v) for k, v in loaded.autoencoder.state_dict().items()
           if not _is_alias(k) and v.is_floating_point()]
     un = [(k, v) for k, v in loaded.unet.state_dict().items() if v.is_floating_point()]
-    for k, v in ae[:2] + ae[-2:] + un[:1] + un[-1:]:
+    for k, v in (ae[:2] + ae[-2:] + un[:1] + un[-1:] if legacy else ae + un):
         h.update(k.encode())
         _tensor_digest(h, v)
-    return f"{ch}-{h.hexdigest()[:12]}"
+    return f"{ch}-{h.hexdigest()[:12 if legacy else 16]}"
+
+
+def is_legacy_fingerprint(fp: str) -> bool:
+    """Whether ``fp`` has the pre-2026-11-29 form (12 + 12 hex digits)."""
+    parts = fp.split("-")
+    return len(parts) == 2 and len(parts[1]) == 12
 
 
 # ---------------------------------------------------------------------------- classifier
@@ -333,6 +343,8 @@ class Attribute:
         fp = model if isinstance(model, str) else getattr(model, "fingerprint", None)
         if not isinstance(model, str):
             self.check_latent_shape(model.latent_shape)
+            if self.fingerprint is not None and is_legacy_fingerprint(self.fingerprint):
+                fp = getattr(model, "legacy_fingerprint", fp)
         if self.fingerprint is None or fp is None or fp == self.fingerprint:
             return
         same_cfg = fp.split("-")[0] == self.fingerprint.split("-")[0]
@@ -880,7 +892,7 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
         warnings.warn(f"attribute {name or ''}: out-of-fold balanced accuracy "
                       f"{fit['cv_balanced_accuracy']:.2f} is near chance ({n1} positives, {n0} "
                       f"negatives); its direction and probabilities are unreliable: give more "
-                      f"or clearer examples", stacklevel=2)
+                      f"or clearer examples", stacklevel=4)   # the caller of Sampler.fit_attribute
     return Attribute(None, name=name, source="fit_attribute", classifier=clf,
                      fingerprint=getattr(sampler, "fingerprint", None), info=info,
                      latent_shape=sampler.latent_shape)

@@ -21,6 +21,7 @@ from .errors import D2CError
 
 def _sampler(args):
     from .sampler import Sampler
+    apply_threads(args)
     return Sampler(args.ckpt, config=args.config, device=args.device, impl=args.impl)
 
 
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="describe a model and the kernels that will serve it")
     _add_model_args(p)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     p.set_defaults(fn=cmd_info)
 
     p = sub.add_parser("sample", help="unconditional samples")
@@ -171,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("-o", "--output", help="directory or pattern with {i}, e.g. out/{i:04d}.png")
     p.add_argument("--grid", help="also write a PNG grid here")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     p.set_defaults(fn=cmd_sample)
 
     p = sub.add_parser("manipulate", help="edit images along an attribute (official boundary file)")
@@ -187,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--grid", help="also write a before/after PNG grid here")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     p.set_defaults(fn=cmd_manipulate)
 
     p = sub.add_parser("demo", help="the README's first command: a PNG of encodes, edits, samples")

@@ -142,7 +142,9 @@ def load_images(
     if isinstance(images, (list, tuple)):
         if len(images) == 0:
             raise ImageError("empty list of images")
-        items = [(item, f"images[{i}]") for i, item in enumerate(images)]
+        items = [(item, f"images[{i}]" + (f" ({os.fspath(item)})"
+                                            if isinstance(item, (str, os.PathLike)) else ""))
+                 for i, item in enumerate(images)]
         for item, where in items:
             if isinstance(item, (list, tuple)):
                 raise ImageError(f"{where}: nested lists are not supported; flatten the list")
@@ -160,7 +162,7 @@ def load_images(
                 h, w = x.shape[-2:]
                 raise ImageError(
                     f"{where}: image is {h}x{w} (HxW) but the model expects "
-                    f"{target[0]}x{target[1]}; pass resize=True to resize it"
+                    f"{target[0]}x{target[1]}; pass resize=True (command line: --resize) to resize it"
                 )
             x = _resize(x, target)
         parts.append(x)

@@ -115,6 +115,7 @@ class Sampler:
         self.config = loaded.config
         from .attributes import model_fingerprint  # fitted attributes record it (fp32 weights)
         self._fingerprint = model_fingerprint(loaded)
+        self._legacy_fingerprint = model_fingerprint(loaded, legacy=True)
         self.impl = impl
         self.device = torch.device(device)
         self.dtype = dtype or torch.float32
@@ -507,6 +508,12 @@ class Sampler:
         """``"<config hash>-<weights hash>"`` of this model (see
         :func:`d2c_fast.attributes.model_fingerprint`); fitted attributes record it."""
         return self._fingerprint
+
+    @property
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint attribute files written before 2026-11-29 recorded for this model
+        (``model_fingerprint(..., legacy=True)``); they keep loading on it."""
+        return self._legacy_fingerprint
 
     def fit_attribute(self, positives, negatives=None, *, unlabelled=None, name=None,
                       prior=None, l2_grid=None, folds: int = 5, seed: int = 0,

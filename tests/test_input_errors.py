@@ -92,3 +92,32 @@ def test_device_and_timestep_mistakes(s):
         s.sample_latents(1, skip=500, eta=float("inf"))
     with pytest.raises(ValueError, match="eta must be"):
         s.sample_latents(1, skip=500, eta=-0.5)
+
+
+def test_fingerprint_covers_every_weight_and_reads_legacy_files(s, tmp_path):
+    """A model changed only in its middle layers is another model for its attributes (the
+    fingerprint hashed six tensors until 2026-11-29); files written with that old fingerprint
+    still load on their own model."""
+    from d2c_fast.checkpoint import _is_alias, load_model
+    from d2c_fast.sampler import _BUILTIN
+    m = load_model(_BUILTIN)
+    keys = [k for k, v in m.autoencoder.state_dict().items()
+            if not _is_alias(k) and v.is_floating_point()]
+    with torch.no_grad():
+        m.autoencoder.state_dict()[keys[len(keys) // 2]].mul_(1.3)
+    s2 = Sampler(m)
+    assert s2.fingerprint != s.fingerprint and s2.legacy_fingerprint == s.legacy_fingerprint
+    assert len(s.fingerprint.split("-")[1]) == 16
+    g = torch.Generator().manual_seed(0)
+    a = s.fit_attribute(torch.rand(6, 3, 32, 32, generator=g),
+                        torch.rand(6, 3, 32, 32, generator=g) * 0.3, name="bright", folds=2)
+    a.save(tmp_path / "new.safetensors")
+    with pytest.raises(AttributeFileError, match="same architecture, different weights"):
+        Attribute.load(tmp_path / "new.safetensors", model=s2)
+    Attribute.load(tmp_path / "new.safetensors", model=s)
+    old = Attribute(None, name="old", classifier=a.classifier, latent_shape=s.latent_shape,
+                    fingerprint=s.legacy_fingerprint)
+    old.save(tmp_path / "old.safetensors")
+    Attribute.load(tmp_path / "old.safetensors", model=s)          # its own model: loads
+    tiny = Sampler(load_model(_BUILTIN))
+    assert tiny.fingerprint == s.fingerprint                         # deterministic
