@@ -214,7 +214,11 @@ def main(argv=None) -> int:
     values (``ValueError``, e.g. a guidance weight for a model without a guide prior) and
     file-system errors (``OSError``: an output path that cannot be written) end with one line
     on stderr and exit status 2; ``D2C_FAST_TRACEBACK=1`` re-raises them."""
+    import warnings
     args = build_parser().parse_args(argv)
+    fmt = warnings.formatwarning
+    if os.environ.get("D2C_FAST_TRACEBACK") != "1":   # warnings in one line, no source line
+        warnings.formatwarning = lambda msg, *a, **k: f"d2c-fast: warning: {msg}\n"
     try:
         return args.fn(args)
     except (D2CError, ValueError, OSError) as e:
@@ -222,6 +226,8 @@ def main(argv=None) -> int:
             raise
         print(f"d2c-fast: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = fmt
 
 
 if __name__ == "__main__":

@@ -537,7 +537,10 @@ def load_config(src) -> ModelConfig:
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ConfigError("<file>", f"{path} is not valid YAML: {e}") from e
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError("<file>", f"{path} is not valid YAML{where}: {what}") from e
     if isinstance(raw, dict) and "config" in raw and "autoencoder" not in raw:
         raw = raw["config"]  # a wrapper {"config": {...}, ...}, as in the fixture's meta.json
     return config_from_dict(raw)

@@ -39,6 +39,9 @@ class _RNG:
         if seed is not None:
             if not isinstance(seed, int):
                 raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+            if not (-2 ** 63 <= seed and seed + n <= 2 ** 64):
+                raise ValueError(f"seed must be a 64-bit integer (image i uses seed + i, so at "
+                                 f"most 2**64 - {n} here), got {seed}")
             self.gens = []
             for i in range(n):
                 g = torch.Generator(device=device)

@@ -121,3 +121,24 @@ def test_fingerprint_covers_every_weight_and_reads_legacy_files(s, tmp_path):
     Attribute.load(tmp_path / "old.safetensors", model=s)          # its own model: loads
     tiny = Sampler(load_model(_BUILTIN))
     assert tiny.fingerprint == s.fingerprint                         # deterministic
+
+
+def test_cli_warnings_and_config_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+    from d2c_fast.images import save_png
+    img = str(tmp_path / "f.png")
+    save_png(torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0)), img)
+    Attribute(torch.randn(4, 16, 16, generator=torch.Generator().manual_seed(1))).save(
+        tmp_path / "d.safetensors")
+    r = subprocess.run([sys.executable, "-m", "d2c_fast", "manipulate", "builtin", img, "--attr",
+                        str(tmp_path / "d.safetensors"), "--step", "1", "--t0", "7", "-o",
+                        str(tmp_path / "out"), "--threads", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    warn = [ln for ln in r.stderr.splitlines() if "t0=7" in ln]
+    assert len(warn) == 1 and warn[0].startswith("d2c-fast: warning: t0=7"), r.stderr[-2000:]
+    (tmp_path / "bad.yml").write_text("a: [1, 2\nb: 3\n")
+    r = subprocess.run([sys.executable, "-m", "d2c_fast", "info", str(img), "--config",
+                        str(tmp_path / "bad.yml")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not valid YAML (line 2" in r.stderr

@@ -197,6 +197,9 @@ def export_run(out_dir, path=None, unet_dtype=None) -> str:
     from .autoencoder import load_trained_autoencoder
     from .diffusion import load_ema_unet
     from .engine import load_checkpoint
+    if not os.path.isfile(os.path.join(out_dir, "model_config.json")):
+        raise ConfigError("<run folder>", f"{out_dir} is not a training run folder (no "
+                          f"model_config.json; `d2c-fast train ... -o {out_dir}` makes one)")
     cfg = load_config(os.path.join(out_dir, "model_config.json"))
     ae = load_trained_autoencoder(out_dir, cfg)
     lat = load_checkpoint(os.path.join(out_dir, "latents.pt"))
