@@ -38,6 +38,7 @@ __all__ = [
     "output_paths",
     "check_output_file",
     "check_output_dir",
+    "refuse_shared_outputs",
 ]
 
 #: Largest image (width * height) that :func:`load_images` will decode from a file or a PIL
@@ -592,6 +593,16 @@ def check_output_file(path: PathLike, what: str = "output file") -> str:
     return path
 
 
+def refuse_shared_outputs(inputs: Sequence[PathLike], outputs: Sequence[str]) -> None:
+    """``ValueError`` naming the first two inputs that map to the same output path."""
+    first: dict = {}
+    for p, o in zip(inputs, outputs):
+        if o in first:
+            raise ValueError(f"inputs {os.fspath(first[o])!r} and {os.fspath(p)!r} would both "
+                             f"be written as {o!r}; rename one")
+        first[o] = p
+
+
 def output_paths(inputs: Sequence[PathLike], out_dir: PathLike,
                  suffixes: Sequence[str] = (".png",)) -> List[List[str]]:
     """One output path per input file and suffix, ``out_dir/<input name without extension>
@@ -601,12 +612,7 @@ def output_paths(inputs: Sequence[PathLike], out_dir: PathLike,
     (``ValueError``), as is an ``out_dir`` that is a file."""
     out_dir = check_output_dir(out_dir)
     stems = [os.path.splitext(os.path.basename(os.fspath(p)))[0] for p in inputs]
-    seen: dict = {}
-    for p, stem in zip(inputs, stems):
-        if stem in seen:
-            raise ValueError(f"inputs {os.fspath(seen[stem])!r} and {os.fspath(p)!r} would both "
-                             f"be written as {stem!r} in {out_dir!r}; rename one")
-        seen[stem] = p
+    refuse_shared_outputs(inputs, [os.path.join(out_dir, s + suffixes[0]) for s in stems])
     src = {os.path.realpath(os.fspath(p)) for p in inputs}
     out = [[os.path.join(out_dir, stem + sfx) for stem in stems] for sfx in suffixes]
     for row in out:

@@ -141,7 +141,7 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
     world = w0 if world is None else world
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    from .images import check_output_dir
+    from .images import check_output_dir, refuse_shared_outputs
     inp, out_dir = os.fspath(input_dir), check_output_dir(os.fspath(output_dir))
     ri, ro = os.path.realpath(inp), os.path.realpath(out_dir)
     if ro == ri or ro.startswith(ri.rstrip(os.sep) + os.sep):
@@ -152,12 +152,7 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
         from .errors import ImageError
         raise ImageError(f"no images ({', '.join(IMAGE_EXTS)}) under {inp}")
     outs = [os.path.join(out_dir, os.path.splitext(f)[0] + ".png") for f in files]
-    first: dict = {}
-    for f, o in zip(files, outs):
-        if o in first:
-            raise ValueError(f"{first[o]!r} and {f!r} in {inp} would both be written as "
-                             f"{os.path.relpath(o, out_dir)!r}; rename one")
-        first[o] = f
+    refuse_shared_outputs([os.path.join(inp, f) for f in files], outs)
     s = _sampler(model, **sampler_kw)
     attrs = [a if not isinstance(a, (str, os.PathLike)) else Attribute.load(a, model=s)
              for a in (attr if isinstance(attr, (list, tuple)) else [attr])]

@@ -113,7 +113,7 @@ def test_manipulate_dir_refuses_overwrites(setup, tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         manipulate_dir(setup["sampler"], src, tmp_path / "o", setup["attr"], batch_size=0, **kw)
     (src / "b.png").rename(src / "a.jpg")
-    with pytest.raises(ValueError, match="would both be written as 'a.png'"):
+    with pytest.raises(ValueError, match="would both be written as .*a.png"):
         manipulate_dir(setup["sampler"], src, tmp_path / "o", setup["attr"], **kw)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImageError, match="no images"):
