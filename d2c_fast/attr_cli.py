@@ -50,6 +50,12 @@ def _attrs(paths, s):
 def cmd_fit_attribute(args) -> int:
     from .images import check_output_file
     check_output_file(args.output)
+    if args.faces and (args.positives or args.negatives or args.unlabelled):
+        raise ValueError("--faces fits on rendered built-in faces; give it alone, or your own "
+                         "--positives with --negatives / --unlabelled")
+    if args.positive_only and not args.faces:
+        raise ValueError("--positive-only is for --faces; with your own images give "
+                         "--positives and --unlabelled")
     if args.faces and args.n < 2:
         raise ValueError(f"-n must be >= 2 (labelled or positive faces), got {args.n}")
     if args.faces and args.positive_only and args.n_unlabelled < 1:
@@ -180,10 +186,32 @@ def cmd_sample_conditional(args) -> int:
 
 
 def cmd_eval_attributes(args) -> int:
+    from .cli import check_counts
+    from .data import ATTRIBUTES
+    from .images import check_output_dir
+    check_output_dir(args.output, "-o")
+    check_counts(n_eval=args.n_eval, n_real=args.n_real, n_naive=args.n_naive,
+                 n_population=args.n_population, batch_size=args.batch_size,
+                 d2c_skip=args.d2c_skip, ddim_skip=args.ddim_skip, cond_skip=args.cond_skip)
+    check_counts(4, n_fit=args.n_fit)
+    check_counts(0, n_cond=args.n_cond, cond_adapt_prior=args.cond_adapt_prior,
+                 projector_steps=args.projector_steps)
+    if not args.no_positive_only:
+        check_counts(2, n_unlabelled=args.n_unlabelled)
+    bad = [a for a in args.attributes if a not in ATTRIBUTES]
+    if bad:
+        raise ValueError(f"--attributes: unknown {bad}; the built-in faces have {list(ATTRIBUTES)}")
+    bad = [m for m in args.methods if m not in ("d2c", "nvae", "ddim")]
+    if bad:
+        raise ValueError(f"--methods: unknown {bad}; choose from d2c, nvae, ddim")
+    if not 0.0 <= args.cond_threshold <= 1.0:
+        raise ValueError(f"--cond-threshold must be in [0, 1], got {args.cond_threshold}")
     apply_threads(args)
     from .eval.attributes_eval import evaluate_attributes
     from .sampler import Sampler
     s = Sampler(args.ckpt, config=args.config, device=args.device, impl=args.impl)
+    if not 0 < args.t0 < s.num_timesteps:
+        raise ValueError(f"--t0 must be in [1, {s.num_timesteps - 1}], got {args.t0}")
     r = evaluate_attributes(
         s, args.oracle, attributes=tuple(args.attributes), n_fit=args.n_fit,
         n_unlabelled=args.n_unlabelled, n_eval=args.n_eval, n_real=args.n_real,
@@ -217,7 +245,8 @@ def cmd_manipulate_dir(args) -> int:
     r = manipulate_dir(args.ckpt, args.input_dir, args.output_dir,
                        args.attr if len(args.attr) > 1 else args.attr[0],
                        preserve=args.preserve or None, seed=args.seed,
-                       batch_size=args.batch_size or 16, mode=args.mode, resize=args.resize,
+                       batch_size=16 if args.batch_size is None else args.batch_size,
+                       mode=args.mode, resize=args.resize,
                        progress=not args.quiet, config=args.config, device=args.device,
                        impl=args.impl, **kw)
     print(json.dumps(r))

@@ -119,6 +119,14 @@ def cmd_manipulate(args) -> int:
     return 0
 
 
+def check_counts(minimum: int = 1, **counts) -> None:
+    """``ValueError`` for the first count below ``minimum``; names are flags without the
+    leading dashes, underscores for hyphens (``n_train=...`` -> ``--n-train``)."""
+    for name, v in counts.items():
+        if v is not None and v < minimum:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {v}")
+
+
 def apply_threads(args) -> None:
     """``--threads N`` of any subcommand: torch threads for this process (absent: torch's
     default, all cores); ``N < 1`` is an error."""

@@ -153,7 +153,12 @@ def edit_delta(sampler, attr, *, step=None, strength=None, preserve=None) -> tor
         if pres:
             d = (delta.double() / std).flatten()
             q, _ = torch.linalg.qr(torch.stack([p.normal_std for p in pres], 1))
-            d = d - q @ (q.T @ d)
+            kept = d - q @ (q.T @ d)
+            if float(kept.norm()) <= 1e-6 * float(d.norm()):
+                raise ValueError("the edit lies within the directions of the attributes to "
+                                 "preserve (is one of them the edited attribute?): nothing "
+                                 "would be left to edit")
+            d = kept
             delta = (std * d.reshape(shape)).float()
         return delta.to(sampler.device).unsqueeze(0)
     _need_fitted(attrs, "strength=")
@@ -171,8 +176,9 @@ def edit_delta(sampler, attr, *, step=None, strength=None, preserve=None) -> tor
     gram = m @ m.T
     coef = r @ torch.linalg.pinv(gram, hermitian=True)                # gram is symmetric
     if not torch.allclose(coef @ gram, r, atol=1e-6 * (1 + float(r.abs().max()))):
-        raise ValueError("the requested strengths cannot be met while preserving the other "
-                         "attributes (their classifiers are linearly dependent)")
+        raise ValueError("the requested strengths cannot be met together: the classifiers of "
+                         "the edited and preserved attributes are linearly dependent (the same "
+                         "attribute given twice?)")
     d = coef @ m
     return (std * d.reshape(-1, *shape)).float().to(sampler.device)
 

@@ -611,6 +611,9 @@ def output_paths(inputs: Sequence[PathLike], out_dir: PathLike,
     would write the same file, and an output must not be one of the inputs; both are refused
     (``ValueError``), as is an ``out_dir`` that is a file."""
     out_dir = check_output_dir(out_dir)
+    if len(set(suffixes)) != len(suffixes):
+        raise ValueError(f"output name suffixes repeat ({list(suffixes)}): e.g. two sweep values "
+                         f"that print alike would write the same files")
     stems = [os.path.splitext(os.path.basename(os.fspath(p)))[0] for p in inputs]
     refuse_shared_outputs(inputs, [os.path.join(out_dir, s + suffixes[0]) for s in stems])
     src = {os.path.realpath(os.fspath(p)) for p in inputs}

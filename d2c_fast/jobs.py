@@ -87,9 +87,10 @@ def _attr_digest(a) -> str:
     return h.hexdigest()[:16]
 
 
-def _job_settings(out_dir: str, settings: dict) -> None:
-    """Record ``settings`` in ``out_dir/d2c_fast_job.json``, or refuse (``ValueError``) when
-    the folder already holds a job with other settings."""
+def _job_settings(out_dir: str, settings: dict, write: bool = False) -> None:
+    """Refuse (``ValueError``) when ``out_dir`` already holds a job with other settings;
+    ``write``: record ``settings`` in ``out_dir/d2c_fast_job.json`` (done just before the
+    first output is saved, so a call that fails on its arguments records nothing)."""
     path = os.path.join(out_dir, JOB_FILE)
     settings = json.loads(json.dumps(settings))   # normalised: tuples -> lists
     if os.path.exists(path):
@@ -108,6 +109,8 @@ def _job_settings(out_dir: str, settings: dict) -> None:
             raise ValueError(f"{out_dir} holds the outputs of a job with other settings "
                              f"({diff}); write to another output directory, or delete it to "
                              f"start over")
+        return
+    if not write:
         return
     os.makedirs(out_dir, exist_ok=True)
     _atomic_text(path, json.dumps(settings, indent=1, sort_keys=True))
@@ -160,13 +163,14 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
             for a in (preserve if isinstance(preserve, (list, tuple)) else
                       ([] if preserve is None else [preserve]))]
     from .edit import edit_guidance
-    _job_settings(out_dir, {
+    job = {
         "job": "manipulate_dir", "model": getattr(s, "fingerprint", None),
         "attributes": [_attr_digest(a) for a in attrs],
         "preserve": [_attr_digest(a) for a in pres],
         "strength": strength, "step": step, "target": target, "method": method, "t0": t0,
         "skip": skip, "seed": seed, "mode": mode, "resize": resize,
-        "guidance": edit_guidance(s, method, guidance)})
+        "guidance": edit_guidance(s, method, guidance)}
+    _job_settings(out_dir, job)
     preserve = pres or None
     mine = list(range(rank, len(files), world))
     todo = [i for i in mine if not os.path.exists(outs[i])]
@@ -179,6 +183,7 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
                        target=target, t0=t0, skip=skip, method=method, preserve=preserve,
                        mode=mode, seeds=[seed + i for i in idx], resize=resize,
                        guidance=guidance)
+        _job_settings(out_dir, job, write=True)
         for i, img in zip(idx, x):
             save_png(img, outs[i])
         bar.update(len(idx))
@@ -233,11 +238,12 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
     attrs = [a if not isinstance(a, (str, os.PathLike)) else Attribute.load(a, model=s)
              for a in (attr if isinstance(attr, (list, tuple)) else [attr])]
     check_adapt_prior(adapt_prior)
-    _job_settings(out, {
+    job = {
         "job": "sample_conditional_dir", "model": getattr(s, "fingerprint", None),
         "attributes": [_attr_digest(a) for a in attrs], "seed": seed, "threshold": threshold,
         "skip": skip, "mode": mode, "eps_scale": float(eps_scale), "adapt_prior": adapt_prior,
-        **record})
+        **record}
+    _job_settings(out, job)
     mine = list(range(rank, n, world))
     todo = [k for k in mine if not os.path.exists(os.path.join(out, f"{k:06d}.png"))]
     chunk = chunk or batch_size
@@ -258,6 +264,7 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
                 guidance=guidance)
             x = decode_with(s, z, gens, mode)
         draws += st["draws"]
+        _job_settings(out, job, write=True)
         for j, k in enumerate(ks):
             _atomic_text(os.path.join(out, f"{k:06d}.json"), json.dumps(
                 {"index": k, "seed": seed, "eps_scale": float(eps_scale), **record,

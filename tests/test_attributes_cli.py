@@ -139,6 +139,12 @@ def test_cli_refuses_overwrites_and_bad_values(files, capsys):
          "non-finite latents"),
         (["sample", model, "-n", "1", "--eta", "nan", "--grid", str(d / "c7.png")],
          "eta must be"),
+        (["edit", model, img, "--attr", attr, "--step", "-5", "--preserve", attr, "-o",
+          str(d / "c8")], "nothing would be left to edit"),
+        (["edit", model, img, "--attr", attr, "--sweep", "1", "1.0000001", "-o",
+          str(d / "c9")], "suffixes repeat"),
+        (["edit", model, img, "--attr", attr, attr, "--strength", "2", "3", "-o",
+          str(d / "c10")], "the same attribute given twice"),
     ]
     for argv, msg in cases:
         capsys.readouterr()
@@ -146,7 +152,7 @@ def test_cli_refuses_overwrites_and_bad_values(files, capsys):
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err and err.count("\n") == 1, (argv, err)
     assert open(img, "rb").read() == before
-    assert not any(os.path.exists(d / f"c{i}") for i in range(1, 7))
+    assert not any(os.path.exists(d / f"c{i}") for i in list(range(1, 7)) + [8, 9, 10])
     assert not os.path.exists(d / "c7.png")
 
 

@@ -142,3 +142,39 @@ def test_cli_warnings_and_config_errors_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "d2c_fast", "info", str(img), "--config",
                         str(tmp_path / "bad.yml")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not valid YAML (line 2" in r.stderr
+
+
+def test_cli_argument_checks_before_work(tmp_path, capsys):
+    """Counts, names and output paths of the evaluation, oracle and fit commands are checked
+    before any rendering, fitting or training."""
+    from d2c_fast.cli import main
+    (tmp_path / "file").write_text("x")
+    cases = [
+        (["eval-attributes", "builtin", "--oracle", "o", "--n-fit", "-4"], "--n-fit must be >= 4"),
+        (["eval-attributes", "builtin", "--oracle", "o", "--methods", "d2cc"], "--methods"),
+        (["eval-attributes", "builtin", "--oracle", "o", "--attributes", "blonde"],
+         "--attributes"),
+        (["eval-attributes", "builtin", "--oracle", "o", "--cond-threshold", "1.5"],
+         "--cond-threshold"),
+        (["eval-attributes", "builtin", "--oracle", "o", "--t0", "5000"], "--t0 must be"),
+        (["eval-attributes", "builtin", "--oracle", "o", "-o", str(tmp_path / "file")],
+         "is a file"),
+        (["train-oracle", "-o", str(tmp_path / "o.safetensors"), "--epochs", "0"],
+         "--epochs must be >= 1"),
+        (["train-oracle", "-o", str(tmp_path / "o.safetensors"), "--batch-size", "0"],
+         "--batch-size must be >= 1"),
+        (["evaluate", "builtin", "--oracle", "o", "--n-heldout", "50", "--n-probe", "60"],
+         "--n-heldout must be at least"),
+        (["evaluate", "builtin", "--oracle", "o", "--json", str(tmp_path / "file" / "x.json")],
+         "is a file"),
+        (["fit-attribute", "builtin", "--faces", "beard", "--positives", "a.png", "-o",
+          str(tmp_path / "a.safetensors")], "--faces fits on rendered"),
+        (["fit-attribute", "builtin", "--positive-only", "--positives", "a.png", "-o",
+          str(tmp_path / "a.safetensors")], "--positive-only is for --faces"),
+    ]
+    for argv, msg in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

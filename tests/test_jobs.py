@@ -119,6 +119,14 @@ def test_manipulate_dir_refuses_overwrites(setup, tmp_path):
     with pytest.raises(ImageError, match="no images"):
         manipulate_dir(setup["sampler"], tmp_path / "empty", tmp_path / "o", setup["attr"], **kw)
     assert not os.path.exists(tmp_path / "o") and sorted(os.listdir(src)) == ["a.jpg", "a.png"]
+    # a call that fails on its arguments records no settings: the corrected rerun proceeds
+    (src / "a.jpg").rename(src / "b.png")
+    with pytest.raises(ValueError, match="finite"):
+        manipulate_dir(setup["sampler"], src, tmp_path / "o", setup["attr"], strength=float("nan"),
+                       mode="mode", progress=False)
+    assert not os.path.exists(tmp_path / "o" / "d2c_fast_job.json")
+    r = manipulate_dir(setup["sampler"], src, tmp_path / "o", setup["attr"], **kw)
+    assert r["written"] == 2 and os.path.exists(tmp_path / "o" / "d2c_fast_job.json")
 
 
 def test_sample_conditional_dir_sharded_equals_single(setup, tmp_path):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from d2c_fast.errors import ConfigError
 from d2c_fast.train.cli import add_parser as add_train
 from d2c_fast.eval.cli import add_parser as add_eval
 from d2c_fast.train.engine import Budget, DistInfo
@@ -31,6 +32,26 @@ def test_cli_train_tiny_and_resume_flag(tmp_path, capsys):
     assert args.fn(args) == 0                                  # finished stages skipped
     log = [json.loads(line) for line in open(out / "log.jsonl")]
     assert [r["event"] for r in log].count("export") == 2
+    # resuming with other settings is refused before the run's config files are rewritten
+    before = {f: (out / f).read_text() for f in ("model_config.json", "train_config.json")}
+    for change in ({"seed": 7}, {"model_ch": 64}):
+        d = tiny_train_dict(ae_steps=2, diffusion_steps=2)
+        if "seed" in change:
+            d["seed"] = change["seed"]
+        else:
+            d["model"]["diffusion"]["model"]["ch"] = change["model_ch"]
+        other = tmp_path / "other.json"
+        other.write_text(json.dumps(d))
+        args = _parser().parse_args(["train", str(other), "-o", str(out), "--resume",
+                                     "--no-progress"])
+        with pytest.raises(ConfigError, match="other settings .*(seed|model diffusion) differ"):
+            args.fn(args)
+        assert {f: (out / f).read_text() for f in before} == before
+    for bad in ("0", "-1", "nan"):
+        args = _parser().parse_args(["train", str(cfg), "-o", str(tmp_path / "b"),
+                                     "--max-minutes", bad])
+        with pytest.raises(ConfigError, match="max_minutes"):
+            args.fn(args)
 
 
 def test_cli_oracle_args():

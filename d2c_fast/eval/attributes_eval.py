@@ -60,6 +60,7 @@ import time
 
 import torch
 
+from ..conditional import RareAttributeError
 from .metrics import wilson_interval
 
 DEFAULT_ATTRIBUTES = ("blond_hair", "red_lipstick", "beard")
@@ -366,7 +367,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                     if thr is None:
                         cond_rows.append(xc[:grid_n])
                         cond_labels.append(f"{name}")
-                except ValueError as e:   # RareAttributeError
+                except RareAttributeError as e:   # too rare for the budget: a row
                     cond[prefix + "error"] = str(e)
             if pop_z is not None:
                 pp, yy = attr.probability(pop_z).double(), pop_y[:, a_idx]

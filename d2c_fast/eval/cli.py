@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import json
 
-from ..cli import apply_threads
+from ..cli import apply_threads, check_counts
 
 
 def cmd_train_oracle(args) -> int:
+    from ..images import check_output_file
     from .oracle import train_oracle
+    check_output_file(args.output)
+    check_counts(n_train=args.n_train, n_val=args.n_val, epochs=args.epochs,
+                 batch_size=args.batch_size, width=args.width)
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise ValueError(f"--max-minutes must be > 0, got {args.max_minutes}")
     m = train_oracle(args.resolution, n_train=args.n_train, n_val=args.n_val,
                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                      width=args.width, seed=args.seed, max_minutes=args.max_minutes,
@@ -51,6 +57,14 @@ def apply_rescale_args(s, args) -> None:
 
 def cmd_evaluate(args) -> int:
     from .report import evaluate
+    if args.json:
+        from ..images import check_output_file
+        check_output_file(args.json, "--json")
+    check_counts(n_probe=args.n_probe, n_samples=args.n_samples, steps=args.steps)
+    if args.n_heldout < args.n_probe + 100:
+        raise ValueError(f"--n-heldout must be at least --n-probe + 100 (the probe is fitted on "
+                         f"the first --n-probe held-out faces and scored on the rest), got "
+                         f"{args.n_heldout} with --n-probe {args.n_probe}")
     apply_threads(args)
     r = evaluate(args.model, args.oracle, n_heldout=args.n_heldout, n_probe=args.n_probe,
                  n_samples=args.n_samples, sample_steps=args.steps, seed=args.seed,

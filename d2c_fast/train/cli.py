@@ -14,6 +14,9 @@ from ..checkpoint import UNET_DTYPES
 def cmd_train(args) -> int:
     from .engine import TrainConfig
     from .pipeline import train
+    import os
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise ValueError(f"-o {args.output!r} is a file; give the run folder")
     tc = TrainConfig.load(args.config)
     if args.threads is not None:
         tc.threads = args.threads
@@ -25,7 +28,7 @@ def cmd_train(args) -> int:
         path = train(tc, args.output, resume=args.resume, stage=args.stage,
                      max_minutes=args.max_minutes, export_path=args.export)
     except FileExistsError as e:
-        print(f"error: {e} (pass --resume to continue it)", file=sys.stderr)
+        print(f"d2c-fast: error: {e}", file=sys.stderr)
         return 2
     if path:
         print(f"wrote {path}")
@@ -34,6 +37,9 @@ def cmd_train(args) -> int:
 
 def cmd_export(args) -> int:
     from .pipeline import export_run
+    if args.output:
+        from ..images import check_output_file
+        check_output_file(args.output)
     print(f"wrote {export_run(args.run_dir, args.output, args.unet_dtype)}")
     return 0
 

@@ -37,6 +37,50 @@ def _stage_seconds(tc_minutes, total_left, share):
     return s
 
 
+def _check_same_run(out_dir: str, tc: TrainConfig, model_cfg) -> None:
+    """Before the folder's config files are rewritten: refuse (``ConfigError``) settings that
+    differ from the ones its finished or checkpointed stages were trained with (model
+    sections, seed, data, and each trained stage's section); budgets, threads and logging may
+    change on a resume."""
+    from ..attributes import _identity_json
+    from ..config import load_config
+
+    def has(f):
+        return os.path.exists(os.path.join(out_dir, f))
+    ae_done = has("ckpt-ae.pt") or has("autoencoder.pt")
+    dif_done = has("ckpt-diffusion.pt") or has("ckpt-guide.pt")
+    if not (ae_done or dif_done):
+        return
+    diffs = []
+    mpath, tpath = (os.path.join(out_dir, f) for f in ("model_config.json", "train_config.json"))
+    if os.path.exists(mpath):
+        old = json.loads(_identity_json(load_config(mpath)))
+        new = json.loads(_identity_json(model_cfg))
+        diffs += [f"model {k}" for k in ("autoencoder",) + (("diffusion",) if dif_done else ())
+                  if old.get(k) != new.get(k)]
+    if os.path.exists(tpath):
+        with open(tpath) as f:
+            old = json.load(f)
+        new = json.loads(json.dumps(tc.to_dict()))
+
+        def data(d):
+            return {k: v for k, v in (d or {}).items() if k not in ("workers", "cache")}
+        free = ("max_minutes", "compile", "encode_batch_size")   # budget and speed only
+
+        def section(d):
+            return {k: v for k, v in (d or {}).items() if k not in free}
+        keys = ["seed"] + (["ae"] if ae_done else []) + (["diffusion"] if dif_done else [])
+        diffs += [k for k in keys if (section(old.get(k)) if isinstance(old.get(k), dict)
+                                      else old.get(k)) !=
+                  (section(new.get(k)) if isinstance(new.get(k), dict) else new.get(k))]
+        if data(old.get("data")) != data(new.get("data")):
+            diffs.append("data")
+    if diffs:
+        raise ConfigError("<resume>", f"{out_dir} holds a run trained with other settings "
+                          f"({', '.join(diffs)} differ); resume with the config it was made "
+                          f"with, or train into another folder")
+
+
 def train(config, out_dir, resume: bool = True, *, stage: str = "all",
           max_minutes: Optional[float] = None, dataset=None, progress: Optional[bool] = None,
           export_path: Optional[str] = None) -> Optional[str]:
@@ -59,6 +103,9 @@ def train(config, out_dir, resume: bool = True, *, stage: str = "all",
         raise ConfigError("stage", f"must be 'all', 'ae', 'diffusion' or 'guide', got "
                           f"{stage!r}")
     if max_minutes is not None:
+        import math
+        if not (math.isfinite(float(max_minutes)) and float(max_minutes) > 0):
+            raise ConfigError("max_minutes", f"must be a number > 0, got {max_minutes!r}")
         tc.max_minutes = float(max_minutes)
     if progress is not None:
         tc.progress = bool(progress)
@@ -96,8 +143,9 @@ def _train(tc: TrainConfig, model_cfg, out_dir, info: DistInfo, resume, stage, d
                 "guide": ("ckpt-guide.pt",)}[stage]
         existing = [f for f in mine if os.path.exists(os.path.join(out_dir, f))]
         if existing and not resume:
-            raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; resume, or "
-                                  "use an empty folder")
+            raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; resume "
+                                  "(--resume), or use an empty folder")
+        _check_same_run(out_dir, tc, model_cfg)
         atomic_write_bytes(os.path.join(out_dir, "train_config.json"),
                            json.dumps(tc.to_dict(), indent=1, sort_keys=True).encode())
         model_cfg.save(os.path.join(out_dir, "model_config.json"))
@@ -201,6 +249,12 @@ def export_run(out_dir, path=None, unet_dtype=None) -> str:
         raise ConfigError("<run folder>", f"{out_dir} is not a training run folder (no "
                           f"model_config.json; `d2c-fast train ... -o {out_dir}` makes one)")
     cfg = load_config(os.path.join(out_dir, "model_config.json"))
+    for f, what in (("autoencoder.pt", "stage 1 (autoencoder)"),
+                    ("latents.pt", "stage 2 (latent diffusion)"),
+                    ("ckpt-diffusion.pt", "stage 2 (latent diffusion)")):
+        if not os.path.exists(os.path.join(out_dir, f)):
+            raise ConfigError("<run folder>", f"{out_dir} has no {f}: {what} has not run there "
+                              f"yet, so there is no model to export")
     ae = load_trained_autoencoder(out_dir, cfg)
     lat = load_checkpoint(os.path.join(out_dir, "latents.pt"))
     unet = load_ema_unet(os.path.join(out_dir, "ckpt-diffusion.pt"), cfg.unet)
