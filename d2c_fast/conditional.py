@@ -152,10 +152,28 @@ def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, se
     ``adapt_prior``: number of pilot samples for the classifiers' calibration to the model's
     samples (0: off, the classifiers as given; module docstring)."""
     from .edit import resolve
+    import numbers
     attrs, _ = resolve(sampler, attrs)
     for a in attrs:
         a._need_classifier("conditional sampling")
-    items = list(range(items)) if isinstance(items, int) else [int(k) for k in items]
+    for i, a in enumerate(attrs):
+        for b in attrs[:i]:
+            if a is b or (a.name == b.name and torch.equal(a.classifier.weight,
+                                                           b.classifier.weight)
+                          and a.classifier.bias == b.classifier.bias):
+                raise ValueError(f"attribute {a.name or i} is given twice: its probability would "
+                                 f"count twice in the acceptance")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if isinstance(items, torch.Tensor) and items.dim() == 0:
+        items = int(items)
+    if isinstance(items, numbers.Integral) and not isinstance(items, bool):
+        items = list(range(int(items)))
+    elif isinstance(items, (str, bytes, float, bool)) or not hasattr(items, "__iter__"):
+        raise TypeError(f"n must be an int (or items a sequence of image indices), got "
+                        f"{type(items).__name__} {items!r}")
+    else:
+        items = [int(k) for k in items]
     n = len(items)
     if n < 1:
         raise ValueError("nothing to sample (n < 1)")

@@ -347,6 +347,8 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method="d2c", t0
     (generator ``seed + i``, restarted for every row), so rows differ only by the strength and
     strength 0 is the method's reconstruction. The ``ddim`` inversion is computed once."""
     from .sampler import _RNG
+    if mode not in ("sample", "mode"):
+        raise ValueError(f"mode must be 'sample' or 'mode', got {mode!r}")
     if (strengths is None) == (steps is None):
         raise ValueError("give strengths= or steps=")
     vals = list(strengths if strengths is not None else steps)
@@ -362,7 +364,7 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method="d2c", t0
         zp = apply_delta(sampler, z, delta, method=method, t0=t0, skip=skip, eps=eps, rng=rng,
                          inverted=inv, guidance=w)
         rows.append(sampler.decode(zp, mode=mode, seed=seed) if mode == "sample"
-                    else sampler.decode(zp, mode="mode"))
+                    else sampler.decode(zp, mode=mode))
     return torch.stack(rows)
 
 

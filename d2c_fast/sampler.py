@@ -176,6 +176,8 @@ class Sampler:
                              f"got {tuple(z.shape)}")
         if not z.is_floating_point():
             raise TypeError(f"{name} must be floating point, got {z.dtype}")
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError(f"{name} contain NaN or Inf")
         return z.to(self.device, torch.float32)
 
     def _noise(self, noise, n, rng: _RNG, name="noise") -> torch.Tensor:

@@ -43,8 +43,14 @@ def test_acceptance_rate_matches_the_probability(s):
     assert abs(60 / sum(st["attempts"]) - 0.3) < 4 * math.sqrt(0.3 * 0.7 / sum(st["attempts"]))
     assert 0.3 - 6 * sd < rate < 0.3 + 6 * sd or st["draws"] > sum(st["attempts"])
     # conjunction: the product of probabilities
-    b = const_attr(s, 0.5, "half")
-    _, p2, st2 = s.sample_conditional([b, b], 40, seed=1, batch_size=128, skip=SKIP,
+    b, b2 = const_attr(s, 0.5, "half"), const_attr(s, 0.5, "half too")
+    with pytest.raises(ValueError, match="given twice"):
+        s.sample_conditional([b, b], 4, skip=SKIP)
+    with pytest.raises(TypeError, match="n must be an int"):
+        s.sample_conditional(b, "12", skip=SKIP)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        s.sample_conditional(b, 2, seed=1.5, skip=SKIP)
+    _, p2, st2 = s.sample_conditional([b, b2], 40, seed=1, batch_size=128, skip=SKIP,
                                       return_stats=True)
     assert p2.shape == (40, 2)
     n_att = sum(st2["attempts"])

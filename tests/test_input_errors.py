@@ -92,6 +92,12 @@ def test_device_and_timestep_mistakes(s):
         s.sample_latents(1, skip=500, eta=float("inf"))
     with pytest.raises(ValueError, match="eta must be"):
         s.sample_latents(1, skip=500, eta=-0.5)
+    with pytest.raises(ValueError, match="contain NaN or Inf"):
+        s.decode(torch.full((1, *s.latent_shape), float("nan")))
+    from d2c_fast.edit import sweep
+    with pytest.raises(ValueError, match="mode must be"):
+        sweep(s, torch.rand(1, 3, 32, 32), Attribute(torch.ones(s.latent_shape)), steps=[0, 1],
+              mode="x")
 
 
 def test_fingerprint_covers_every_weight_and_reads_legacy_files(s, tmp_path):
@@ -178,3 +184,31 @@ def test_cli_argument_checks_before_work(tmp_path, capsys):
         err = capsys.readouterr().err
         assert msg in err and err.count("\n") == 1, (argv, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_train_config_types_are_checked():
+    import copy
+    from d2c_fast.errors import ConfigError
+    from d2c_fast.train.engine import TrainConfig
+    base = json.load(open("d2c_fast/configs/builtin_train.json"))
+    base["model"] = "d2c_fast/configs/builtin.json"
+    TrainConfig.from_dict(base)
+    for path, v, msg in [(("ae", "lr"), "fast", "train.ae.lr': must be a number"),
+                         (("ae", "batch_size"), "8", "must be an integer"),
+                         (("max_minutes",), "abc", "must be a number or null"),
+                         (("data",), 5, "train.data': expected a mapping"),
+                         (("ae", "augment"), [1], "expected a mapping"),
+                         (("diffusion", "steps"), True, "must be an integer, got true"),
+                         (("seed",), "x", "train.seed': must be an integer"),
+                         (("threads",), 0, "train.threads': must be >= 1"),
+                         (("data", "n"), -5, "train.data.n': must be >= 1")]:
+        d = copy.deepcopy(base)
+        t = d
+        for k in path[:-1]:
+            t = t[k]
+        t[path[-1]] = v
+        with pytest.raises(ConfigError, match=msg):
+            TrainConfig.from_dict(d)
+    d = copy.deepcopy(base)
+    d["diffusion"]["batch_size"] = None          # documented: the model config's batch size
+    assert TrainConfig.from_dict(d).diffusion.batch_size is None

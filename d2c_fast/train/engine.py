@@ -78,7 +78,7 @@ class AEStageConfig:
 class DiffusionStageConfig:
     steps: int = 1000
     max_minutes: Optional[float] = None
-    batch_size: int = 128             # None -> the model config's diffusion.training.batch_size
+    batch_size: Optional[int] = 128   # None -> the model config's diffusion.training.batch_size
     lr: Optional[float] = None        # None -> the model config's diffusion.optim.lr
     warmup_steps: int = 0
     cosine: bool = False              # the official DDIM runner uses a constant LR
@@ -164,6 +164,30 @@ class TrainConfig:
         return load_config(m)
 
 
+_SIMPLE = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
+           "list": (list, tuple), "tuple": (list, tuple)}
+
+
+def _check_type(name: str, annotation: str, v) -> None:
+    """``ConfigError`` when ``v`` does not fit a field annotated ``annotation`` (the simple
+    forms used here: int, float, bool, str, list, tuple, Optional[...] of those)."""
+    ann = annotation.replace(" ", "")
+    optional = ann.startswith("Optional[") and ann.endswith("]")
+    if optional:
+        ann = ann[len("Optional["):-1]
+    if v is None and optional:
+        return
+    kinds = _SIMPLE.get(ann)
+    if kinds is None:
+        return
+    bad = isinstance(v, bool) and ann != "bool"   # true is not a number of steps
+    if bad or not isinstance(v, kinds):
+        want = {"int": "an integer", "float": "a number", "bool": "true or false",
+                "str": "a string", "list": "a list", "tuple": "a list"}[ann]
+        raise ConfigError(name, f"must be {want}{' or null' if optional else ''}, got "
+                          f"{json.dumps(v) if isinstance(v, (str, int, float, bool)) else type(v).__name__}")
+
+
 def _from_dict(cls, raw, prefix, base_dir=None):
     if not isinstance(raw, dict):
         raise ConfigError(prefix, f"expected a mapping, got {type(raw).__name__}")
@@ -174,8 +198,12 @@ def _from_dict(cls, raw, prefix, base_dir=None):
             raise ConfigError(f"{prefix}.{k}", "unknown field")
         sub = {"data": DataConfig, "ae": AEStageConfig, "diffusion": DiffusionStageConfig,
                "augment": AugmentConfig}.get(k)
-        if sub is not None and isinstance(v, dict):
+        if sub is not None:
+            if not isinstance(v, dict):
+                raise ConfigError(f"{prefix}.{k}", f"expected a mapping, got {type(v).__name__}")
             v = _from_dict(sub, v, f"{prefix}.{k}")
+        else:
+            _check_type(f"{prefix}.{k}", str(fields[k].type), v)
         kwargs[k] = v
     obj = cls(**kwargs)
     if cls is TrainConfig:
@@ -185,6 +213,10 @@ def _from_dict(cls, raw, prefix, base_dir=None):
 
 
 def _validate(c: TrainConfig) -> None:
+    if c.threads is not None and c.threads < 1:
+        raise ConfigError("train.threads", f"must be >= 1 or null (all cores), got {c.threads}")
+    if c.data.n < 1:
+        raise ConfigError("train.data.n", f"must be >= 1, got {c.data.n}")
     if c.ae.optimizer not in ("adamw", "adam", "adamax", "sgd"):
         raise ConfigError("train.ae.optimizer", f"unknown optimizer {c.ae.optimizer!r}")
     if c.ae.recon_view not in ("query", "clean"):

@@ -37,11 +37,12 @@ def _stage_seconds(tc_minutes, total_left, share):
     return s
 
 
-def _check_same_run(out_dir: str, tc: TrainConfig, model_cfg) -> None:
+def _check_same_run(out_dir: str, tc: TrainConfig, model_cfg, stage: str) -> None:
     """Before the folder's config files are rewritten: refuse (``ConfigError``) settings that
     differ from the ones its finished or checkpointed stages were trained with (model
     sections, seed, data, and each trained stage's section); budgets, threads and logging may
-    change on a resume."""
+    change on a resume, and a guide prior may be added to a run without one (``stage="guide"``
+    trains it with the ``diffusion`` section's settings)."""
     from ..attributes import _identity_json
     from ..config import load_config
 
@@ -51,13 +52,19 @@ def _check_same_run(out_dir: str, tc: TrainConfig, model_cfg) -> None:
     dif_done = has("ckpt-diffusion.pt") or has("ckpt-guide.pt")
     if not (ae_done or dif_done):
         return
+
+    def model_section(d, k):
+        v = d.get(k)
+        if k == "diffusion" and isinstance(v, dict) and not has("ckpt-guide.pt"):
+            v = {kk: vv for kk, vv in v.items() if kk != "guide"}   # a guide may be added
+        return v
     diffs = []
     mpath, tpath = (os.path.join(out_dir, f) for f in ("model_config.json", "train_config.json"))
     if os.path.exists(mpath):
         old = json.loads(_identity_json(load_config(mpath)))
         new = json.loads(_identity_json(model_cfg))
         diffs += [f"model {k}" for k in ("autoencoder",) + (("diffusion",) if dif_done else ())
-                  if old.get(k) != new.get(k)]
+                  if model_section(old, k) != model_section(new, k)]
     if os.path.exists(tpath):
         with open(tpath) as f:
             old = json.load(f)
@@ -69,7 +76,8 @@ def _check_same_run(out_dir: str, tc: TrainConfig, model_cfg) -> None:
 
         def section(d):
             return {k: v for k, v in (d or {}).items() if k not in free}
-        keys = ["seed"] + (["ae"] if ae_done else []) + (["diffusion"] if dif_done else [])
+        keys = ["seed"] + (["ae"] if ae_done else []) + \
+            (["diffusion"] if dif_done and stage != "guide" else [])
         diffs += [k for k in keys if (section(old.get(k)) if isinstance(old.get(k), dict)
                                       else old.get(k)) !=
                   (section(new.get(k)) if isinstance(new.get(k), dict) else new.get(k))]
@@ -145,7 +153,7 @@ def _train(tc: TrainConfig, model_cfg, out_dir, info: DistInfo, resume, stage, d
         if existing and not resume:
             raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; resume "
                                   "(--resume), or use an empty folder")
-        _check_same_run(out_dir, tc, model_cfg)
+        _check_same_run(out_dir, tc, model_cfg, stage)
         atomic_write_bytes(os.path.join(out_dir, "train_config.json"),
                            json.dumps(tc.to_dict(), indent=1, sort_keys=True).encode())
         model_cfg.save(os.path.join(out_dir, "model_config.json"))
