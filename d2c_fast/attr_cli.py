@@ -90,7 +90,8 @@ def cmd_fit_attribute(args) -> int:
         name = args.name or os.path.splitext(os.path.basename(args.output))[0]
     t = time.perf_counter()
     a = s.fit_attribute(positives, negatives, unlabelled=unl, name=name, prior=args.prior,
-                        folds=args.folds, seed=args.seed, flip=False if args.no_flip else None)
+                        folds=args.folds, seed=args.seed, flip=False if args.no_flip else None,
+                        resize=args.resize)
     a.save(args.output)
     i = a.info
     print(f"{name}: {i['mode']} fit in {time.perf_counter() - t:.1f} s, CV accuracy "
@@ -336,6 +337,7 @@ def add_parser(sub) -> None:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--no-flip", action="store_true", help="do not also train on the mirrored "
                    "images (for attributes a mirror changes)")
+    p.add_argument("--resize", action="store_true", help="resize images to the model resolution")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None)
     p.add_argument("--threads", type=int, default=None)

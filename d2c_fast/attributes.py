@@ -660,7 +660,7 @@ def fit_linear_cv(x: torch.Tensor, y: torch.Tensor, *, l2_grid=DEFAULT_L2_GRID, 
             "cv_auc": row["cv_auc"], "folds": k, "oof": oof, "table": table, "criterion": criterion}
 
 
-def _as_latents(sampler, items, what: str, batch_size: int = 256, flip=None):
+def _as_latents(sampler, items, what: str, batch_size: int = 256, flip=None, resize=False):
     """Images (anything ``encode`` accepts) or raw latents ``(B, C, H, W)`` -> ``(raw
     latents, raw latents of the mirrored images or None)``. ``flip``: ``None`` mirrors images
     and not latents, ``True`` requires images, ``False`` never mirrors."""
@@ -678,7 +678,8 @@ def _as_latents(sampler, items, what: str, batch_size: int = 256, flip=None):
         return z, None
     from .images import load_images
     try:
-        x = load_images(items, size=sampler.resolution, channels=sampler.image_channels)
+        x = load_images(items, size=sampler.resolution, channels=sampler.image_channels,
+                        resize=resize)
         z = sampler.encode(x, batch_size=batch_size).cpu()
         zf = sampler.encode(x.flip(-1), batch_size=batch_size).cpu() if flip is not False \
             else None
@@ -778,7 +779,8 @@ def estimate_prior(attr: "Attribute", z: torch.Tensor, iters: int = 200,
 @torch.inference_mode(False)
 def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=None,
                   prior: float | None = None, l2_grid=DEFAULT_L2_GRID, folds: int = 5,
-                  seed: int = 0, batch_size: int = 256, flip: bool | None = None) -> Attribute:
+                  seed: int = 0, batch_size: int = 256, flip: bool | None = None,
+                  resize: bool = False) -> Attribute:
     """Fit an :class:`Attribute` for ``sampler``'s model (see the module docstring).
 
     ``positives``/``negatives``/``unlabelled``: images (anything ``Sampler.encode`` accepts)
@@ -819,15 +821,21 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
     import numbers
     if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 2:
         raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
+    try:
+        grid = [float(v) for v in l2_grid]
+    except (TypeError, ValueError):
+        raise ValueError(f"l2_grid must be a list of numbers > 0, got {l2_grid!r}") from None
+    if not grid or not all(math.isfinite(v) and v > 0 for v in grid):
+        raise ValueError(f"l2_grid must be a non-empty list of finite numbers > 0, got {l2_grid!r}")
     if negatives is None:
         if flip:
             raise ValueError("flip=True is for labelled fits; positive-unlabelled fits do not "
                              "mirror (measured: the mirrors misled its AUC-based L2 choice)")
         flip = False
-    zp, zpf = _as_latents(sampler, positives, "positives", batch_size, flip)
+    zp, zpf = _as_latents(sampler, positives, "positives", batch_size, flip, resize)
     zo, zof = _as_latents(sampler, negatives if negatives is not None else unlabelled,
                           "negatives" if negatives is not None else "unlabelled", batch_size,
-                          flip)
+                          flip, resize)
     mode = "labelled" if negatives is not None else "pu"
     n1, n0 = zp.shape[0], zo.shape[0]
     if n1 < 2 or n0 < 2:

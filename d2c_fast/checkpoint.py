@@ -420,7 +420,10 @@ def file_mode() -> int:
 def _atomic_write(path, write_fn) -> None:
     d = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path} ({e.strerror})") from e
     os.close(fd)
     try:
         write_fn(tmp)

@@ -553,7 +553,11 @@ def _atomic_save(im: Image.Image, path: PathLike) -> str:
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o666)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path} ({e.strerror})") from e
     try:
         with os.fdopen(fd, "wb") as f:
             im.save(f, format="PNG")

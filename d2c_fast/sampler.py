@@ -522,15 +522,18 @@ class Sampler:
 
     def fit_attribute(self, positives, negatives=None, *, unlabelled=None, name=None,
                       prior=None, l2_grid=None, folds: int = 5, seed: int = 0,
-                      batch_size: int = 256, flip: bool | None = None) -> Attribute:
+                      batch_size: int = 256, flip: bool | None = None,
+                      resize: bool = False) -> Attribute:
         """Fit an attribute (linear classifier on standardised latents) from labelled
         ``positives``/``negatives``, or positives + ``unlabelled`` (PU mode). Inputs are
-        images (anything :meth:`encode` accepts) or raw latents; labelled images are also
-        used mirrored unless ``flip=False``. See :func:`d2c_fast.attributes.fit_attribute`."""
+        images (anything :meth:`encode` accepts; ``resize=True`` brings other sizes to the
+        model's) or raw latents; labelled images are also used mirrored unless
+        ``flip=False``. See :func:`d2c_fast.attributes.fit_attribute`."""
         from .attributes import DEFAULT_L2_GRID, fit_attribute
         return fit_attribute(self, positives, negatives, unlabelled=unlabelled, name=name,
-                             prior=prior, l2_grid=l2_grid or DEFAULT_L2_GRID, folds=folds,
-                             seed=seed, batch_size=batch_size, flip=flip)
+                             prior=prior, l2_grid=DEFAULT_L2_GRID if l2_grid is None else l2_grid,
+                             folds=folds, seed=seed, batch_size=batch_size, flip=flip,
+                             resize=resize)
 
     @torch.inference_mode()
     def sample_conditional(self, attrs, n: int, *, seed: int = 0, batch_size: int = 64,

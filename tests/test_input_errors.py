@@ -71,6 +71,19 @@ def test_fit_needs_enough_data_and_warns_near_chance(s):
     for bad in (0, 1, -3, 2.5, True):
         with pytest.raises(ValueError, match="folds must be an integer >= 2"):
             s.fit_attribute(x[:4], x[4:], folds=bad)
+    for bad in ([], [-1.0], [float("nan")], ["x"]):
+        with pytest.raises(ValueError, match="l2_grid must be"):
+            s.fit_attribute(x[:4], x[4:], l2_grid=bad)
+    # images of another size: an error naming --resize, or resized with resize=True
+    big = torch.nn.functional.interpolate(x, scale_factor=2)
+    from d2c_fast.errors import ImageError
+    with pytest.raises(ImageError, match="resize=True"):
+        s.fit_attribute(big[:4], big[4:], folds=2)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")              # random images: a near-chance fit
+        a = s.fit_attribute(big[:4], big[4:], folds=2, resize=True)
+    assert a.is_fitted and a.info["n_positive"] == 4 and a.info["n_negative"] == 4
     # two random halves of one distribution: out-of-fold accuracy near chance -> a warning
     noise = torch.rand(24, 3, 32, 32, generator=g)
     with pytest.warns(UserWarning, match="near chance"):
