@@ -234,7 +234,6 @@ class Attribute:
                                      f"got {tuple(direction.shape)}")
         if not torch.isfinite(direction).all():
             raise AttributeFileError("attribute direction contains NaN or Inf")
-
         self.direction = direction.detach().float().cpu()
         if classifier is not None and classifier.weight.numel() != self.direction.numel():
             raise AttributeFileError(f"classifier has {classifier.weight.numel()} weights, the "

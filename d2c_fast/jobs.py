@@ -116,6 +116,15 @@ def _job_settings(out_dir: str, settings: dict, write: bool = False) -> None:
     _atomic_text(path, json.dumps(settings, indent=1, sort_keys=True))
 
 
+def _load_attrs(attr, s) -> list:
+    """An attribute, a path, or a list of those (``None``: none) -> loaded attributes, checked
+    against ``s``'s model."""
+    from .attributes import Attribute
+    items = attr if isinstance(attr, (list, tuple)) else ([] if attr is None else [attr])
+    return [a if not isinstance(a, (str, os.PathLike)) else Attribute.load(a, model=s)
+            for a in items]
+
+
 def _bar(total, rank, desc, progress):
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=f"{desc} [rank {rank}]", position=rank, unit="img",
@@ -136,7 +145,6 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
     """Edit every image of ``input_dir`` into ``output_dir`` (same relative path, ``.png``).
     Image ``i`` (sorted order) uses generator ``seed + i``; ``guidance``: the d2c clean-up's
     autoguidance weight (``Sampler.manipulate``). Returns this rank's counts."""
-    from .attributes import Attribute
     from .edit import manipulate
     from .images import save_png
     r0, w0 = dist_info()
@@ -157,11 +165,7 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
     outs = [os.path.join(out_dir, os.path.splitext(f)[0] + ".png") for f in files]
     refuse_shared_outputs([os.path.join(inp, f) for f in files], outs)
     s = _sampler(model, **sampler_kw)
-    attrs = [a if not isinstance(a, (str, os.PathLike)) else Attribute.load(a, model=s)
-             for a in (attr if isinstance(attr, (list, tuple)) else [attr])]
-    pres = [a if not isinstance(a, (str, os.PathLike)) else Attribute.load(a, model=s)
-            for a in (preserve if isinstance(preserve, (list, tuple)) else
-                      ([] if preserve is None else [preserve]))]
+    attrs, pres = _load_attrs(attr, s), _load_attrs(preserve, s)
     from .edit import edit_guidance
     job = {
         "job": "manipulate_dir", "model": getattr(s, "fingerprint", None),
@@ -183,7 +187,8 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
                        target=target, t0=t0, skip=skip, method=method, preserve=preserve,
                        mode=mode, seeds=[seed + i for i in idx], resize=resize,
                        guidance=guidance)
-        _job_settings(out_dir, job, write=True)
+        if a == 0:
+            _job_settings(out_dir, job, write=True)
         for i, img in zip(idx, x):
             save_png(img, outs[i])
         bar.update(len(idx))
@@ -212,7 +217,6 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
     classifiers are first re-based on the attributes' rates among ``N`` pilot prior samples
     (see :mod:`d2c_fast.conditional`; the same pilot, hence the same rates, in every process
     and on every resume), recorded in every ``.json`` as ``priors``."""
-    from .attributes import Attribute
     from .conditional import (adapt_priors, check_adapt_prior, decode_with,
                               sample_conditional_latents)
     from .images import check_output_dir, save_png
@@ -235,9 +239,8 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
         raise ValueError("guidance_rescale_t needs guidance_rescale")
     guidance = s._check_guidance(guidance)   # resolved once: None -> the file's weight
     record = s.sampling_record(guidance)   # guidance and the rescale in use
-    attrs = [a if not isinstance(a, (str, os.PathLike)) else Attribute.load(a, model=s)
-             for a in (attr if isinstance(attr, (list, tuple)) else [attr])]
-    check_adapt_prior(adapt_prior)
+    attrs = _load_attrs(attr, s)
+    adapt = check_adapt_prior(adapt_prior)
     job = {
         "job": "sample_conditional_dir", "model": getattr(s, "fingerprint", None),
         "attributes": [_attr_digest(a) for a in attrs], "seed": seed, "threshold": threshold,
@@ -248,7 +251,7 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
     todo = [k for k in mine if not os.path.exists(os.path.join(out, f"{k:06d}.png"))]
     chunk = chunk or batch_size
     t = time.perf_counter()
-    if check_adapt_prior(adapt_prior) and todo:
+    if adapt and todo:
         with torch.inference_mode():
             attrs, _ = adapt_priors(s, attrs, adapt_prior, seed=seed, batch_size=batch_size,
                                     skip=skip, eps_scale=eps_scale, guidance=guidance,
@@ -264,7 +267,8 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
                 guidance=guidance)
             x = decode_with(s, z, gens, mode)
         draws += st["draws"]
-        _job_settings(out, job, write=True)
+        if a == 0:
+            _job_settings(out, job, write=True)
         for j, k in enumerate(ks):
             _atomic_text(os.path.join(out, f"{k:06d}.json"), json.dumps(
                 {"index": k, "seed": seed, "eps_scale": float(eps_scale), **record,

@@ -176,7 +176,7 @@ class Sampler:
                              f"got {tuple(z.shape)}")
         if not z.is_floating_point():
             raise TypeError(f"{name} must be floating point, got {z.dtype}")
-        if not bool(torch.isfinite(z).all()):
+        if z.device.type == "cpu" and not bool(torch.isfinite(z).all()):   # no GPU sync
             raise ValueError(f"{name} contain NaN or Inf")
         return z.to(self.device, torch.float32)
 
@@ -347,14 +347,15 @@ class Sampler:
         ``t`` (a number or a ``(B,)`` tensor, float or int). A v-prediction model's output is
         converted: ``eps = sqrt(1 - abar_t) z_t + sqrt(abar_t) v`` (integer ``t``)."""
         x = self._latents(z_t, "z_t")
-        tt = torch.as_tensor(t, dtype=torch.float32, device=self.device)
+        tt = torch.as_tensor(t, dtype=torch.float32)
+        if tt.device.type == "cpu" and not bool(((tt >= 0) & (tt <= self.num_timesteps - 1)).all()):
+            raise ValueError(f"t must be in [0, {self.num_timesteps - 1}] (the model's "
+                             f"timesteps), got {t!r}")
+        tt = tt.to(self.device)
         if tt.dim() == 0:
             tt = tt.expand(x.shape[0])
         if tt.shape != (x.shape[0],):
             raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(tt.shape)}")
-        if not bool(((tt >= 0) & (tt <= self.num_timesteps - 1)).all()):
-            raise ValueError(f"t must be in [0, {self.num_timesteps - 1}] (the model's "
-                             f"timesteps), got {t!r}")
         return self._eps(x, tt)
 
     # ------------------------------------------------------------------ generation
@@ -369,12 +370,7 @@ class Sampler:
 
     def _run_ddim(self, x, seq, eta, rng: _RNG, progress, eps_scale: float = 1.0,
                   guidance: float = 1.0):
-        try:
-            ok = math.isfinite(float(eta)) and float(eta) >= 0
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
+        _finite_number("eta", eta, ">= 0")
         model = self._eps
         if eps_scale != 1.0 or guidance != 1.0:
             model = self._guided_eps(guidance, eps_scale)
