@@ -163,7 +163,8 @@ def load_images(
                 h, w = x.shape[-2:]
                 raise ImageError(
                     f"{where}: image is {h}x{w} (HxW) but the model expects "
-                    f"{target[0]}x{target[1]}; pass resize=True (command line: --resize) to resize it"
+                    f"{target[0]}x{target[1]}; pass resize=True (command line: --resize) to "
+                    f"resize it"
                 )
             x = _resize(x, target)
         parts.append(x)

@@ -184,8 +184,8 @@ def _check_type(name: str, annotation: str, v) -> None:
     if bad or not isinstance(v, kinds):
         want = {"int": "an integer", "float": "a number", "bool": "true or false",
                 "str": "a string", "list": "a list", "tuple": "a list"}[ann]
-        raise ConfigError(name, f"must be {want}{' or null' if optional else ''}, got "
-                          f"{json.dumps(v) if isinstance(v, (str, int, float, bool)) else type(v).__name__}")
+        got = json.dumps(v) if isinstance(v, (str, int, float, bool)) else type(v).__name__
+        raise ConfigError(name, f"must be {want}{' or null' if optional else ''}, got {got}")
 
 
 def _from_dict(cls, raw, prefix, base_dir=None):

@@ -69,20 +69,13 @@ def _check_same_run(out_dir: str, tc: TrainConfig, model_cfg, stage: str) -> Non
         with open(tpath) as f:
             old = json.load(f)
         new = json.loads(json.dumps(tc.to_dict()))
+        free = ("max_minutes", "compile", "encode_batch_size", "workers", "cache")  # speed only
 
-        def data(d):
-            return {k: v for k, v in (d or {}).items() if k not in ("workers", "cache")}
-        free = ("max_minutes", "compile", "encode_batch_size")   # budget and speed only
-
-        def section(d):
-            return {k: v for k, v in (d or {}).items() if k not in free}
-        keys = ["seed"] + (["ae"] if ae_done else []) + \
+        def strip(v):
+            return {k: x for k, x in v.items() if k not in free} if isinstance(v, dict) else v
+        keys = ["seed", "data"] + (["ae"] if ae_done else []) + \
             (["diffusion"] if dif_done and stage != "guide" else [])
-        diffs += [k for k in keys if (section(old.get(k)) if isinstance(old.get(k), dict)
-                                      else old.get(k)) !=
-                  (section(new.get(k)) if isinstance(new.get(k), dict) else new.get(k))]
-        if data(old.get("data")) != data(new.get("data")):
-            diffs.append("data")
+        diffs += [k for k in keys if strip(old.get(k)) != strip(new.get(k))]
     if diffs:
         raise ConfigError("<resume>", f"{out_dir} holds a run trained with other settings "
                           f"({', '.join(diffs)} differ); resume with the config it was made "
@@ -98,8 +91,9 @@ def train(config, out_dir, resume: bool = True, *, stage: str = "all",
     stage 1 in ``out_dir``), ``"guide"`` (only the autoguidance prior of a model config with
     ``diffusion.guide``, + export; needs a finished stage 2) or ``"all"``. With a guide, the
     guide trains after the prior, on ``guide_share`` of stage 2's time when a total budget is
-    set (without one, ``diffusion.steps`` steps; ``"guide"``: all of the time given). ``max_minutes`` overrides the config's total
-    budget. ``dataset``: an optional ``Dataset`` of ``(image, ...)`` items used instead of
+    set (without one, ``diffusion.steps`` steps; ``"guide"``: all of the time given).
+    ``max_minutes`` overrides the config's total budget. ``dataset``: an optional ``Dataset``
+    of ``(image, ...)`` items used instead of
     ``config.data``. With ``resume`` (default), finished stages are skipped and an
     interrupted stage continues from its last checkpoint; without it, a folder that already
     holds checkpoints is refused. Returns the exported ``.safetensors`` path (rank 0) or
