@@ -3,6 +3,7 @@ silent wrong result): attribute files, devices, timesteps, fits on too little da
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -25,7 +26,6 @@ def test_attribute_file_mistakes(s, tmp_path):
     a.save(good)
     # atomic writes keep the permissions a plain open() would give (not mkstemp's 0o600)
     from d2c_fast.checkpoint import file_mode
-    import os
     assert os.stat(good).st_mode & 0o777 == file_mode()
     # metadata 'info' that is JSON but not an object
     from safetensors import safe_open
@@ -225,3 +225,15 @@ def test_train_config_types_are_checked():
     d = copy.deepcopy(base)
     d["diffusion"]["batch_size"] = None          # documented: the model config's batch size
     assert TrainConfig.from_dict(d).diffusion.batch_size is None
+
+
+def test_seed_range_and_unwritable_output_named(s, capsys):
+    with pytest.raises(ValueError, match="seed must be a 64-bit integer"):
+        s.sample_latents(1, skip=500, seed=2 ** 64)
+    assert s.sample_latents(1, skip=500, seed=-5).shape == (1, *s.latent_shape)
+    if os.path.isdir("/proc/self"):                       # a folder no file can be created in
+        from d2c_fast.cli import main
+        assert main(["sample", "builtin", "-n", "1", "--skip", "500", "--threads", "1",
+                     "--grid", "/proc/d2c_fast_test.png"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("d2c-fast: error:") and "cannot write /proc/d2c_fast_test.png" in err
