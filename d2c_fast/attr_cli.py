@@ -133,7 +133,7 @@ def cmd_edit(args) -> int:
         from .edit import sweep
         g = sweep(s, args.images, attr, args.sweep, method=args.method, t0=args.t0,
                   skip=args.skip, preserve=pres, mode=args.mode, seed=args.seed,
-                  resize=args.resize, guidance=args.guidance)
+                  resize=args.resize, batch_size=args.batch_size, guidance=args.guidance)
         for k in range(len(args.sweep)):
             for out, img in zip(outs[k], g[k]):
                 save_png(img, out)

@@ -124,6 +124,9 @@ def adapt_priors(sampler, attrs, n_pilot: int, *, seed: int = 0, batch_size: int
 def _thresholds(threshold, n_attr):
     if threshold is None:
         return None
+    if isinstance(threshold, torch.Tensor) or type(threshold).__module__ == "numpy":
+        a = torch.as_tensor(threshold, dtype=torch.float64)      # arrays and numpy scalars
+        threshold = a.flatten().tolist() if a.dim() else float(a)
     t = list(threshold) if isinstance(threshold, (list, tuple)) else [threshold] * n_attr
     if len(t) != n_attr:
         raise ValueError(f"threshold: {len(t)} values for {n_attr} attributes")

@@ -50,6 +50,11 @@ def test_acceptance_rate_matches_the_probability(s):
         s.sample_conditional(b, "12", skip=SKIP)
     with pytest.raises(TypeError, match="seed must be an int"):
         s.sample_conditional(b, 2, seed=1.5, skip=SKIP)
+    import numpy as np
+    from d2c_fast.conditional import _thresholds
+    for t in (np.array([0.5, 0.75]), torch.tensor([0.5, 0.75]), [0.5, 0.75]):
+        assert _thresholds(t, 2).tolist() == [0.5, 0.75]
+    assert _thresholds(np.float64(0.3), 2).tolist() == [0.3, 0.3]
     _, p2, st2 = s.sample_conditional([b, b2], 40, seed=1, batch_size=128, skip=SKIP,
                                       return_stats=True)
     assert p2.shape == (40, 2)
