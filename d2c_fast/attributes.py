@@ -60,8 +60,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 import time
+import warnings
 from typing import Sequence
 
 import torch
@@ -817,7 +819,6 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
         raise ValueError(f"prior must be in (0, 1), got {prior}")
     if flip not in (None, True, False):
         raise ValueError(f"flip must be None, True or False, got {flip!r}")
-    import numbers
     if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 2:
         raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
     try:
@@ -895,7 +896,6 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
                            "score = classifier.weight . x + classifier.bias",
     }
     if mode == "labelled" and fit["cv_balanced_accuracy"] < 0.6:
-        import warnings
         warnings.warn(f"attribute {name or ''}: out-of-fold balanced accuracy "
                       f"{fit['cv_balanced_accuracy']:.2f} is near chance ({n1} positives, {n0} "
                       f"negatives); its direction and probabilities are unreliable: give more "

@@ -133,8 +133,7 @@ def apply_threads(args) -> None:
     n = getattr(args, "threads", None)
     if n is None:
         return
-    if n < 1:
-        raise D2CError(f"--threads must be >= 1, got {n}")
+    check_counts(threads=n)
     import torch
     torch.set_num_threads(n)
 

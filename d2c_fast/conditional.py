@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 from typing import Sequence
 
 import torch
@@ -155,7 +156,6 @@ def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, se
     ``adapt_prior``: number of pilot samples for the classifiers' calibration to the model's
     samples (0: off, the classifiers as given; module docstring)."""
     from .edit import resolve
-    import numbers
     attrs, _ = resolve(sampler, attrs)
     for a in attrs:
         a._need_classifier("conditional sampling")
