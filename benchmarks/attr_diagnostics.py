@@ -1,5 +1,5 @@
-"""Few-shot attribute diagnostics on the built-in model (QUALITY.md, "Session of
-2026-11-28 (fifth)"): what limits positive-only fits and conditional precision.
+"""Few-shot attribute diagnostics on the built-in model (docs/quality/README.md):
+what limits positive-only fits and conditional precision.
 
     python benchmarks/attr_diagnostics.py --oracle runs/oracle32v3.safetensors [--threads 2]
 

@@ -14,7 +14,7 @@ Reports, on the CPU it runs on:
   decoder the ARCH-256 decoder, batch 1 (fp32 and bf16, impl="fast"): the profiled self time
           of its top operators per call.
 The rates say how much a faster kernel could still give: a workload at most of the matmul
-peak can only get faster by doing less arithmetic (QUALITY.md, ninth session).
+peak can only get faster by doing less arithmetic (docs/quality/README.md).
 """
 from __future__ import annotations
 

@@ -314,7 +314,7 @@ def _adapt_prior_arg(p) -> None:
     p.add_argument("--adapt-prior", type=int, default=0, metavar="N",
                    help="calibrate the classifiers to the model's samples first: the "
                         "attribute rate among N pilot prior samples (EM) replaces the fit's "
-                        "prior (0: off; 512 is a good start; see QUALITY.md)")
+                        "prior (0: off; 512 is a good start; see docs/quality/README.md)")
 
 
 def add_parser(sub) -> None:
@@ -366,7 +366,8 @@ def add_parser(sub) -> None:
     _adapt_prior_arg(p)
     p.add_argument("--skip", type=int, default=100)
     p.add_argument("--eps-scale", type=float, default=1.0,
-                   help="prior sampler's epsilon scaling (1: official; see QUALITY.md)")
+                   help="prior sampler's epsilon scaling (1: official; "
+                        "see docs/quality/README.md)")
     p.add_argument("--guidance", type=float, default=None,
                    help="autoguidance weight (models with a guide prior; default: the model's "
                         "recommended weight; 1: the prior alone, official)")
@@ -450,7 +451,8 @@ def add_parser(sub) -> None:
     _adapt_prior_arg(p)
     p.add_argument("--skip", type=int, default=100)
     p.add_argument("--eps-scale", type=float, default=1.0,
-                   help="prior sampler's epsilon scaling (1: official; see QUALITY.md)")
+                   help="prior sampler's epsilon scaling (1: official; "
+                        "see docs/quality/README.md)")
     p.add_argument("--guidance", type=float, default=None,
                    help="autoguidance weight (models with a guide prior; default: the model's "
                         "recommended weight; 1: the prior alone, official)")

@@ -548,7 +548,7 @@ def _platt_firth(scores: torch.Tensor, y: torch.Tensor, sw: torch.Tensor,
     penalty removes the O(1/n) bias of the maximum-likelihood slope and keeps it finite when
     the scores separate the classes; Platt's smoothed targets, which it replaces, shrink the
     slope much more than that (on the built-in model's attributes the test-set calibration
-    slope of the smoothed fit was 1.3-2.6, of this one 0.9-1.7: QUALITY.md)."""
+    slope of the smoothed fit was 1.3-2.6, of this one 0.9-1.7: docs/quality/README.md)."""
     s, y = scores.double().flatten(), y.double().flatten()
     w = sw.double().flatten()
     w = w * (w.numel() / w.sum())
@@ -704,7 +704,7 @@ def _mixture_proportion(sp: torch.Tensor, su: torch.Tensor, delta: float = 0.1,
     (DKW), and returns the ratio there. On the built-in model (100 positives, 500
     unlabelled, 5 draws each of blond / lipstick / beard) it cut the mean absolute error of
     the prior from 0.051 to 0.021 and lifted the positive-only held-out balanced accuracy by
-    12 / 3 / 3 points on average (QUALITY.md)."""
+    12 / 3 / 3 points on average (docs/quality/README.md)."""
     sp, su = sp.double().flatten(), su.double().flatten()
     if sp.numel() < 1 or su.numel() < 1:
         raise ValueError("mixture proportion needs positive and unlabelled scores")
@@ -796,7 +796,7 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
     lipstick, mirrored unlabelled images led the AUC criterion to a 100x weaker L2 and a
     held-out balanced accuracy of 0.71 instead of 0.94). With 100 labels on the built-in
     model, mirroring lifted the beard classifier's held-out balanced accuracy by 1-3 points
-    on each of three label draws (QUALITY.md).
+    on each of three label draws (docs/quality/README.md).
 
     ``prior``: the positive rate in the population, for the probabilities used by conditional
     sampling (labelled default: the labelled set's rate; PU default: estimated).

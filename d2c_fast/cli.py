@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=float, default=0.0)
     p.add_argument("--eps-scale", type=float, default=1.0,
                    help="divide each noise prediction by this (1: official; ~1.02: epsilon "
-                        "scaling against exposure bias, QUALITY.md)")
+                        "scaling against exposure bias, docs/quality/README.md)")
     p.add_argument("--guidance", type=float, default=None,
                    help="autoguidance weight (models with a guide prior; default: the model's "
                         "recommended weight; 1: the prior alone, official)")

@@ -16,7 +16,7 @@ and the classifier's probabilities are re-based on that rate (label shift). A mo
 under-produces an attribute otherwise gets probabilities calibrated for the data's rate, too
 high on its own samples, and accepts more of its ambiguous ones (built-in model, beard, three
 100-label fits: expected precision 0.884 / 0.838 / 0.951 -> 0.920 / 0.865 / 0.961 over the
-same 1,000 prior samples; QUALITY.md). Still deterministic in ``(seed, k)``.
+same 1,000 prior samples; docs/quality/README.md). Still deterministic in ``(seed, k)``.
 
 Candidates are evaluated in batches (``batch_size`` prior samples per DDIM run), several per
 pending image when few images remain. ``max_draws`` bounds the total number of prior samples;

@@ -32,8 +32,8 @@ Methods (``method=``):
   models without a guide prior, i.e. the official edit) denoises with the autoguided noise
   prediction ``eps_g + w (eps - eps_g)`` of a model with a guide prior, which adds one call
   of the guide per DDIM step. On the built-in model the guided clean-up keeps more of a
-  small edit (QUALITY.md: lipstick at 1x its logit gap, success 0.655 -> 0.765 at 0.988 ->
-  0.993 preservation); ``guidance=1`` gives the unguided edit.
+  small edit (docs/quality/README.md: lipstick at 1x its logit gap, success 0.655 ->
+  0.765 at 0.988 -> 0.993 preservation); ``guidance=1`` gives the unguided edit.
 * ``"nvae"``: ``z + delta`` only (no diffusion clean-up), so a strength-``s`` edit moves the
   classifier's logit by exactly ``s``.
 * ``"ddim"``: DDIM inversion (the deterministic ODE run backwards, with the noise prediction

@@ -415,7 +415,7 @@ class Sampler:
         deterministic DDIM). ``noise``: the starting noise ``(n, C, d, d)``; otherwise drawn
         from ``seed`` / ``generator``. ``eps_scale``: every noise prediction is divided by it
         (1: the official sampler; slightly above 1 counters the exposure bias of an imperfect
-        prior, "epsilon scaling", Ning et al. 2024; see QUALITY.md for its measured effect;
+        prior, "epsilon scaling", Ning et al. 2024, measured in docs/quality/README.md;
         on a GPU a value other than 1 runs the eager DDIM loop, not the captured graph).
         ``guidance``: autoguidance weight w for models with a guide prior (config
         ``diffusion.guide``; Karras et al. 2024): ``eps_guide + w (eps - eps_guide)``. ``None``
@@ -550,7 +550,7 @@ class Sampler:
         model's samples rather than the data (0, default: the classifiers as given; the
         prior a fit assumed otherwise, e.g. 0.5 for 50 + 50 labels without ``prior=``).
         Costs ``N`` prior samples once per call (512: 15.8 s on the built-in model, 2 CPU
-        threads; QUALITY.md).
+        threads; docs/quality/README.md).
         See :mod:`d2c_fast.conditional`."""
         from .conditional import sample_conditional
         return sample_conditional(self, attrs, n, seed=seed, batch_size=batch_size,

@@ -14,8 +14,8 @@ per attribute:
               the rate at alpha 0.75 is low)
 
 This found the render-version-2 smile (|dz| 4.2 against 7-28 for the others, 57% at alpha
-0.75) that the built-in model's prior could not keep; see QUALITY.md. A diagnostic, not a
-test: it asserts nothing.
+0.75) that the built-in model's prior could not keep; see docs/quality/README.md.
+A diagnostic, not a test: it asserts nothing.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ data has it, only perhaps in other proportions; lower rates for samples at the s
 the samples carry the attribute's linear signature without what the oracle (and the eye)
 needs. ``--grid``: a PNG of the first attribute: real positives, samples with probe > 3 that
 the oracle calls positive, samples with probe > 3 it calls negative, samples with probe < -3
-(3x nearest). A diagnostic for QUALITY.md, not a test: it asserts nothing.
+(3x nearest). A diagnostic for docs/quality/README.md, not a test: it asserts nothing.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ the oracle rates of samples whose standardised latents are scaled by each `--inf
 and (`--renoise T1,T2,...`) the rates after the real latents are noised to each t and brought
 back by the prior (DDIM every 20 steps): a perfect prior keeps the data's rates from any t,
 so the first t that loses an attribute says at which noise level the prior decides it.
-A diagnostic for QUALITY.md's lipstick analysis, not a test: it asserts nothing.
+A diagnostic for the lipstick analysis in docs/quality/README.md, not a test: it asserts nothing.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The shipped built-in model (d2c_fast/assets/builtin.safetensors): loads by name, its prior
 samples latents with the data's statistics (the first built-in model's U-Net could not, see
-QUALITY.md), and its edit path runs. Quality itself is measured in QUALITY.md with the oracle."""
+docs/quality/README.md), and its edit path runs. Its quality is measured there with the oracle."""
 from __future__ import annotations
 
 import torch
@@ -75,7 +75,7 @@ def test_threads_option_rejects_values_below_one(tmp_path, capsys):
 
 def test_builtin_samples_with_its_guide_prior_by_default():
     """The built-in model carries a guide prior (autoguidance, weight 2.75, guidance rescale 1
-    at t in [200, 999]; QUALITY.md, tenth version): default sampling uses it, ``guidance=1`` is the prior alone, and
+    at t in [200, 999]; docs/quality/README.md): default sampling uses it, ``guidance=1`` is the prior alone, and
     fast and ref agree on both."""
     ref, fast = Sampler("builtin", impl="ref"), Sampler("builtin", impl="fast")
     assert fast.guidance == 2.75 and fast.guide_model is not None

@@ -71,7 +71,7 @@ ATTRIBUTE_RATES: Dict[str, float] = {
 #: 3: a broad open smile (taller opening, more teeth, wider mouth, stronger smile lines,
 #: narrower eyes), lipstick drawn 15% over the lip line, thicker glasses frames: at 32x32 the
 #: version-2 smile changed the built-in model's standardised latent by 4.2 (lipstick 9.1,
-#: glasses 7.2, blond 28), too little for its prior to keep (QUALITY.md).
+#: glasses 7.2, blond 28), too little for its prior to keep (docs/quality/README.md).
 RENDER_VERSION: int = 3
 
 #: Split names and the number mixed into the seed material of each (disjoint streams).

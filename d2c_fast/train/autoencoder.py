@@ -14,7 +14,7 @@ Facts taken from the official release (``train/train.py``, ``d2c/autoencoder/moc
   ``z + latent_noise * s * N(0, 1)``, ``s`` the batch's per-channel std of ``z`` (detached, so
   the encoder cannot outgrow the noise by scaling up). The prior's samples are never exact
   encodings; the idea is that a decoder trained on a neighbourhood of each latent renders
-  them less brittly (on the built-in recipe it made samples worse: QUALITY.md). MoCo's
+  them less brittly (on the built-in recipe it made samples worse: docs/quality/README.md). MoCo's
   query uses the clean ``z``.
 * MoCo: key encoder = copy of the query encoder (+ head), updated before each step as
   ``k = m k + (1 - m) q`` over all parameters (BatchNorm buffers are its own); keys L2
