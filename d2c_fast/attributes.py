@@ -70,6 +70,7 @@ import torch
 
 from .checkpoint import latent_norm_kind
 from .errors import AttributeFileError
+from .utils import atomic_write
 
 ATTR_FORMAT = "d2c_fast_attribute"
 ATTR_VERSION = "1"
@@ -359,7 +360,6 @@ class Attribute:
     def save(self, path) -> str:
         """Write a self-describing ``.safetensors`` (atomic). Returns the path."""
         from safetensors.torch import save_file
-        from .checkpoint import _atomic_write
         p = os.fspath(path)
         tensors = {"direction": self.direction.contiguous()}
         info = dict(self.info)
@@ -374,7 +374,7 @@ class Attribute:
             info.update(mode=c.mode, prior=c.prior, conventions=_CONVENTIONS)
         meta = {"format": ATTR_FORMAT, "version": ATTR_VERSION,
                 "info": json.dumps(info, sort_keys=True)}
-        _atomic_write(p, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        atomic_write(p, lambda tmp: save_file(tensors, tmp, metadata=meta), to_path=True)
         return p
 
     @classmethod

@@ -19,13 +19,13 @@ import io
 import json
 import os
 import pickletools
-import tempfile
 import zipfile
 
 import torch
 
 from .config import ConfigError, ModelConfig, config_from_dict, load_config
 from .errors import CheckpointError
+from .utils import atomic_write
 
 NATIVE_FORMAT = "d2c_fast"
 NATIVE_VERSION = "1"
@@ -409,32 +409,6 @@ def load_model(ckpt, config=None) -> LoadedModel:
     return load_official(p, config)
 
 
-def file_mode() -> int:
-    """The permissions a plain ``open(path, "w")`` would give a new file (0o666 less the
-    umask): ``tempfile.mkstemp`` creates 0o600, which atomic writes must not keep."""
-    m = os.umask(0)
-    os.umask(m)
-    return 0o666 & ~m
-
-
-def _atomic_write(path, write_fn) -> None:
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(d, exist_ok=True)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    except OSError as e:
-        raise OSError(e.errno, f"cannot write {path} ({e.strerror})") from e
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 UNET_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -465,7 +439,7 @@ def save_native(path, config: ModelConfig, autoencoder, unet, mean, std, *,
     tensors["latent_mod.mean"] = mean.detach().cpu().float().contiguous()
     tensors["latent_mod.std"] = std.detach().cpu().float().contiguous()
     meta = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "config": config.to_json()}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta), to_path=True)
 
 
 def convert(ckpt, config, out) -> LoadedModel:

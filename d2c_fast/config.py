@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .utils import atomic_write_text, check_type
 
 _REQ = object()  # marker: field is required
 
@@ -172,31 +173,6 @@ def parse_mconv(op: str):
     return tuple(int(v) for v in m.groups()) if m else None
 
 
-def _check_type(path: str, value, typ):
-    if typ is bool:
-        ok = isinstance(value, bool)
-    elif typ is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif typ is float:
-        if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok:
-            value = float(value)
-    elif typ is list:
-        ok = isinstance(value, (list, tuple))
-        if ok:
-            value = list(value)
-    else:
-        ok = isinstance(value, typ)
-    if not ok:
-        raise ConfigError(path, f"expected {typ.__name__}, got {type(value).__name__} ({value!r})")
-    return value
-
-
 def _section(raw, spec, prefix: str, *, allow_missing=False) -> dict:
     if raw is None and allow_missing:
         raw = {}
@@ -208,7 +184,8 @@ def _section(raw, spec, prefix: str, *, allow_missing=False) -> dict:
             raise ConfigError(f"{prefix}.{k}", "unknown field")
     for k, (typ, default) in spec.items():
         if k in raw:
-            out[k] = _check_type(f"{prefix}.{k}", raw[k], typ)
+            out[k] = check_type(f"{prefix}.{k}", raw[k], typ, optional=default is None,
+                                numeric_strings=True)
         elif default is _REQ:
             raise ConfigError(f"{prefix}.{k}", "missing required field")
         else:
@@ -314,8 +291,7 @@ class ModelConfig:
         return json.dumps(self.raw, sort_keys=True)
 
     def save(self, path) -> None:
-        with open(path, "w") as f:
-            json.dump(self.raw, f, indent=1, sort_keys=True)
+        atomic_write_text(path, json.dumps(self.raw, indent=1, sort_keys=True))
 
 
 def _validate_ae(ae: dict) -> None:

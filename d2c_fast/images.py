@@ -9,13 +9,13 @@ The output helpers (:func:`to_uint8`, :func:`to_pil`, :func:`save_png`, :func:`m
 destination directory, then moved into place with :func:`os.replace`, so a reader never sees a
 half-written PNG.
 
-This module only depends on torch, numpy, Pillow and :mod:`d2c_fast.errors`.
+This module only depends on torch, numpy, Pillow, :mod:`d2c_fast.errors` and
+:mod:`d2c_fast.utils`.
 """
 from __future__ import annotations
 
 import math
 import os
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from d2c_fast.errors import ImageError
+from d2c_fast.utils import atomic_write
 
 __all__ = [
     "MAX_PIXELS",
@@ -549,29 +550,8 @@ def to_pil(images: Any) -> List[Image.Image]:
     return out
 
 
-def _atomic_save(im: Image.Image, path: PathLike) -> str:
-    path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                     0o666)
-    except OSError as e:
-        raise OSError(e.errno, f"cannot write {path} ({e.strerror})") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            im.save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+def _write_png(im: Image.Image, path: PathLike) -> str:
+    return atomic_write(path, lambda f: im.save(f, format="PNG"))
 
 
 def check_output_dir(path: PathLike, what: str = "output directory") -> str:
@@ -666,7 +646,7 @@ def save_png(images: Any, path_or_pattern: PathLike) -> List[str]:
             raise ImageError(f"save_png: pattern {pattern!r} does not give distinct file names")
     else:
         paths = [_format_path(pattern, 0) if has_field else pattern]
-    return [_atomic_save(im, p) for im, p in zip(pils, paths)]
+    return [_write_png(im, p) for im, p in zip(pils, paths)]
 
 
 def _grid(
@@ -756,7 +736,7 @@ def save_grid(
         if len(labels) != nrows:
             raise ImageError(f"save_grid: {len(labels)} labels for {nrows} rows")
         im = _add_labels(im, labels, padding, cell_h, pad_value)
-    return _atomic_save(im, path)
+    return _write_png(im, path)
 
 
 def _add_labels(

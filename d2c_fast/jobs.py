@@ -26,16 +26,15 @@ import time
 
 import torch
 
+from .utils import atomic_write_text, torchrun_env
+
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
 def dist_info(init: bool = True) -> tuple[int, int]:
     """``(rank, world_size)`` from the torchrun environment; initialises a gloo process group
     when ``world_size > 1`` (and ``init``)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if not 0 <= rank < max(world, 1):
-        raise ValueError(f"RANK={rank} outside WORLD_SIZE={world}")
+    rank, world, _ = torchrun_env()
     if init and world > 1:
         import torch.distributed as dist
         if not dist.is_initialized():
@@ -62,15 +61,6 @@ def list_images(input_dir) -> list[str]:
             if not f.startswith(".") and f.lower().endswith(IMAGE_EXTS):
                 out.append(os.path.relpath(os.path.join(d, f), root))
     return sorted(out)
-
-
-def _atomic_text(path: str, text: str) -> None:
-    from .checkpoint import _atomic_write
-
-    def w(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    _atomic_write(path, w)
 
 
 JOB_FILE = "d2c_fast_job.json"
@@ -113,7 +103,7 @@ def _job_settings(out_dir: str, settings: dict, write: bool = False) -> None:
     if not write:
         return
     os.makedirs(out_dir, exist_ok=True)
-    _atomic_text(path, json.dumps(settings, indent=1, sort_keys=True))
+    atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True))
 
 
 def _load_attrs(attr, s) -> list:
@@ -270,7 +260,7 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
         if a == 0:
             _job_settings(out, job, write=True)
         for j, k in enumerate(ks):
-            _atomic_text(os.path.join(out, f"{k:06d}.json"), json.dumps(
+            atomic_write_text(os.path.join(out, f"{k:06d}.json"), json.dumps(
                 {"index": k, "seed": seed, "eps_scale": float(eps_scale), **record,
                  "attributes": st["attributes"], "priors": st["priors"],
                  "adapt_prior": int(adapt_prior), "probabilities": [float(v) for v in p[j]],

@@ -25,7 +25,7 @@ def test_attribute_file_mistakes(s, tmp_path):
     a = s.fit_attribute(pos, neg, name="bright", folds=2)
     a.save(good)
     # atomic writes keep the permissions a plain open() would give (not mkstemp's 0o600)
-    from d2c_fast.checkpoint import file_mode
+    from d2c_fast.utils import file_mode
     assert os.stat(good).st_mode & 0o777 == file_mode()
     # metadata 'info' that is JSON but not an object
     from safetensors import safe_open

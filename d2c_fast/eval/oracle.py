@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
+from ..utils import atomic_write
 
 ORACLE_FORMAT = "d2c_fast_oracle"
 DEFAULT_ATTRIBUTES = ("blond_hair", "red_lipstick", "beard", "eyeglasses", "smiling")
@@ -96,16 +97,7 @@ class Oracle(nn.Module):
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         meta = {"format": ORACLE_FORMAT, "config": json.dumps(self.config()),
                 "metrics": json.dumps(self.metrics)}
-        path = os.fspath(path)
-        d = os.path.dirname(os.path.abspath(path))
-        os.makedirs(d, exist_ok=True)
-        tmp = os.path.join(d, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta), to_path=True)
 
     @classmethod
     def load(cls, path, device="cpu") -> "Oracle":

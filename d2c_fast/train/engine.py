@@ -18,7 +18,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -27,7 +26,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..checkpoint import UNET_DTYPES
+from ..config import load_config
 from ..errors import ConfigError
+from ..utils import atomic_write, atomic_write_text, check_type, torchrun_env
 
 STAGES = ("ae", "diffusion")
 _STAGE_TAG = {"ae": 1, "diffusion": 2, "data": 3, "init": 4, "queue": 5, "ae-latent-noise": 6}
@@ -132,8 +134,7 @@ class TrainConfig:
         return d
 
     def save(self, path) -> None:
-        text = json.dumps(self.to_dict(), indent=1, sort_keys=True)
-        atomic_write_bytes(path, text.encode())
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, sort_keys=True))
 
     @classmethod
     def from_dict(cls, raw: dict, base_dir: Optional[str] = None) -> "TrainConfig":
@@ -151,7 +152,6 @@ class TrainConfig:
 
     def model_config(self):
         """The validated :class:`~d2c_fast.config.ModelConfig`."""
-        from ..config import load_config
         m = self.model
         if m is None:
             raise ConfigError("train.model", "missing: a model config path or dict")
@@ -164,28 +164,18 @@ class TrainConfig:
         return load_config(m)
 
 
-_SIMPLE = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
-           "list": (list, tuple), "tuple": (list, tuple)}
+_SIMPLE = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "tuple": tuple}
 
 
-def _check_type(name: str, annotation: str, v) -> None:
+def _check_field(name: str, annotation: str, v) -> None:
     """``ConfigError`` when ``v`` does not fit a field annotated ``annotation`` (the simple
-    forms used here: int, float, bool, str, list, tuple, Optional[...] of those)."""
+    forms used here: int, float, bool, str, list, tuple, Optional[...] of those; other
+    annotations are not checked here)."""
     ann = annotation.replace(" ", "")
     optional = ann.startswith("Optional[") and ann.endswith("]")
-    if optional:
-        ann = ann[len("Optional["):-1]
-    if v is None and optional:
-        return
-    kinds = _SIMPLE.get(ann)
-    if kinds is None:
-        return
-    bad = isinstance(v, bool) and ann != "bool"   # true is not a number of steps
-    if bad or not isinstance(v, kinds):
-        want = {"int": "an integer", "float": "a number", "bool": "true or false",
-                "str": "a string", "list": "a list", "tuple": "a list"}[ann]
-        got = json.dumps(v) if isinstance(v, (str, int, float, bool)) else type(v).__name__
-        raise ConfigError(name, f"must be {want}{' or null' if optional else ''}, got {got}")
+    kind = _SIMPLE.get(ann[len("Optional["):-1] if optional else ann)
+    if kind is not None:
+        check_type(name, v, kind, optional=optional)
 
 
 def _from_dict(cls, raw, prefix, base_dir=None):
@@ -203,7 +193,7 @@ def _from_dict(cls, raw, prefix, base_dir=None):
                 raise ConfigError(f"{prefix}.{k}", f"expected a mapping, got {type(v).__name__}")
             v = _from_dict(sub, v, f"{prefix}.{k}")
         else:
-            _check_type(f"{prefix}.{k}", str(fields[k].type), v)
+            _check_field(f"{prefix}.{k}", str(fields[k].type), v)
         kwargs[k] = v
     obj = cls(**kwargs)
     if cls is TrainConfig:
@@ -249,7 +239,6 @@ def _validate(c: TrainConfig) -> None:
                           f"{c.diffusion.compile!r}")
     if c.data.kind not in ("faces", "folder", "celeba", "synthetic"):
         raise ConfigError("train.data.kind", f"unknown dataset kind {c.data.kind!r}")
-    from ..checkpoint import UNET_DTYPES
     if c.export_unet_dtype not in UNET_DTYPES:
         raise ConfigError("train.export_unet_dtype", f"must be one of {sorted(UNET_DTYPES)}")
     if not 0 < c.ae_share <= 1:
@@ -273,34 +262,11 @@ def autocast(device: torch.device, amp: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
 
 
-# --------------------------------------------------------------------------- atomic files
-def atomic_write_bytes(path, data: bytes) -> None:
-    _atomic(path, lambda f: f.write(data))
-
-
-def _atomic(path, write) -> None:
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        from ..checkpoint import file_mode
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
+# --------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path, state: dict) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``: a run
-    killed while saving leaves the previous checkpoint intact."""
-    _atomic(path, lambda f: torch.save(state, f))
+    """``torch.save`` atomically (:func:`d2c_fast.utils.atomic_write`): a run killed while
+    saving leaves the previous checkpoint intact."""
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path) -> dict:
@@ -490,9 +456,7 @@ class DistInfo:
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1): NCCL on
     GPUs, gloo on CPU. Otherwise a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world, local = torchrun_env()
     if device == "auto":
         dev = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
     else:

@@ -23,8 +23,8 @@ from typing import Optional
 import torch
 
 from ..errors import ConfigError
-from .engine import (DistInfo, TrainConfig, as_train_config, atomic_write_bytes, barrier,
-                     init_distributed, log_event)
+from .engine import (DistInfo, TrainConfig, as_train_config, barrier, init_distributed,
+                     log_event)
 
 EXPORT_RESERVE_S = 30.0
 
@@ -148,8 +148,7 @@ def _train(tc: TrainConfig, model_cfg, out_dir, info: DistInfo, resume, stage, d
             raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; resume "
                                   "(--resume), or use an empty folder")
         _check_same_run(out_dir, tc, model_cfg, stage)
-        atomic_write_bytes(os.path.join(out_dir, "train_config.json"),
-                           json.dumps(tc.to_dict(), indent=1, sort_keys=True).encode())
+        tc.save(os.path.join(out_dir, "train_config.json"))
         model_cfg.save(os.path.join(out_dir, "model_config.json"))
     barrier(info)
     total = None if tc.max_minutes is None else 60.0 * tc.max_minutes
