@@ -29,6 +29,7 @@ from d2c_fast.errors import ImageError
 from d2c_fast.utils import atomic_write
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
     "load_images",
     "to_uint8",
@@ -41,6 +42,11 @@ __all__ = [
     "check_output_dir",
     "refuse_shared_outputs",
 ]
+
+#: File name endings (lower case) of the image files that folders of images are read by
+#: (training folders, directory edits, ``fit-attribute`` folders): what PIL decodes.
+IMAGE_EXTENSIONS: Tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif",
+                                     ".tiff")
 
 #: Largest image (width * height) that :func:`load_images` will decode from a file or a PIL
 #: image. Checked from the header, before any pixel is decoded. Override per call with

@@ -26,9 +26,8 @@ import time
 
 import torch
 
+from .images import IMAGE_EXTENSIONS
 from .utils import atomic_write_text, torchrun_env
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
 def dist_info(init: bool = True) -> tuple[int, int]:
@@ -58,7 +57,7 @@ def list_images(input_dir) -> list[str]:
     for d, dirs, files in os.walk(root):
         dirs[:] = sorted(x for x in dirs if not x.startswith("."))
         for f in files:
-            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTS):
+            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
                 out.append(os.path.relpath(os.path.join(d, f), root))
     return sorted(out)
 
@@ -151,7 +150,7 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
     files = list_images(inp)
     if not files:
         from .errors import ImageError
-        raise ImageError(f"no images ({', '.join(IMAGE_EXTS)}) under {inp}")
+        raise ImageError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {inp}")
     outs = [os.path.join(out_dir, os.path.splitext(f)[0] + ".png") for f in files]
     refuse_shared_outputs([os.path.join(inp, f) for f in files], outs)
     s = _sampler(model, **sampler_kw)

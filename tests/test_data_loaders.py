@@ -64,6 +64,17 @@ def test_folder_sorted_recursive(folder):
     assert [p.name for p in only_png.files] == ["b.png", "c.PNG"]
 
 
+def test_folder_takes_every_image_extension_that_directory_jobs_take(tmp_path):
+    # one extension list: a .tif or .ppm that manipulate-dir edits is a training image too
+    from d2c_fast.images import IMAGE_EXTENSIONS
+    from d2c_fast.jobs import list_images
+    for i, ext in enumerate(IMAGE_EXTENSIONS):
+        _save(tmp_path / f"{i}{ext.upper() if i % 2 else ext}", _solid(8, 8, (i, 0, 0)))
+    ds = ImageFolderDataset(tmp_path, resolution=8)
+    assert [p.name for p in ds.files] == list_images(tmp_path)
+    assert len(ds) == len(IMAGE_EXTENSIONS) and {".tif", ".tiff", ".ppm"} <= set(IMAGE_EXTENSIONS)
+
+
 def test_folder_center_crop_and_resize_modes(tmp_path):
     root = tmp_path / "f"
     a = np.zeros((20, 40, 3), np.uint8)  # H=20, W=40: left/right quarters blue, centre red

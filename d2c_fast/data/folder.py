@@ -4,19 +4,18 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 import torch
 
 from d2c_fast.data._common import DatasetError, check_index
 from d2c_fast.errors import ImageError
-from d2c_fast.images import load_images
+from d2c_fast.images import IMAGE_EXTENSIONS, load_images
 
-__all__ = ["ImageFolderDataset", "DEFAULT_EXTS", "RESIZE_MODES", "center_crop_resize"]
+__all__ = ["ImageFolderDataset", "RESIZE_MODES", "center_crop_resize"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXTS: Tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 RESIZE_MODES = ("center_crop", "resize", "error")
 
 
@@ -42,7 +41,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     Args:
         root: the folder.
         resolution: output size (square).
-        exts: file name endings to take (case-insensitive).
+        exts: file name endings to take (case-insensitive; default
+            :data:`d2c_fast.images.IMAGE_EXTENSIONS`, as every folder of images).
         recursive: also look in sub-folders. Names starting with "." (files and folders) are
             skipped.
         resize: ``"center_crop"`` (centred square crop, then an anti-aliased resize),
@@ -61,7 +61,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         root,
         *,
         resolution: int,
-        exts: Sequence[str] = DEFAULT_EXTS,
+        exts: Sequence[str] = IMAGE_EXTENSIONS,
         recursive: bool = True,
         resize: str = "center_crop",
         skip_bad: bool = False,
