@@ -5,8 +5,8 @@ import json
 import pytest
 
 from d2c_fast.errors import ConfigError
-from d2c_fast.train.cli import add_parser as add_train
-from d2c_fast.eval.cli import add_parser as add_eval
+from d2c_fast.cli.train import add_parser as add_train
+from d2c_fast.cli.evaluation import add_parser as add_eval
 from d2c_fast.train.engine import Budget, DistInfo
 from d2c_fast.train.testing import tiny_train_dict
 

@@ -1,4 +1,4 @@
-"""``d2c-fast train``: the training command (wired into ``d2c_fast.cli`` by ``add_parser``).
+"""``d2c-fast train`` and ``export``: train a D2C model, export a run folder.
 
     d2c-fast train d2c_fast/configs/builtin_train.json -o runs/builtin [--resume]
         [--stage ae|diffusion|guide|all] [--max-minutes M] [--threads N] [--export PATH]
@@ -6,15 +6,17 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from ..checkpoint import UNET_DTYPES
+from ..images import check_output_file
+from ..train.engine import TrainConfig
+from ..train.pipeline import export_run, train
+from .options import add_threads
 
 
 def cmd_train(args) -> int:
-    from .engine import TrainConfig
-    from .pipeline import train
-    import os
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise ValueError(f"-o {args.output!r} is a file; give the run folder")
     tc = TrainConfig.load(args.config)
@@ -36,17 +38,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .pipeline import export_run
     if args.output:
-        from ..images import check_output_file
         check_output_file(args.output)
     print(f"wrote {export_run(args.run_dir, args.output, args.unet_dtype)}")
     return 0
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a D2C model (autoencoder + MoCo, latent "
-                              "diffusion, export)")
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a D2C model (autoencoder + MoCo, latent "
+                       "diffusion, export)")
     p.add_argument("config", help="training config JSON (see d2c_fast/configs/builtin_train.json)")
     p.add_argument("-o", "--output", required=True, help="run folder (checkpoints, logs, export)")
     p.add_argument("--resume", action="store_true",
@@ -54,13 +54,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--stage", default="all", choices=["all", "ae", "diffusion", "guide"])
     p.add_argument("--max-minutes", type=float, default=None,
                    help="total wall-clock budget (overrides the config's max_minutes)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    add_threads(p, help="torch threads per process")
     p.add_argument("--device", default=None, help="cpu, cuda, auto (default: config)")
     p.add_argument("--export", default=None, help="export path (default OUTPUT/model.safetensors)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_train)
 
-    p = subparsers.add_parser("export", help="export a training run folder to .safetensors")
+    p = sub.add_parser("export", help="export a training run folder to .safetensors")
     p.add_argument("run_dir")
     p.add_argument("-o", "--output", default=None)
     p.add_argument("--unet-dtype", default=None, choices=sorted(UNET_DTYPES),
