@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from d2c_fast import diffusion as D
+from op_helpers import import_triton_or_skip, in_subprocess_only
 
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = os.environ.get("D2C_FAST_TRITON_NATIVE", "") == "1"
@@ -31,8 +32,7 @@ def _setup_triton(interpret: bool):
     imported the other way by another test module."""
     if interpret and "triton" not in sys.modules:
         os.environ["TRITON_INTERPRET"] = "1"
-    pytest.importorskip("triton")
-    import triton
+    triton = import_triton_or_skip()
     if (type(triton.language.standard.sum).__name__ == "InterpretedFunction") != interpret:
         return None
     from d2c_fast.ops.group_norm_silu import import_kernel_module
@@ -44,8 +44,8 @@ def _setup_triton(interpret: bool):
 
 K = _setup_triton(interpret=not NATIVE)
 IN_PROCESS = K is not None
-needs_kernel = pytest.mark.skipif(not IN_PROCESS, reason="triton imported without the interpreter "
-                                  "in this process: kernel cases run in a subprocess")
+# triton imported without the interpreter in this process: the kernel cases run in a subprocess
+needs_kernel = in_subprocess_only(not IN_PROCESS)
 DEVICE = "cuda" if NATIVE else "cpu"
 EPS_DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if NATIVE else [])
 
@@ -103,8 +103,6 @@ def _truth(x, e, coeffs, z):
 @pytest.mark.parametrize("coeff_kind", ["device-tensor", "floats"])
 def test_kernel_matches_reference(case, coeff_kind):
     shape, layout, eps_dtype, (t, tn, eta) = case
-    if layout == "cl" and len(shape) != 4:
-        pytest.skip("channels-last needs 4-D")
     x, e, z = _tensors(shape, eps_dtype, layout)
     coeffs = D.ddim_step_coeffs(SCHED, t, tn, eta)
     noise = z if eta > 0 else None
@@ -221,7 +219,7 @@ def test_backend_info():
     assert backend_info(DEVICE)["ddim_step"]["kernel"] == ("triton" if NATIVE else "ref")
 
 
-@pytest.mark.skipif(IN_PROCESS or IN_SUBPROCESS, reason="kernel cases ran in this process")
+@in_subprocess_only(IN_PROCESS or IN_SUBPROCESS)   # the kernel cases ran in this process
 def test_kernel_cases_in_subprocess():
     """The interpreter cases of this file in a fresh CPU-only process."""
     env = dict(os.environ, TRITON_INTERPRET="1", D2C_FAST_TRITON_SUBPROCESS="1",

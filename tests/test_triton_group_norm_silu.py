@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from op_helpers import import_triton_or_skip, in_subprocess_only
 
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = os.environ.get("D2C_FAST_TRITON_NATIVE", "") == "1"
@@ -36,8 +37,7 @@ def _setup_triton(interpret: bool):
     triton was already imported the other way by another test module."""
     if interpret and "triton" not in sys.modules:
         os.environ["TRITON_INTERPRET"] = "1"
-    pytest.importorskip("triton")
-    import triton
+    triton = import_triton_or_skip()
     interpreted = type(triton.language.standard.sum).__name__ == "InterpretedFunction"
     if interpreted != interpret:
         return None
@@ -53,8 +53,7 @@ K = _setup_triton(interpret=not NATIVE)
 IN_PROCESS = K is not None
 # Triton already imported natively by another module (e.g. on a GPU box): the kernel cases run
 # in a fresh interpreter process instead (test_kernel_cases_in_subprocess).
-needs_kernel = pytest.mark.skipif(not IN_PROCESS, reason="triton imported without the interpreter "
-                                  "in this process: kernel cases run in a subprocess")
+needs_kernel = in_subprocess_only(not IN_PROCESS)
 DEVICE = "cuda" if NATIVE else "cpu"
 DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if NATIVE else [])
 TOL = {torch.float32: (2e-5, 2e-5), torch.float16: (2e-3, 2e-3), torch.bfloat16: (1.6e-2, 1.6e-2)}
@@ -260,7 +259,7 @@ def test_schemas_without_extension():
     assert "group_norm_silu" in r.stdout
 
 
-@pytest.mark.skipif(IN_PROCESS or IN_SUBPROCESS, reason="kernel cases ran in this process")
+@in_subprocess_only(IN_PROCESS or IN_SUBPROCESS)   # the kernel cases ran in this process
 def test_kernel_cases_in_subprocess():
     """The interpreter cases of this file in a fresh CPU-only process (triton was imported
     natively here, and the interpreter must be on when triton is first imported)."""
