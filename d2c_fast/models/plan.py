@@ -40,13 +40,24 @@ def _bn_scale_shift(bn: nn.BatchNorm2d):
 _MKLDNN_CONV = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
 
 
+def _onednn_dtypes() -> tuple:
+    """Dtypes the oneDNN primitive takes on this CPU: bf16 needs AVX512-BW/VL/DQ or
+    AVX-NE-CONVERT (oneDNN refuses it elsewhere; PyTorch's own conv2d still runs bf16 there)."""
+    is_bf16 = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    bf16 = bool(is_bf16()) if is_bf16 is not None else False
+    return (torch.float32, torch.bfloat16) if bf16 else (torch.float32,)
+
+
+_ONEDNN_DTYPES = _onednn_dtypes()
+
+
 class OneDNNConv(nn.Conv2d):
     """A convolution that always runs as a oneDNN primitive on CPU (eager PyTorch falls back to
     its slow im2col path for some fp32 shapes, e.g. with one thread)."""
 
     def forward(self, x):
         if _MKLDNN_CONV is not None and x.device.type == "cpu" and x.dtype == self.weight.dtype \
-                and isinstance(self.padding, tuple):
+                and x.dtype in _ONEDNN_DTYPES and isinstance(self.padding, tuple):
             return _MKLDNN_CONV(x, self.weight, self.bias, list(self.padding), list(self.stride),
                                 list(self.dilation), self.groups, "none", [], "")
         return super().forward(x)
@@ -104,7 +115,7 @@ class ConvSwish(nn.Module):
     def forward(self, x):
         c = self.conv
         if _MKLDNN_CONV is not None and x.device.type == "cpu" \
-                and x.dtype == c.weight.dtype:
+                and x.dtype == c.weight.dtype and x.dtype in _ONEDNN_DTYPES:
             pad, stride, dil, groups = self._args
             return _MKLDNN_CONV(x, c.weight, c.bias, pad, stride, dil, groups, "swish",
                                       [], "")
