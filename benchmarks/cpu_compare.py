@@ -84,7 +84,7 @@ def workload(name, s, x, z, attr):
 def _memory_child(args):
     import resource
     from d2c_fast import Attribute
-    from d2c_fast.models.random_init import arch256_config_path, random_model
+    from d2c_fast.checkpoint.random_init import arch256_config_path, random_model
     model = random_model(arch256_config_path(), seed=0)
     s = make_samplers(model, [args._child], args.official_src)[args._child]
     del model  # as with Sampler(path): only what the sampler keeps stays alive
@@ -143,7 +143,7 @@ def main(argv=None):
     if args.memory:
         return _memory(args)
     from d2c_fast import Attribute
-    from d2c_fast.models.random_init import arch256_config_path, random_model
+    from d2c_fast.checkpoint.random_init import arch256_config_path, random_model
     model = random_model(arch256_config_path(), seed=0)
     cands = args.candidates.split(",")
     if args.official_src and "B0-official" not in cands:

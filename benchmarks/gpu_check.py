@@ -293,7 +293,7 @@ from machine import cpu_name  # noqa: E402
 from d2c_fast import diffusion as D  # noqa: E402
 from d2c_fast.eval.metrics import rel_error  # noqa: E402
 from d2c_fast.gpu import GpuSampler, UNetCallGraph  # noqa: E402
-from d2c_fast.models.random_init import arch256_config_path, random_model  # noqa: E402
+from d2c_fast.checkpoint.random_init import arch256_config_path, random_model  # noqa: E402
 from d2c_fast.ops import backend_info  # noqa: E402
 from d2c_fast.sampler import Sampler  # noqa: E402
 

@@ -109,7 +109,7 @@ def train_step(steps):
 
 def arch256(dtype, calls):
     from d2c_fast import Sampler
-    from d2c_fast.models.random_init import arch256_config_path, random_model
+    from d2c_fast.checkpoint.random_init import arch256_config_path, random_model
     s = Sampler(random_model(arch256_config_path(), seed=0), impl="fast", dtype=dtype)
     z = torch.randn(1, *s.latent_shape)
     flops = conv_flops(s.unet_model, lambda: s.unet(z, 50))

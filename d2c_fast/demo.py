@@ -65,7 +65,7 @@ def run_demo(output: str = "demo.png", *, device: str = "cpu", impl: str = "fast
         s = Sampler("builtin", device=device, impl=impl)
         note = "built-in model (trained on the built-in procedural faces)"
     else:
-        from .models.random_init import random_model
+        from .checkpoint.random_init import random_model
         cfg = os.path.join(os.path.dirname(__file__), "configs", "tiny64.json")
         s = Sampler(random_model(cfg, seed=0), device=device, impl=impl)
         note = ("RANDOMLY INITIALISED 64x64 model (the built-in trained model is not shipped "

@@ -12,7 +12,7 @@ from d2c_fast.checkpoint import save_native
 from d2c_fast.cli import main
 from d2c_fast.eval.oracle import Oracle
 from d2c_fast.images import load_images, save_png
-from d2c_fast.models.random_init import random_model
+from d2c_fast.checkpoint.random_init import random_model
 from d2c_fast.train.testing import tiny_model_dict
 
 

@@ -11,7 +11,7 @@ from d2c_fast.data import ATTRIBUTES
 from d2c_fast.eval.attributes_eval import evaluate_attributes
 from d2c_fast.eval.metrics import rel_error, wilson_interval
 from d2c_fast.eval.oracle import Oracle
-from d2c_fast.models.random_init import random_model
+from d2c_fast.checkpoint.random_init import random_model
 
 CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                    "d2c_fast", "configs", "tiny64.json")

@@ -9,7 +9,7 @@ import torch
 from d2c_fast import Attribute, Sampler
 from d2c_fast.attributes import LinearClassifier, fit_linear_cv
 from d2c_fast.errors import AttributeFileError
-from d2c_fast.models.random_init import random_model
+from d2c_fast.checkpoint.random_init import random_model
 
 CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                    "d2c_fast", "configs", "tiny64.json")

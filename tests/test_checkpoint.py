@@ -23,12 +23,12 @@ import pytest
 import torch
 
 import d2c_fast
-from d2c_fast import checkpoint as ckpt_mod
+from d2c_fast.checkpoint import load as ckpt_mod
 from d2c_fast.checkpoint import (convert, load_boundary, load_model, load_native, load_official,
                                  torch_load_safe)
 from d2c_fast.config import load_config
 from d2c_fast.errors import AttributeFileError, CheckpointError, ConfigError, D2CError
-from d2c_fast.models.random_init import random_model
+from d2c_fast.checkpoint.random_init import random_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 C, D = 4, 8  # latent channels and size of the tiny config

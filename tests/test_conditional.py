@@ -9,7 +9,7 @@ from d2c_fast import Attribute, Sampler
 from d2c_fast.attributes import LinearClassifier
 from d2c_fast.conditional import RareAttributeError, sample_conditional
 from d2c_fast.eval.metrics import rel_error
-from d2c_fast.models.random_init import random_model
+from d2c_fast.checkpoint.random_init import random_model
 
 CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                    "d2c_fast", "configs", "tiny64.json")

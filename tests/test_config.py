@@ -13,7 +13,7 @@ import yaml
 from d2c_fast.config import (AutoencoderConfig, ModelConfig, arch_cells, config_from_dict,
                              load_config)
 from d2c_fast.errors import ConfigError, D2CError
-from d2c_fast.models.random_init import arch256_config_path, random_model
+from d2c_fast.checkpoint.random_init import arch256_config_path, random_model
 
 OFFICIAL_ARCH_INSTANCES = ["res_elu", "res_bnelu", "res_bnswish", "mbconv_sep", "mbconv_sep11",
                            "res_mbconv", "res53_mbconv", "res35_mbconv", "res55_mbconv",

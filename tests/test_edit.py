@@ -8,7 +8,7 @@ import torch
 from d2c_fast import Attribute, Sampler
 from d2c_fast.attributes import LinearClassifier
 from d2c_fast.edit import edit_delta, sweep
-from d2c_fast.models.random_init import random_model
+from d2c_fast.checkpoint.random_init import random_model
 from d2c_fast.projector import project, project_and_edit
 
 CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

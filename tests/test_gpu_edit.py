@@ -18,7 +18,7 @@ import torch
 
 from d2c_fast import Sampler
 from d2c_fast.eval.metrics import rel_error
-from d2c_fast.models.random_init import random_model
+from d2c_fast.checkpoint.random_init import random_model
 from d2c_fast.ops import backend_info, has_compiled_kernel
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -16,7 +16,7 @@ import torch
 from d2c_fast import Sampler
 from d2c_fast.eval.metrics import rel_error
 from d2c_fast.gpu import GRAPH_ERRORS, FastUNet, GpuSampler, UNetCallGraph
-from d2c_fast.models.random_init import arch256_config_path, random_model
+from d2c_fast.checkpoint.random_init import arch256_config_path, random_model
 
 TINY = "d2c_fast/configs/tiny64.json"
 HAS_CUDA = torch.cuda.is_available()

@@ -15,7 +15,7 @@ from d2c_fast.checkpoint import load_model, save_native
 from d2c_fast.config import load_config
 from d2c_fast.errors import CheckpointError, ConfigError
 from d2c_fast.eval.metrics import rel_error
-from d2c_fast.models.random_init import random_model
+from d2c_fast.checkpoint.random_init import random_model
 from d2c_fast.models.unet import UNet
 from d2c_fast.train import TrainConfig, train
 from d2c_fast.train.pipeline import export_run
@@ -266,7 +266,7 @@ def test_config_guidance_rescale_validated_and_left_out_at_default():
         with pytest.raises(ConfigError, match="diffusion.guide.rescale"):
             load_config(d)
     # sampling recommendations, not the model's identity: fitted attributes keep loading
-    from d2c_fast.attributes import model_fingerprint
+    from d2c_fast.checkpoint import model_fingerprint
     m = with_guide(guided_dict())
     m2 = with_guide(guided_dict())
     m2.config = c2

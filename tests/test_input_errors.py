@@ -117,11 +117,11 @@ def test_fingerprint_covers_every_weight_and_reads_legacy_files(s, tmp_path):
     """A model changed only in its middle layers is another model for its attributes (the
     fingerprint hashed six tensors until 2026-11-29); files written with that old fingerprint
     still load on their own model."""
-    from d2c_fast.checkpoint import _is_alias, load_model
+    from d2c_fast.checkpoint import is_alias_key, load_model
     from d2c_fast.sampler import _BUILTIN
     m = load_model(_BUILTIN)
     keys = [k for k, v in m.autoencoder.state_dict().items()
-            if not _is_alias(k) and v.is_floating_point()]
+            if not is_alias_key(k) and v.is_floating_point()]
     with torch.no_grad():
         m.autoencoder.state_dict()[keys[len(keys) // 2]].mul_(1.3)
     s2 = Sampler(m)

@@ -17,7 +17,7 @@ from d2c_fast.checkpoint import save_native
 from d2c_fast.images import save_png
 from d2c_fast.jobs import list_images, manipulate_dir, sample_conditional_dir
 from d2c_fast.train.testing import tiny_model_dict
-from d2c_fast.models.random_init import random_model
+from d2c_fast.checkpoint.random_init import random_model
 
 N_IMAGES = 7
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -10,7 +10,7 @@ from d2c_fast import Attribute, Sampler
 from d2c_fast.checkpoint import LoadedModel, load_native, save_native
 from d2c_fast.edit import edit_delta
 from d2c_fast.errors import AttributeFileError, CheckpointError
-from d2c_fast.models.random_init import random_model
+from d2c_fast.checkpoint.random_init import random_model
 
 CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                    "d2c_fast", "configs", "tiny64.json")

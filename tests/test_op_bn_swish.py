@@ -366,7 +366,7 @@ def test_import_without_compiled_library_warns_once_and_works():
         msgs = [str(x.message) for x in w if "d2c_fast._C" in str(x.message)]
         assert len(msgs) == 1, msgs
         import os, torch
-        from d2c_fast.models.random_init import random_model
+        from d2c_fast.checkpoint.random_init import random_model
         cfg = os.path.join(os.path.dirname(d2c_fast.__file__), "configs", "tiny64.json")
         s = d2c_fast.Sampler(random_model(cfg), impl="fast")
         assert s.encode(torch.rand(1, 3, 64, 64)).shape == (1, 4, 8, 8)

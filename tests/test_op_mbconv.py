@@ -182,7 +182,7 @@ def test_opcheck(shape, dtype, layout, E, C2, k, cpu_kernel):
 def test_plan_fuses_every_stride1_mbconv_cell_and_keeps_bf16_on_the_unfused_path():
     from d2c_fast.models.layers import InvertedResidual
     from d2c_fast.models.plan import FusedMBConv, build_fast_autoencoder
-    from d2c_fast.models.random_init import arch256_config_path, random_model
+    from d2c_fast.checkpoint.random_init import arch256_config_path, random_model
     ae = random_model(arch256_config_path(), seed=0).autoencoder
     stride1 = sum(1 for m in ae.modules() if isinstance(m, InvertedResidual)
                   and not isinstance(m.conv[0], torch.nn.UpsamplingNearest2d))

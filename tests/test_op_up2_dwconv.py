@@ -181,7 +181,7 @@ def test_plan_uses_the_fused_op_in_up_cells():
     """ARCH-256's MBConv up cells: the plan has no separate up-sampling of the hidden tensor."""
     import torch.nn as nn
     from d2c_fast.models.plan import DWConvSwish, build_fast_autoencoder
-    from d2c_fast.models.random_init import arch256_config_path, random_model
+    from d2c_fast.checkpoint.random_init import arch256_config_path, random_model
     from d2c_fast.models.layers import InvertedResidual
     ae = random_model(arch256_config_path(), seed=0).autoencoder
     want = sum(1 for m in ae.modules() if isinstance(m, InvertedResidual)

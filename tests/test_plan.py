@@ -9,7 +9,7 @@ from d2c_fast import Sampler
 from d2c_fast.config import _ARCH_INSTANCES
 from d2c_fast.eval.metrics import rel_error
 from d2c_fast.models.plan import build_fast_autoencoder
-from d2c_fast.models.random_init import random_model
+from d2c_fast.checkpoint.random_init import random_model
 
 
 def tiny_config(arch, **ae_over):

@@ -11,7 +11,7 @@ from d2c_fast import Attribute, Sampler
 from d2c_fast.errors import AttributeFileError, ImageError
 from d2c_fast.eval.metrics import rel_error
 from d2c_fast.models import mixture
-from d2c_fast.models.random_init import random_model
+from d2c_fast.checkpoint.random_init import random_model
 
 CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                    "d2c_fast", "configs", "tiny64.json")

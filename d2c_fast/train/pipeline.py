@@ -22,6 +22,8 @@ from typing import Optional
 
 import torch
 
+from ..checkpoint import identity_json, save_native
+from ..config import load_config
 from ..errors import ConfigError
 from .engine import (DistInfo, TrainConfig, as_train_config, barrier, init_distributed,
                      log_event)
@@ -43,8 +45,6 @@ def _check_same_run(out_dir: str, tc: TrainConfig, model_cfg, stage: str) -> Non
     sections, seed, data, and each trained stage's section); budgets, threads and logging may
     change on a resume, and a guide prior may be added to a run without one (``stage="guide"``
     trains it with the ``diffusion`` section's settings)."""
-    from ..attributes import _identity_json
-    from ..config import load_config
 
     def has(f):
         return os.path.exists(os.path.join(out_dir, f))
@@ -61,8 +61,8 @@ def _check_same_run(out_dir: str, tc: TrainConfig, model_cfg, stage: str) -> Non
     diffs = []
     mpath, tpath = (os.path.join(out_dir, f) for f in ("model_config.json", "train_config.json"))
     if os.path.exists(mpath):
-        old = json.loads(_identity_json(load_config(mpath)))
-        new = json.loads(_identity_json(model_cfg))
+        old = json.loads(identity_json(load_config(mpath)))
+        new = json.loads(identity_json(model_cfg))
         diffs += [f"model {k}" for k in ("autoencoder",) + (("diffusion",) if dif_done else ())
                   if model_section(old, k) != model_section(new, k)]
     if os.path.exists(tpath):
@@ -234,7 +234,6 @@ def export(path, model_cfg, ae, unet, mean, std, unet_dtype: str = "float32",
     """The native ``.safetensors`` that ``d2c_fast.Sampler(path)`` loads (MoCo head, key
     encoder and queue are not part of it); ``unet_dtype``: see ``save_native``; ``guide``:
     the guide prior (EMA weights) for configs with ``diffusion.guide``."""
-    from ..checkpoint import save_native
     save_native(path, model_cfg, ae.cpu().eval(), unet.cpu().eval(), mean.cpu(), std.cpu(),
                 unet_dtype=unet_dtype, guide=guide.cpu().eval() if guide is not None else None)
 
@@ -242,7 +241,6 @@ def export(path, model_cfg, ae, unet, mean, std, unet_dtype: str = "float32",
 def export_run(out_dir, path=None, unet_dtype=None) -> str:
     """Export a run folder whose stages have finished (or the latest checkpoints);
     ``unet_dtype`` default: the run's ``export_unet_dtype``."""
-    from ..config import load_config
     from .autoencoder import load_trained_autoencoder
     from .diffusion import load_ema_unet
     from .engine import load_checkpoint

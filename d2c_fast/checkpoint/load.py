@@ -23,9 +23,11 @@ import zipfile
 
 import torch
 
-from .config import ConfigError, ModelConfig, config_from_dict, load_config
-from .errors import CheckpointError
-from .utils import atomic_write
+from ..config import ConfigError, ModelConfig, config_from_dict, load_config
+from ..errors import AttributeFileError, CheckpointError
+from ..models.autoencoder import AutoEncoder
+from ..models.unet import UNet
+from ..utils import atomic_write
 
 NATIVE_FORMAT = "d2c_fast"
 NATIVE_VERSION = "1"
@@ -184,7 +186,9 @@ def torch_load_safe(path) -> object:
         raise CheckpointError(p, f"cannot be loaded safely or is corrupt: {msg}") from e
 
 
-def _is_alias(key: str) -> bool:
+def is_alias_key(key: str) -> bool:
+    """Whether an autoencoder state-dict key is a weight-norm alias (``*.weight_normalized``,
+    a view of its weight: neither stored nor hashed)."""
     return key.endswith(".weight_normalized")
 
 
@@ -284,15 +288,13 @@ class LoadedModel:
 
 def _build(cfg: ModelConfig, ae_sd: dict, unet_sd: dict, lm, path,
            guide_sd: dict | None = None) -> LoadedModel:
-    from .models.autoencoder import AutoEncoder
-    from .models.unet import UNet
     ae = AutoEncoder(cfg.autoencoder)
     unet = UNet(cfg.unet)
-    ae_ref = {k: v for k, v in ae.state_dict().items() if not _is_alias(k)}
+    ae_ref = {k: v for k, v in ae.state_dict().items() if not is_alias_key(k)}
     # Aliases (weight_normalized) must agree with their weight; the official load lets the
     # alias win, so we take it when present.
     ae_in = dict(ae_sd)
-    for k in [k for k in ae_in if _is_alias(k)]:
+    for k in [k for k in ae_in if is_alias_key(k)]:
         base = k[: -len("_normalized")]
         alias = ae_in.pop(k)
         if base not in ae_in or not isinstance(alias, torch.Tensor):
@@ -429,7 +431,7 @@ def save_native(path, config: ModelConfig, autoencoder, unet, mean, std, *,
         for k, v in guide.state_dict().items():
             tensors[f"guide.{k}"] = v.detach().cpu().contiguous()
     for k, v in autoencoder.state_dict().items():
-        if not _is_alias(k):
+        if not is_alias_key(k):
             tensors[f"autoencoder.{k}"] = v.detach().cpu().contiguous()
     for k, v in unet.state_dict().items():
         v = v.detach().cpu()
@@ -451,7 +453,6 @@ def convert(ckpt, config, out) -> LoadedModel:
 
 def load_boundary(path) -> torch.Tensor:
     """An official attribute file ``{"boundary": (1, C, H, W)}`` -> the direction tensor."""
-    from .errors import AttributeFileError
     try:
         obj = torch_load_safe(path)
     except CheckpointError as e:
@@ -474,4 +475,5 @@ def load_boundary(path) -> torch.Tensor:
 
 
 __all__ = ["LoadedModel", "load_model", "load_official", "load_native", "save_native", "convert",
-           "load_boundary", "torch_load_safe"]
+           "load_boundary", "torch_load_safe", "latent_norm_kind", "official_autoencoder_keys",
+           "is_alias_key", "UNET_DTYPES", "NATIVE_FORMAT", "NATIVE_VERSION"]

@@ -6,17 +6,21 @@ every term of the computation.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
-from ..checkpoint import LoadedModel
 from ..config import load_config
+from ..models.autoencoder import AutoEncoder
+from ..models.unet import UNet
+from .load import LoadedModel
+
+__all__ = ["random_model", "arch256_config_path"]
 
 
 def random_model(config, seed: int = 0) -> LoadedModel:
     """A :class:`~d2c_fast.checkpoint.LoadedModel` with random weights for ``config``
     (path, dict or ``ModelConfig``); deterministic in ``seed``."""
-    from .autoencoder import AutoEncoder
-    from .unet import UNet
     cfg = load_config(config)
     g = torch.Generator().manual_seed(seed)
     torch_state = torch.random.get_rng_state()
@@ -48,5 +52,6 @@ def random_model(config, seed: int = 0) -> LoadedModel:
 
 
 def arch256_config_path() -> str:
-    import os
+    """The path of the bundled ARCH-256 config (``d2c_fast/configs/arch256.json``), the
+    architecture the benchmarks time."""
     return os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "arch256.json")
