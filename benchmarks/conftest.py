@@ -8,5 +8,5 @@ import torch
 
 @pytest.fixture(scope="session")
 def arch256():
-    from d2c_fast.models.random_init import arch256_config_path, random_model
+    from d2c_fast.checkpoint.random_init import arch256_config_path, random_model
     return random_model(arch256_config_path(), seed=0)
