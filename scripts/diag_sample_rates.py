@@ -29,7 +29,7 @@ import torch
 def probe(x, y, l2=2e-3):
     """L2 logistic regression on rows of x -> (w, b): d2c_fast.attributes' own fitter
     (float64 L-BFGS, mean BCE + l2 / 2 |w|^2), unweighted."""
-    from d2c_fast.attributes import _fit_lr
+    from d2c_fast.attributes import fit_lr as _fit_lr
     w, b = _fit_lr(x.double(), y.double(), l2, torch.ones(y.shape[0], dtype=torch.float64))
     return w.float(), b
 

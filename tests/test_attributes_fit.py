@@ -113,7 +113,7 @@ def test_mixture_proportion_best_bin(pi):
     """Best-bin estimation on scores from known mixtures: separable classes give the true
     proportion within the sampling error of 1,000 unlabelled scores; overlapping classes give
     an upper bound of it (q_U(t) / q_P(t) >= pi for every t, negatives only add to q_U)."""
-    from d2c_fast.attributes import _mixture_proportion
+    from d2c_fast.attributes import mixture_proportion as _mixture_proportion
     errs = []
     for seed in range(5):
         g = torch.Generator().manual_seed(seed)
@@ -220,7 +220,8 @@ def test_platt_firth_is_nearly_unbiased_and_finite_under_separation():
     slope averages to within 15% of the truth also where the classes nearly separate (the
     smoothed-target Platt fit it replaced averaged 2.1 for a true 4); perfectly separated
     scores still give a finite slope."""
-    from d2c_fast.attributes import _balanced_weights, _platt_firth
+    from d2c_fast.attributes import balanced_weights as _balanced_weights
+    from d2c_fast.attributes import platt_firth as _platt_firth
     y = torch.cat([torch.ones(50), torch.zeros(50)]).double()
     for mu in (1.0, 2.0):
         est = []
@@ -243,7 +244,8 @@ def test_platt_firth_is_nearly_unbiased_and_finite_under_separation():
 def test_fit_linear_cv_augmented_rows_train_with_their_source():
     """augment=(x_aug, src): copies join the training folds of their source item, are never
     scored (oof over the n items), and the final fit is the plain fit on items + copies."""
-    from d2c_fast.attributes import _balanced_weights, _fit_lr
+    from d2c_fast.attributes import balanced_weights as _balanced_weights
+    from d2c_fast.attributes import fit_lr as _fit_lr
     g = torch.Generator().manual_seed(2)
     x = torch.randn(40, 6, generator=g, dtype=torch.float64)
     y = (x[:, 0] + 0.3 * torch.randn(40, generator=g, dtype=torch.float64) > 0).double()
@@ -257,7 +259,7 @@ def test_fit_linear_cv_augmented_rows_train_with_their_source():
     plain = fit_linear_cv(x, y, l2_grid=(0.1,), folds=4)
     assert not torch.allclose(plain["w"], r["w"])
     # fold 0's out-of-fold scores come from a model that saw no copy of a fold-0 item
-    from d2c_fast.attributes import _folds
+    from d2c_fast.attributes import stratified_folds as _folds
     fold = _folds(y, 4, 0)
     tr = fold != 0
     keep = tr[src]

@@ -950,3 +950,15 @@ def test_modified_fixture_is_refused(case, fixture_dir, tmp_path):
         torch.save(obj, p)
     refused(CheckpointError, p, words, load_model, p, fixture_dir / "config.yml")
     assert not marker.exists()
+
+
+def test_model_fingerprint_values_are_stable():
+    """Fitted attribute files record their model's fingerprint, so its value for a given model
+    must never change (or existing files stop loading on their model): these are the values
+    d2c_fast 0.1 computed for this random model, in the current and in the pre-2026-11-29
+    (six-tensor) form. (A torch release that changed its module initialisation would change
+    the model, not the fingerprint: regenerate the values with d2c_fast 0.1 then.)"""
+    from d2c_fast.checkpoint import arch256_config_path, model_fingerprint
+    m = random_model(os.path.join(os.path.dirname(arch256_config_path()), "tiny64.json"), seed=0)
+    assert model_fingerprint(m) == "256990432892-e0fd886b4c87dd11"
+    assert model_fingerprint(m, legacy=True) == "256990432892-1e263edb8b89"

@@ -356,19 +356,24 @@ def load_official(path, config) -> LoadedModel:
     return _build(cfg, ae_sd, obj["diffusion"], obj["latent_mod"], path)
 
 
+def read_safetensors(path, error) -> tuple[dict, dict]:
+    """``(metadata, tensors)`` of a ``.safetensors`` file, tensors on the CPU; when it cannot
+    be read (missing, truncated, corrupt), ``error(cause)`` is raised (``cause``: the first
+    line of the reader's message)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise error(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+
+
 def load_native(path) -> LoadedModel:
     """Our ``.safetensors`` file (config in its metadata)."""
-    from safetensors import safe_open
     _check_file(path)
     p = os.fspath(path)
-    try:
-        with safe_open(p, framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(p, f"not a readable safetensors file (truncated or corrupt: "
-                              f"{msg})") from e
+    meta, tensors = read_safetensors(p, lambda msg: CheckpointError(
+        p, f"not a readable safetensors file (truncated or corrupt: {msg})"))
     if meta.get("format") != NATIVE_FORMAT:
         raise CheckpointError(p, f"safetensors file without d2c_fast metadata "
                               f"(format={meta.get('format')!r})")
@@ -476,4 +481,4 @@ def load_boundary(path) -> torch.Tensor:
 
 __all__ = ["LoadedModel", "load_model", "load_official", "load_native", "save_native", "convert",
            "load_boundary", "torch_load_safe", "latent_norm_kind", "official_autoencoder_keys",
-           "is_alias_key", "UNET_DTYPES", "NATIVE_FORMAT", "NATIVE_VERSION"]
+           "is_alias_key", "read_safetensors", "UNET_DTYPES", "NATIVE_FORMAT", "NATIVE_VERSION"]

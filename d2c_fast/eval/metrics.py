@@ -8,6 +8,9 @@ import math
 
 import torch
 
+from ..attributes import fit_lr
+from ..models.mixture import mode
+
 
 def rel_error(a, b) -> float:
     """``||a - b|| / ||b||`` (Frobenius norms over all elements) in float64 on the CPU;
@@ -30,7 +33,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def reconstruct(sampler_or_ae, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
     """Deterministic reconstructions (``mixture.mode``) of images in [0, 1]."""
-    from ..models.mixture import mode
     out = []
     for s in range(0, images.shape[0], batch_size):
         x = images[s:s + batch_size]
@@ -50,15 +52,14 @@ def reconstruction_psnr(sampler_or_ae, images: torch.Tensor, batch_size: int = 1
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2, iters: int = 200):
     """Binary logistic regression on standardised features; -> (w, b, mean, std). Minimises
-    ``mean BCE + l2 |w|^2`` with the attribute fit's solver (``attributes._fit_lr``, uniform
-    weights; its penalty is ``l2 / 2 |w|^2``, hence ``2 l2``)."""
-    from ..attributes import _fit_lr
+    ``mean BCE + l2 |w|^2`` with the attribute fit's solver (:func:`d2c_fast.attributes.fit_lr`,
+    uniform weights; its penalty is ``l2 / 2 |w|^2``, hence ``2 l2``)."""
     x = x.double().flatten(1)
     mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
     xs = (x - mean) / std
     y = y.double().flatten()
     with torch.inference_mode(False):
-        w, b = _fit_lr(xs.clone(), y.clone(), 2.0 * l2, torch.ones_like(y), iters=iters)
+        w, b = fit_lr(xs.clone(), y.clone(), 2.0 * l2, torch.ones_like(y), iters=iters)
     return w, torch.tensor(b, dtype=torch.float64), mean, std
 
 

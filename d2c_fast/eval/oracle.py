@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..checkpoint import read_safetensors
 from ..errors import CheckpointError
 from ..utils import atomic_write
 
@@ -101,16 +102,11 @@ class Oracle(nn.Module):
 
     @classmethod
     def load(cls, path, device="cpu") -> "Oracle":
-        from safetensors import safe_open
         p = os.fspath(path)
         if not os.path.isfile(p):
             raise CheckpointError(p, "no such file")
-        try:
-            with safe_open(p, framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:
-            raise CheckpointError(p, f"not a safetensors file ({e})") from e
+        meta, tensors = read_safetensors(
+            p, lambda msg: CheckpointError(p, f"not a safetensors file ({msg})"))
         if meta.get("format") != ORACLE_FORMAT:
             raise CheckpointError(p, f"not an oracle file (format {meta.get('format')!r})")
         cfg = json.loads(meta["config"])
