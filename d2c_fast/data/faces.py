@@ -37,6 +37,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from d2c_fast.data._common import DatasetError, check_index
+from d2c_fast.images import make_grid, save_png
 
 __all__ = [
     "ATTRIBUTES",
@@ -918,7 +919,6 @@ def make_grid_preview(
     (BL blond, LP lipstick, BD beard, GL glasses, SM smiling). Returns the path."""
     from PIL import ImageFont
 
-    from d2c_fast.images import save_png
 
     n = _check_int("n", n)
     if n == 0:
@@ -949,7 +949,6 @@ def make_attribute_preview(
 ) -> str:
     """Write a PNG where each row is one identity: all attributes off, then each attribute on
     alone (columns: none, then :data:`ATTRIBUTES` in order). Returns the path."""
-    from d2c_fast.images import save_png
 
     rows = []
     for i in range(n):
@@ -961,7 +960,6 @@ def make_attribute_preview(
     grid = torch.stack(rows)  # (n, 6, 3, R, R)
     if zoom > 1:
         grid = grid.repeat_interleave(zoom, dim=-1).repeat_interleave(zoom, dim=-2)
-    from d2c_fast.images import make_grid
 
     sheet = make_grid(list(grid), padding=2)
     return save_png(sheet, path)[0]

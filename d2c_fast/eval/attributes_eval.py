@@ -60,8 +60,15 @@ import time
 
 import torch
 
-from ..conditional import RareAttributeError
+from ..conditional import RareAttributeError, adapt_to, pilot_latents
+from ..data import ATTRIBUTES, FacesDataset
+from ..edit import apply_delta, edit_delta, invert, target_strengths
+from ..images import save_grid
+from ..projector import project
+from ..sampler import Sampler
+from .fid import frechet_distance
 from .metrics import wilson_interval
+from .oracle import Oracle
 
 DEFAULT_ATTRIBUTES = ("blond_hair", "red_lipstick", "beard")
 
@@ -123,14 +130,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
     when it is a ref sampler; otherwise the latency row is skipped). With ``out_dir``,
     writes ``attributes_eval.json``,
     ``attributes_eval.md``, ``edits_grid.png`` and ``conditional_grid.png`` there."""
-    from ..data import ATTRIBUTES, FacesDataset
-    from ..conditional import adapt_to, pilot_latents
-    from ..edit import apply_delta, edit_delta, invert, target_strengths
-    from ..images import save_grid
-    from ..projector import project
-    from ..sampler import Sampler, _RNG
-    from .fid import frechet_distance
-    from .oracle import Oracle
+    from ..sampler import _RNG   # until the runtime's public batch RNG replaces it
 
     t_start = time.perf_counter()
     s = model if isinstance(model, Sampler) else Sampler(model)

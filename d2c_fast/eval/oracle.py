@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..checkpoint import read_safetensors
+from ..data import FacesDataset
 from ..errors import CheckpointError
 from ..utils import atomic_write
 
@@ -157,7 +158,6 @@ def _train_oracle(resolution, n_train, n_val, epochs, batch_size, lr, width, see
                   max_minutes, train_data, val_data, progress, workers) -> Oracle:
     t0 = time.perf_counter()
     if train_data is None or val_data is None:
-        from ..data import FacesDataset
         train_data = train_data or FacesDataset(n_train, resolution=resolution, seed=data_seed,
                                                 split="train")
         val_data = val_data or FacesDataset(n_val, resolution=resolution, seed=data_seed,

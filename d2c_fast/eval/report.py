@@ -12,6 +12,12 @@ import time
 
 import torch
 
+from ..data import ATTRIBUTES, FacesDataset
+from ..sampler import Sampler
+from .fid import frechet_distance
+from .metrics import probe_l2_select, reconstruction_psnr, wilson_interval
+from .oracle import Oracle
+
 
 def _render(ds, n):
     xs, ys = zip(*(ds[i] for i in range(n)))
@@ -23,11 +29,6 @@ def evaluate(model_path, oracle_path, *, n_heldout: int = 1000, n_probe: int = 1
              seed: int = 0, data_seed: int = 0, batch_size: int = 100,
              eps_scale: float = 1.0, guidance: float | None = None,
              guidance_rescale: float | None = None, guidance_rescale_t=None) -> dict:
-    from ..data import ATTRIBUTES, FacesDataset
-    from ..sampler import Sampler
-    from .fid import frechet_distance
-    from .metrics import probe_l2_select, reconstruction_psnr, wilson_interval
-    from .oracle import Oracle
     t0 = time.perf_counter()
     s = Sampler(model_path)
     oracle = Oracle.load(oracle_path)

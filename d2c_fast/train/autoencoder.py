@@ -44,8 +44,9 @@ import torch.nn.functional as F
 from ..models.autoencoder import AutoEncoder, quantize_input
 from ..models.mixture import log_prob
 from .augment import augment
-from .engine import (DistInfo, StageTrainer, TrainConfig, autocast, concat_all_gather, lr_at,
-                     make_adam, save_checkpoint, set_lr, step_generator, step_seed)
+from .engine import (DataOrder, DistInfo, StageTrainer, TrainConfig, autocast,
+                     concat_all_gather, load_checkpoint, lr_at, make_adam, save_checkpoint,
+                     set_lr, step_generator, step_seed)
 
 
 class MoCoAE(nn.Module):
@@ -158,7 +159,6 @@ class AETrainer(StageTrainer):
     def __init__(self, tc: TrainConfig, model_cfg, images: torch.Tensor, out_dir: str,
                  info: DistInfo, max_seconds=None):
         super().__init__(tc, out_dir, info, tc.ae.steps, max_seconds)
-        from .engine import DataOrder
         st = tc.ae
         self.st, self.model_cfg, self.images = st, model_cfg, images
         dev = info.device
@@ -229,7 +229,6 @@ class AETrainer(StageTrainer):
         nb = self.st.bn_recalib_batches
         if nb > 0:
             # identical on every rank: the first nb global batches of a fixed order
-            from .engine import DataOrder
             order = DataOrder(self.images.shape[0], self.st.batch_size, self.tc.seed, "ae")
             xs = (self.images[order.indices(10 ** 6 + i)].to(self.info.device).float() / 255
                   for i in range(nb))
@@ -241,7 +240,6 @@ class AETrainer(StageTrainer):
 
 def load_trained_autoencoder(out_dir: str, model_cfg, device="cpu") -> AutoEncoder:
     """The stage-1 result (``out_dir/autoencoder.pt``), eval mode."""
-    from .engine import load_checkpoint
     ae = AutoEncoder(model_cfg.autoencoder)
     ae.load_state_dict(load_checkpoint(os.path.join(out_dir, "autoencoder.pt"))["autoencoder"])
     return ae.to(device).eval()

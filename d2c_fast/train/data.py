@@ -10,8 +10,10 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..data import CelebADataset, FacesDataset, ImageFolderDataset
+from ..data.faces import RENDER_VERSION
 from ..errors import ConfigError
-from .engine import DataConfig, DistInfo, barrier
+from .engine import DataConfig, DistInfo, barrier, save_checkpoint
 
 
 class SyntheticShapes(torch.utils.data.Dataset):
@@ -60,17 +62,14 @@ def make_dataset(cfg: DataConfig, resolution: int, split: Optional[str] = None,
     split = split or cfg.split
     n = cfg.n if n is None else n
     if cfg.kind == "faces":
-        from ..data import FacesDataset
         return FacesDataset(n, resolution=resolution, seed=cfg.seed, split=split)
     if cfg.kind == "synthetic":
         return SyntheticShapes(n, resolution=resolution, seed=cfg.seed, split=split)
     if cfg.kind == "folder":
-        from ..data import ImageFolderDataset
         if not cfg.root:
             raise ConfigError("train.data.root", "an image folder needs root")
         return _Limit(ImageFolderDataset(cfg.root, resolution=resolution), n)
     if cfg.kind == "celeba":
-        from ..data import CelebADataset
         if not cfg.root:
             raise ConfigError("train.data.root", "CelebA needs root")
         return _Limit(CelebADataset(cfg.root, split=split, resolution=resolution), n)
@@ -114,7 +113,6 @@ def _cache_key(cfg: DataConfig, resolution: int) -> str:
     d = {"kind": cfg.kind, "n": cfg.n, "seed": cfg.seed, "split": cfg.split, "root": cfg.root,
          "resolution": resolution, "v": 1}
     if cfg.kind == "faces":
-        from ..data.faces import RENDER_VERSION
         d["render"] = RENDER_VERSION
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -128,7 +126,6 @@ def load_images(cfg: DataConfig, resolution: int, out_dir: str, info: DistInfo,
     path = os.path.join(out_dir, f"data-{cfg.kind}-{_cache_key(cfg, resolution)}.pt")
     if cfg.cache:
         if info.is_main and not os.path.exists(path):
-            from .engine import save_checkpoint
             x = dataset_to_uint8(make_dataset(cfg, resolution), workers=cfg.workers,
                                  progress=progress)
             save_checkpoint(path, {"images": x})

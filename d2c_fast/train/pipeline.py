@@ -25,8 +25,12 @@ import torch
 from ..checkpoint import identity_json, save_native
 from ..config import load_config
 from ..errors import ConfigError
+from ..utils import finite_number
+from .autoencoder import AETrainer, load_trained_autoencoder
+from .data import load_images
+from .diffusion import DiffusionTrainer, load_ema_unet, prepare_latents
 from .engine import (DistInfo, TrainConfig, as_train_config, barrier, init_distributed,
-                     log_event)
+                     load_checkpoint, log_event)
 
 EXPORT_RESERVE_S = 30.0
 
@@ -105,10 +109,11 @@ def train(config, out_dir, resume: bool = True, *, stage: str = "all",
         raise ConfigError("stage", f"must be 'all', 'ae', 'diffusion' or 'guide', got "
                           f"{stage!r}")
     if max_minutes is not None:
-        import math
-        if not (math.isfinite(float(max_minutes)) and float(max_minutes) > 0):
-            raise ConfigError("max_minutes", f"must be a number > 0, got {max_minutes!r}")
-        tc.max_minutes = float(max_minutes)
+        try:
+            tc.max_minutes = finite_number("max_minutes", max_minutes, "> 0")
+        except ValueError:
+            raise ConfigError("max_minutes", f"must be a number > 0, got {max_minutes!r}") \
+                from None
     if progress is not None:
         tc.progress = bool(progress)
     model_cfg = tc.model_config()
@@ -132,10 +137,6 @@ def train(config, out_dir, resume: bool = True, *, stage: str = "all",
 
 def _train(tc: TrainConfig, model_cfg, out_dir, info: DistInfo, resume, stage, dataset,
            export_path, t_start):
-    from .autoencoder import AETrainer, load_trained_autoencoder
-    from .data import load_images
-    from .diffusion import DiffusionTrainer, load_ema_unet, prepare_latents
-
     if info.is_main:
         os.makedirs(out_dir, exist_ok=True)
         # only the checkpoints of the stages this call trains (a guide-only call expects a
@@ -241,9 +242,6 @@ def export(path, model_cfg, ae, unet, mean, std, unet_dtype: str = "float32",
 def export_run(out_dir, path=None, unet_dtype=None) -> str:
     """Export a run folder whose stages have finished (or the latest checkpoints);
     ``unet_dtype`` default: the run's ``export_unet_dtype``."""
-    from .autoencoder import load_trained_autoencoder
-    from .diffusion import load_ema_unet
-    from .engine import load_checkpoint
     if not os.path.isfile(os.path.join(out_dir, "model_config.json")):
         raise ConfigError("<run folder>", f"{out_dir} is not a training run folder (no "
                           f"model_config.json; `d2c-fast train ... -o {out_dir}` makes one)")
