@@ -284,23 +284,17 @@ def _from_numpy(a: np.ndarray, where: str) -> torch.Tensor:
         raise ImageError(f"{where}: bool arrays are not accepted; convert to uint8 (0/255)")
     if a.ndim == 2:
         a = a[None, :, :, None]
-    elif a.ndim == 3:
+    elif a.ndim in (3, 4):
         if a.shape[-1] not in _ALLOWED_CHANNELS:
+            layout = "(H, W, C)" if a.ndim == 3 else "(B, H, W, C)"
             hint = ""
-            if a.shape[0] in _ALLOWED_CHANNELS:
-                hint = " (it looks channel-first; numpy arrays must be channel-last (H, W, C))"
+            if a.shape[a.ndim - 3] in _ALLOWED_CHANNELS:
+                hint = f" (it looks channel-first; numpy arrays must be channel-last {layout})"
             raise ImageError(
-                f"{where}: array of shape {a.shape} is not (H, W, C) with C in 1, 3, 4" + hint
+                f"{where}: array of shape {a.shape} is not {layout} with C in 1, 3, 4" + hint
             )
-        a = a[None]
-    elif a.ndim == 4:
-        if a.shape[-1] not in _ALLOWED_CHANNELS:
-            hint = ""
-            if a.shape[1] in _ALLOWED_CHANNELS:
-                hint = " (it looks channel-first; numpy arrays must be channel-last (B, H, W, C))"
-            raise ImageError(
-                f"{where}: array of shape {a.shape} is not (B, H, W, C) with C in 1, 3, 4" + hint
-            )
+        if a.ndim == 3:
+            a = a[None]
     else:
         raise ImageError(
             f"{where}: array must be (H, W), (H, W, C) or (B, H, W, C), got shape {a.shape}"

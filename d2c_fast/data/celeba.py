@@ -63,16 +63,20 @@ _SPLITS = {"train": 0, "val": 1, "test": 2}
 CropSpec = Union[str, Tuple[int, int, int, int], None]
 
 
+def _read_lines(path, what: str) -> Tuple[Path, List[str]]:
+    path = Path(os.fspath(path))
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return path, f.read().splitlines()
+    except OSError as e:
+        raise DatasetError(f"{str(path)!r}: cannot read {what}: {e}") from e
+
+
 def read_attr_file(path) -> Tuple[List[str], List[str], np.ndarray]:
     """Parse ``list_attr_celeba.txt``: returns (attribute names, file names, uint8 labels
     ``(N, A)`` in {0, 1}). Values 1 are positive; -1 (or 0) negative. A malformed file is a
     :class:`DatasetError` naming the line."""
-    path = Path(os.fspath(path))
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise DatasetError(f"{str(path)!r}: cannot read attribute file: {e}") from e
+    path, lines = _read_lines(path, "attribute file")
     if len(lines) < 2:
         raise DatasetError(f"{str(path)!r}: too short for a CelebA attribute file (needs a count and the names)")
     try:
@@ -115,12 +119,7 @@ def read_attr_file(path) -> Tuple[List[str], List[str], np.ndarray]:
 
 def read_partition_file(path) -> Dict[str, int]:
     """Parse ``list_eval_partition.txt`` (``file 0|1|2`` per line) into ``{file: split}``."""
-    path = Path(os.fspath(path))
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise DatasetError(f"{str(path)!r}: cannot read partition file: {e}") from e
+    path, lines = _read_lines(path, "partition file")
     out: Dict[str, int] = {}
     for ln, line in enumerate(lines, start=1):
         parts = line.split()
