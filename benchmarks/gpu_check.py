@@ -452,12 +452,12 @@ def _unet():
             row["B0"] = timed(lambda: REF.unet_model(x, t), ITERS["unet"])
             log(f"unet b{b} B0 {ms(row['B0'])} ms")
             tc = time.perf_counter()
-            call = UNetCallGraph(OURS.unet, b, LATENT[0])
+            call = UNetCallGraph(OURS.unet_model, b, LATENT[0])
             call.load(x, 500.0)
             sync()
             R["capture_s"][f"ours_unet_b{b}"] = time.perf_counter() - tc
             row["ours"] = timed(call, ITERS["unet"] * (1 if ARGS.dry_run else 3))
-            row["ours_eager"] = timed(lambda: OURS.unet(x, t), ITERS["unet"])
+            row["ours_eager"] = timed(lambda: OURS.unet_model(x, t), ITERS["unet"])
             if CUDA:   # the same in NCHW activations, to choose the layout (information only)
                 from d2c_fast.gpu import build_gpu_unet
                 u2 = build_gpu_unet(LOADED.unet, dtype=OURS.dtype, device=DEVICE, channels_last=False)

@@ -33,6 +33,9 @@ from typing import Sequence
 import torch
 
 from . import diffusion as D
+from .attributes import estimate_prior
+from .diffusion import BatchRNG
+from .edit import resolve
 from .errors import D2CError
 
 
@@ -59,14 +62,6 @@ def pilot_seed(seed: int, j: int) -> int:
     return _hash_seed(f"d2c_fast.conditional.pilot:{int(seed)}:{int(j)}")
 
 
-def _seeded_rng(sampler, seeds):
-    """A batch RNG whose row ``i`` draws from its own generator seeded with ``seeds[i]``."""
-    from .sampler import _RNG
-    rng = _RNG(len(seeds), sampler.device)
-    rng.gens = [torch.Generator(device=sampler.device).manual_seed(sd) for sd in seeds]
-    return rng
-
-
 def check_adapt_prior(n, minimum: int = 0) -> int:
     """``adapt_prior`` validated: an int ``>= minimum`` (pilot samples; 0: off)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
@@ -81,8 +76,8 @@ def pilot_latents(sampler, n_pilot: int, *, seed: int = 0, batch_size: int = 64,
     """The ``n_pilot`` prior latents of ``adapt_prior`` (raw, ``(n_pilot, C, H, W)``): DDIM
     (``skip``) from start noise drawn from ``pilot_seed(seed, j)``."""
     check_adapt_prior(n_pilot, minimum=1)
-    eps_scale = sampler._check_eps_scale(eps_scale)
-    guidance = sampler._check_guidance(guidance)
+    eps_scale = sampler.check_eps_scale(eps_scale)
+    guidance = sampler.resolve_guidance(guidance)
     seq = D.uncond_sequence(sampler.num_timesteps, skip=skip)
     zs = []
     bar = None
@@ -91,10 +86,10 @@ def pilot_latents(sampler, n_pilot: int, *, seed: int = 0, batch_size: int = 64,
         bar = tqdm(total=n_pilot, desc="adapt-prior pilot", unit="draw", leave=False)
     for a in range(0, n_pilot, batch_size):
         b = min(n_pilot, a + batch_size)
-        rng = _seeded_rng(sampler, [pilot_seed(seed, j) for j in range(a, b)])
+        rng = BatchRNG.from_seeds([pilot_seed(seed, j) for j in range(a, b)], sampler.device)
         zT = rng.randn(*sampler.latent_shape)
-        zs.append(sampler._unmod(sampler._run_ddim(zT, seq, 0.0, rng, progress=False,
-                                                   eps_scale=eps_scale, guidance=guidance)))
+        zs.append(sampler.unstandardise(sampler.denoise(zT, seq, 0.0, rng, eps_scale=eps_scale,
+                                                        guidance=guidance)))
         if bar is not None:
             bar.update(b - a)
     if bar is not None:
@@ -105,7 +100,6 @@ def pilot_latents(sampler, n_pilot: int, *, seed: int = 0, batch_size: int = 64,
 def adapt_to(attrs, z: torch.Tensor):
     """``attrs`` re-based on their rates among the latents ``z`` (EM; module docstring).
     Returns ``(adapted attributes, rates)``."""
-    from .attributes import estimate_prior
     rates = [estimate_prior(a, z) for a in attrs]
     adapted = [a.with_prior(r, source=f"adapted: EM on {z.shape[0]} model samples")
                for a, r in zip(attrs, rates)]
@@ -155,10 +149,9 @@ def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, se
     decode draws). ``eps_scale``, ``guidance``: as in ``Sampler.sample_latents``.
     ``adapt_prior``: number of pilot samples for the classifiers' calibration to the model's
     samples (0: off, the classifiers as given; module docstring)."""
-    from .edit import resolve
     attrs, _ = resolve(sampler, attrs)
     for a in attrs:
-        a._need_classifier("conditional sampling")
+        a.require_classifier("conditional sampling")
     for i, a in enumerate(attrs):
         for b in attrs[:i]:
             if a is b or (a.name == b.name and torch.equal(a.classifier.weight,
@@ -188,8 +181,8 @@ def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, se
     if max_draws < 1:
         raise ValueError(f"max_draws must be >= 1, got {max_draws}")
     thr = _thresholds(threshold, len(attrs))
-    eps_scale = sampler._check_eps_scale(eps_scale)
-    guidance = sampler._check_guidance(guidance)
+    eps_scale = sampler.check_eps_scale(eps_scale)
+    guidance = sampler.resolve_guidance(guidance)
     check_adapt_prior(adapt_prior)
     rates = None
     if adapt_prior:
@@ -230,18 +223,18 @@ def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, se
                     next_m[k] += 1
                 if len(cands) >= budget:
                     break
-            rng = _seeded_rng(sampler, [draw_seed(seed, k, m) for k, m in cands])
+            rng = BatchRNG.from_seeds([draw_seed(seed, k, m) for k, m in cands], sampler.device)
             zT = rng.randn(*sampler.latent_shape)
             u = rng.rand(1)[:, 0]
-            z = sampler._unmod(sampler._run_ddim(zT, seq, 0.0, rng, progress=False,
-                                                 eps_scale=eps_scale, guidance=guidance))
+            z = sampler.unstandardise(sampler.denoise(zT, seq, 0.0, rng, eps_scale=eps_scale,
+                                                      guidance=guidance))
             p = torch.stack([a.probability(z) for a in attrs], dim=1)
             ok = acceptance(p, u, thr).cpu().tolist()
             draws += len(cands)
             n_ok += sum(ok)
             for i, (k, m) in enumerate(cands):
                 if ok[i] and k not in done:   # candidates of k come in increasing m
-                    done[k] = (z[i], p[i].cpu(), rng.gens[i], m)
+                    done[k] = (z[i], p[i].cpu(), rng.generators[i], m)
                     if bar is not None:
                         bar.update(1)
             pending = [k for k in pending if k not in done]
@@ -263,14 +256,8 @@ def sample_conditional_latents(sampler, attrs, items: Sequence[int] | int, *, se
 
 def decode_with(sampler, z, gens, mode="sample", batch_size=None) -> torch.Tensor:
     """Decode latents, image ``i`` drawing from ``gens[i]``."""
-    from .sampler import _RNG
-    out = []
-    for a, b in sampler._chunks(z.shape[0], batch_size):
-        rng = _RNG(b - a, sampler.device)
-        rng.gens = list(gens[a:b])
-        logits = sampler._decode_logits(z[a:b])
-        out.append(sampler._logits_to_images(logits, mode, rng))
-    return torch.cat(out)
+    return sampler.decode_with(z, mode, BatchRNG.from_generators(gens, sampler.device),
+                               batch_size)
 
 
 def sample_conditional(sampler, attrs, n, *, seed: int = 0, batch_size: int = 64,

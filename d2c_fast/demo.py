@@ -11,6 +11,13 @@ import time
 
 import torch
 
+from .attributes import Attribute
+from .checkpoint.random_init import random_model
+from .data.faces import ATTRIBUTES, FacesDataset
+from .images import save_grid
+from .runtime import BUILTIN_PATH
+from .sampler import Sampler
+
 
 def example_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     """Simple procedural pictures (coloured discs on gradients) in [0, 1], ``(n, 3, size, size)``."""
@@ -29,10 +36,8 @@ def example_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
 def _builtin_attributes(s, n_fit: int = 100):
     """The built-in attributes: shipped files when present, else fitted now from ``n_fit``
     labelled faces per attribute (a few seconds)."""
-    from .attributes import Attribute
-    from .data.faces import ATTRIBUTES, FacesDataset
     out = {}
-    adir = os.path.join(os.path.dirname(_BUILTIN_PATH()), "attributes")
+    adir = os.path.join(os.path.dirname(BUILTIN_PATH), "attributes")
     ds = None
     for i, name in enumerate(ATTRIBUTES):
         path = os.path.join(adir, f"{name}.safetensors")
@@ -49,23 +54,14 @@ def _builtin_attributes(s, n_fit: int = 100):
     return out
 
 
-def _BUILTIN_PATH():
-    from .sampler import _BUILTIN
-    return _BUILTIN
-
-
 def run_demo(output: str = "demo.png", *, device: str = "cpu", impl: str = "fast") -> int:
-    from .attributes import Attribute
-    from .images import save_grid
-    from .sampler import Sampler
 
     t_load = time.perf_counter()
-    builtin = os.path.exists(_BUILTIN_PATH())
+    builtin = os.path.exists(BUILTIN_PATH)
     if builtin:
         s = Sampler("builtin", device=device, impl=impl)
         note = "built-in model (trained on the built-in procedural faces)"
     else:
-        from .checkpoint.random_init import random_model
         cfg = os.path.join(os.path.dirname(__file__), "configs", "tiny64.json")
         s = Sampler(random_model(cfg, seed=0), device=device, impl=impl)
         note = ("RANDOMLY INITIALISED 64x64 model (the built-in trained model is not shipped "
@@ -76,7 +72,6 @@ def run_demo(output: str = "demo.png", *, device: str = "cpu", impl: str = "fast
     attrs = _builtin_attributes(s) if builtin else None  # fitting needs autograd
     with torch.inference_mode():
         if builtin:
-            from .data.faces import FacesDataset
             ds = FacesDataset(n, resolution=s.resolution, seed=1, split="test")
             x = torch.stack([ds[i][0] for i in range(n)])
         else:

@@ -47,11 +47,11 @@ Methods (``method=``):
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
 
 from . import diffusion as D
+from .diffusion import BatchRNG, chunks
 from .attributes import as_attribute
 from .errors import AttributeFileError
 
@@ -122,7 +122,7 @@ def target_strengths(sampler, attr, z, target) -> torch.Tensor:
         vals = vals * len(attrs)
     if len(vals) != len(attrs):
         raise ValueError(f"target: {len(vals)} values for {len(attrs)} attributes")
-    z = sampler._latents(z, "z")
+    z = sampler.check_latents(z, "z")
     cols = []
     for a, v in zip(attrs, vals):
         if isinstance(v, str):
@@ -194,25 +194,6 @@ def _edit_for(sampler, attr, z, *, step, strength, target, preserve):
     return edit_delta(sampler, attrs, step=step, strength=strength, preserve=pres)
 
 
-def ddim_invert(eps_fn, x: torch.Tensor, seq: Sequence[int], sched: D.Schedule,
-                progress=None) -> torch.Tensor:
-    """Deterministic DDIM inversion of clean standardised latents ``x`` to ``seq[-1]``: the
-    pairs of :func:`d2c_fast.diffusion.ddim` traversed upwards, each step from ``t_next`` to
-    ``t`` using ``eps(x, t)`` evaluated at the current point (the usual approximation)."""
-    seq = list(seq)
-    prev = [-1] + seq[:-1]
-    n = x.shape[0]
-    for t_prev, t in zip(prev, seq):
-        a_prev, a_t = sched.abar(t_prev), sched.abar(t)
-        tt = torch.full((n,), float(t), device=x.device, dtype=torch.float32)
-        e = eps_fn(x, tt).to(x.dtype)
-        x0 = (x - math.sqrt(1 - a_prev) * e) / math.sqrt(a_prev)
-        x = math.sqrt(a_t) * x0 + math.sqrt(1 - a_t) * e
-        if progress is not None:
-            progress.update(1)
-    return x
-
-
 def _check_method(method):
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -224,7 +205,7 @@ def edit_guidance(sampler, method: str, guidance) -> float:
     methods have no guided step, so only ``None`` or 1 is accepted (-> 1)."""
     _check_method(method)
     if method == "d2c":
-        return sampler._check_guidance(guidance)
+        return sampler.resolve_guidance(guidance)
     if guidance is not None and guidance != 1:
         raise ValueError(f"guidance={guidance!r} applies to the d2c method's clean-up only; "
                          f"method {method!r} is unguided (leave guidance unset)")
@@ -244,14 +225,13 @@ def apply_delta(sampler, z, delta, *, method="d2c", t0=50, skip=None, eps=None, 
         out = z + delta
     elif method == "d2c":
         seq = D.manip_sequence(t0, 50 if skip is None else skip, sampler.num_timesteps)
-        zn = D.add_noise(sampler._mod(z + delta), seq[-1], eps, sampler.schedule)
-        out = sampler._unmod(sampler._run_ddim(zn, seq, eta, rng, progress=False,
-                                               guidance=guidance))
+        zn = D.add_noise(sampler.standardise(z + delta), seq[-1], eps, sampler.schedule)
+        out = sampler.unstandardise(sampler.denoise(zn, seq, eta, rng, guidance=guidance))
     else:
         seq = D.uncond_sequence(sampler.num_timesteps, skip=100 if skip is None else skip)
         xT = inverted if inverted is not None else invert(sampler, z, skip=skip)
         xT = xT + delta / sampler.std
-        out = sampler._unmod(sampler._run_ddim(xT, seq, 0.0, rng, progress=False))
+        out = sampler.unstandardise(sampler.denoise(xT, seq, 0.0, rng))
     if not torch.isfinite(out).all():
         raise ValueError(f"the {method} edit gave non-finite latents: the step or strength "
                          f"(largest |edit| {float(delta.abs().max()):.3g} in raw latent units) is "
@@ -262,36 +242,21 @@ def apply_delta(sampler, z, delta, *, method="d2c", t0=50, skip=None, eps=None, 
 def invert(sampler, z, *, skip=None) -> torch.Tensor:
     """DDIM inversion (``method="ddim"``) of raw latents -> standardised ``x_T``."""
     seq = D.uncond_sequence(sampler.num_timesteps, skip=100 if skip is None else skip)
-    return ddim_invert(sampler._eps, sampler._mod(z), seq, sampler.schedule)
-
-
-def seeded_rng(sampler, seeds: Sequence[int]):
-    """An RNG giving image ``i`` a generator seeded ``seeds[i]`` (as ``seed=`` does with
-    ``seed + i``); used by sharded jobs whose images are not contiguous."""
-    from .sampler import _RNG
-    rng = _RNG(len(seeds), sampler.device)
-    gens = []
-    for sd in seeds:
-        g = torch.Generator(device=sampler.device)
-        g.manual_seed(int(sd))
-        gens.append(g)
-    rng.gens = gens
-    return rng
+    return D.ddim_invert(sampler.prior_eps, sampler.standardise(z), seq, sampler.schedule)
 
 
 def manipulate_latents(sampler, z, attr, *, step=None, strength=None, target=None, t0=50,
                        skip=None, method="d2c", preserve=None, noise=None, generator=None,
                        seed=None, eta=0.0, rng=None, guidance=None) -> torch.Tensor:
     """``Sampler.manipulate_latents`` (see the module docstring). Returns raw latents."""
-    from .sampler import _RNG
     w = edit_guidance(sampler, method, guidance)
-    z = sampler._latents(z, "z")
+    z = sampler.check_latents(z, "z")
     n = z.shape[0]
     delta = _edit_for(sampler, attr, z, step=step, strength=strength, target=target,
                       preserve=preserve)
     if rng is None:
-        rng = _RNG(n, sampler.device, generator, seed)
-    eps = sampler._noise(noise, n, rng) if method == "d2c" else None
+        rng = sampler.rng(n, generator, seed)
+    eps = sampler.noise(noise, n, rng) if method == "d2c" else None
     return apply_delta(sampler, z, delta, method=method, t0=t0, skip=skip, eps=eps, rng=rng,
                        eta=eta, guidance=w)
 
@@ -302,7 +267,6 @@ def manipulate(sampler, images, attr, *, step=None, strength=None, target=None, 
                batch_size=None, guidance=None) -> torch.Tensor:
     """``Sampler.manipulate``: encode, edit, decode (``(B, C, H, W)`` in [0, 1]). ``seeds``:
     explicit per-image seeds (instead of ``seed + i``)."""
-    from .sampler import _RNG, _SubRNG
     w = edit_guidance(sampler, method, guidance)
     _check_edit_args(step, strength, target)
     attrs, pres = resolve(sampler, attr, preserve)   # read attribute files once
@@ -320,21 +284,20 @@ def manipulate(sampler, images, attr, *, step=None, strength=None, target=None, 
             raise ValueError("give seeds=, seed= or generator=, not several")
         if len(seeds) != n:
             raise ValueError(f"seeds: {len(seeds)} seeds for {n} images")
-        rng = seeded_rng(sampler, seeds)
+        rng = BatchRNG.from_seeds(seeds, sampler.device)
     else:
-        rng = _RNG(n, sampler.device, generator, seed)
+        rng = sampler.rng(n, generator, seed)
     if noise is not None:
-        noise = sampler._noise(noise, n, rng)
+        noise = sampler.noise(noise, n, rng)
     out = []
-    for a, b in sampler._chunks(n, batch_size):
-        sub = _SubRNG(rng, a, b)
+    for a, b in chunks(n, batch_size):
+        sub = rng.slice(a, b)
         eps = None
         if method == "d2c":
             eps = noise[a:b] if noise is not None else sub.randn(*sampler.latent_shape)
         zp = apply_delta(sampler, z[a:b], delta if delta.shape[0] == 1 else delta[a:b],
                          method=method, t0=t0, skip=skip, eps=eps, rng=sub, guidance=w)
-        logits = sampler._decode_logits(zp)
-        out.append(sampler._logits_to_images(logits, mode, sub))
+        out.append(sampler.logits_to_images(sampler.logits(zp), mode, sub))
     return torch.cat(out)
 
 
@@ -346,7 +309,6 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method="d2c", t0
     ``strengths[k]`` (or raw ``steps[k]``); image ``i`` uses the same noise and decode draws
     (generator ``seed + i``, restarted for every row), so rows differ only by the strength and
     strength 0 is the method's reconstruction. The ``ddim`` inversion is computed once."""
-    from .sampler import _RNG
     if mode not in ("sample", "mode"):
         raise ValueError(f"mode must be 'sample' or 'mode', got {mode!r}")
     if (strengths is None) == (steps is None):
@@ -359,7 +321,7 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method="d2c", t0
     for v in vals:
         kw = {"strength": v} if strengths is not None else {"step": v}
         delta = edit_delta(sampler, attr, preserve=preserve, **kw)
-        rng = _RNG(z.shape[0], sampler.device, None, seed)
+        rng = sampler.rng(z.shape[0], None, seed)
         eps = rng.randn(*sampler.latent_shape) if method == "d2c" else None
         zp = apply_delta(sampler, z, delta, method=method, t0=t0, skip=skip, eps=eps, rng=rng,
                          inverted=inv, guidance=w)
@@ -368,6 +330,6 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method="d2c", t0
     return torch.stack(rows)
 
 
-__all__ = ["METHODS", "edit_delta", "target_strengths", "apply_delta", "invert", "ddim_invert",
-           "manipulate", "manipulate_latents", "sweep", "seeded_rng", "resolve",
+__all__ = ["METHODS", "edit_delta", "target_strengths", "apply_delta", "invert",
+           "manipulate", "manipulate_latents", "sweep", "resolve",
            "edit_guidance"]

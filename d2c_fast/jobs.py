@@ -26,7 +26,13 @@ import time
 
 import torch
 
-from .images import IMAGE_EXTENSIONS
+from .attributes import Attribute
+from .conditional import (adapt_priors, check_adapt_prior, decode_with,
+                          sample_conditional_latents)
+from .edit import edit_guidance, manipulate
+from .errors import ImageError
+from .images import IMAGE_EXTENSIONS, check_output_dir, refuse_shared_outputs, save_png
+from .sampler import Sampler
 from .utils import atomic_write_text, torchrun_env
 
 
@@ -51,7 +57,6 @@ def list_images(input_dir) -> list[str]:
     """Image files under ``input_dir`` (relative paths, sorted, dot-files/dirs skipped)."""
     root = os.fspath(input_dir)
     if not os.path.isdir(root):
-        from .errors import ImageError
         raise ImageError(f"input directory not found: {root}")
     out = []
     for d, dirs, files in os.walk(root):
@@ -108,7 +113,6 @@ def _job_settings(out_dir: str, settings: dict, write: bool = False) -> None:
 def _load_attrs(attr, s) -> list:
     """An attribute, a path, or a list of those (``None``: none) -> loaded attributes, checked
     against ``s``'s model."""
-    from .attributes import Attribute
     items = attr if isinstance(attr, (list, tuple)) else ([] if attr is None else [attr])
     return [a if not isinstance(a, (str, os.PathLike)) else Attribute.load(a, model=s)
             for a in items]
@@ -121,7 +125,6 @@ def _bar(total, rank, desc, progress):
 
 
 def _sampler(model, **kw):
-    from .sampler import Sampler
     return model if isinstance(model, Sampler) else Sampler(model, **kw)
 
 
@@ -134,14 +137,11 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
     """Edit every image of ``input_dir`` into ``output_dir`` (same relative path, ``.png``).
     Image ``i`` (sorted order) uses generator ``seed + i``; ``guidance``: the d2c clean-up's
     autoguidance weight (``Sampler.manipulate``). Returns this rank's counts."""
-    from .edit import manipulate
-    from .images import save_png
     r0, w0 = dist_info()
     rank = r0 if rank is None else rank
     world = w0 if world is None else world
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    from .images import check_output_dir, refuse_shared_outputs
     inp, out_dir = os.fspath(input_dir), check_output_dir(os.fspath(output_dir))
     ri, ro = os.path.realpath(inp), os.path.realpath(out_dir)
     if ro == ri or ro.startswith(ri.rstrip(os.sep) + os.sep):
@@ -149,13 +149,11 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
                          f"{inp!r}: its edits would overwrite inputs or become inputs of a rerun")
     files = list_images(inp)
     if not files:
-        from .errors import ImageError
         raise ImageError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {inp}")
     outs = [os.path.join(out_dir, os.path.splitext(f)[0] + ".png") for f in files]
     refuse_shared_outputs([os.path.join(inp, f) for f in files], outs)
     s = _sampler(model, **sampler_kw)
     attrs, pres = _load_attrs(attr, s), _load_attrs(preserve, s)
-    from .edit import edit_guidance
     job = {
         "job": "manipulate_dir", "model": getattr(s, "fingerprint", None),
         "attributes": [_attr_digest(a) for a in attrs],
@@ -206,9 +204,6 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
     classifiers are first re-based on the attributes' rates among ``N`` pilot prior samples
     (see :mod:`d2c_fast.conditional`; the same pilot, hence the same rates, in every process
     and on every resume), recorded in every ``.json`` as ``priors``."""
-    from .conditional import (adapt_priors, check_adapt_prior, decode_with,
-                              sample_conditional_latents)
-    from .images import check_output_dir, save_png
     if isinstance(n, bool) or int(n) != n or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     n = int(n)
@@ -226,7 +221,7 @@ def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
         s.set_guidance_rescale(guidance_rescale, guidance_rescale_t)
     elif guidance_rescale_t is not None:
         raise ValueError("guidance_rescale_t needs guidance_rescale")
-    guidance = s._check_guidance(guidance)   # resolved once: None -> the file's weight
+    guidance = s.resolve_guidance(guidance)   # resolved once: None -> the file's weight
     record = s.sampling_record(guidance)   # guidance and the rescale in use
     attrs = _load_attrs(attr, s)
     adapt = check_adapt_prior(adapt_prior)

@@ -27,6 +27,8 @@ import time
 
 import torch
 
+from .edit import apply_delta, edit_delta
+from .images import load_images
 from .models import mixture
 
 
@@ -47,7 +49,6 @@ def project(sampler, images, *, steps: int = 1000, lr: float = 0.05, loss: str =
             callback=None) -> tuple[torch.Tensor, dict]:
     """Invert ``images`` by optimisation. Returns ``(z, info)``: raw latents ``(B, C, H, W)``
     and ``{"losses": [per-step loss], "seconds", "steps", "seconds_per_step"}``."""
-    from .images import load_images
     if getattr(sampler, "impl", "ref") != "ref":
         raise ValueError("the projector backpropagates through the decoder: give it a "
                          "Sampler(..., impl='ref') (the fast plan's fused ops are "
@@ -62,7 +63,7 @@ def project(sampler, images, *, steps: int = 1000, lr: float = 0.05, loss: str =
                     channels=sampler.image_channels, device=sampler.device).float()
     B = x.shape[0]
     if init == "encoder":
-        x0 = sampler._mod(sampler.encode(x))
+        x0 = sampler.standardise(sampler.encode(x))
     else:
         x0 = torch.zeros(B, *sampler.latent_shape, device=sampler.device)
     v = x0.clone().requires_grad_(True)
@@ -76,7 +77,7 @@ def project(sampler, images, *, steps: int = 1000, lr: float = 0.05, loss: str =
     t = time.perf_counter()
     with torch.enable_grad():
         for i in range(steps):
-            logits = ae.decode_logits(sampler._unmod(v).to(sampler.dtype)).float()
+            logits = ae.decode_logits(sampler.unstandardise(v).to(sampler.dtype)).float()
             if sampler.bernoulli:
                 if loss == "nll":
                     lo = torch.nn.functional.binary_cross_entropy_with_logits(
@@ -99,7 +100,7 @@ def project(sampler, images, *, steps: int = 1000, lr: float = 0.05, loss: str =
     dt = time.perf_counter() - t
     if bar is not None:
         bar.close()
-    z = sampler._unmod(v.detach())
+    z = sampler.unstandardise(v.detach())
     return z, {"losses": losses, "seconds": dt, "steps": steps, "seconds_per_step": dt / steps,
                "loss": loss, "init": init}
 
@@ -108,7 +109,6 @@ def project_and_edit(sampler, images, attr, *, steps: int = 1000, strength=None,
                      method: str = "nvae", **kw):
     """The optimisation-based editing baseline: :func:`project`, then an edit of the
     projected latent (``nvae`` by default: the edit itself, no diffusion), then decode."""
-    from .edit import apply_delta, edit_delta
     z, info = project(sampler, images, steps=steps, **kw)
     with torch.inference_mode():
         delta = edit_delta(sampler, attr, step=step, strength=strength)

@@ -57,7 +57,7 @@ def main(argv=None):
                         for i in range(0, n, bs)])
         img_r, img_s = decode(z[n_fit:]), decode(zs)
     p_r, p_s = orc.predict(img_r), orc.predict(img_s)
-    xr, xs = s._mod(z).flatten(1), s._mod(zs).flatten(1)
+    xr, xs = s.standardise(z).flatten(1), s.standardise(zs).flatten(1)
     for k, name in enumerate(args.attributes):
         a = ATTRIBUTES.index(name)
         w, b = probe(xr[:n_fit], y[:n_fit, a])

@@ -83,7 +83,7 @@ def main(argv=None):
     print(f"sampled / real latent std: {float(zq.std(0).mean() / zr.std(0).mean()):.3f}")
     with torch.inference_mode():
         for k in (float(v) for v in args.inflate.split(",")):
-            r = rates(s._unmod(s._mod(zs) * k))
+            r = rates(s.unstandardise(s.standardise(zs) * k))
             print(f"samples, standardised latents x {k:g}: " + ", ".join(
                 f"{n} {float(v):.3f}" for n, v in zip(ATTRIBUTES, r)))
         # the d2c edit's clean-up with a zero step: noise to t0, DDIM back every 20 steps

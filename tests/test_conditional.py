@@ -150,7 +150,6 @@ def test_adapt_prior_rebases_on_the_pilot_rate(s):
     (seed, k)."""
     from d2c_fast.attributes import estimate_prior
     from d2c_fast.conditional import adapt_priors, pilot_seed, sample_conditional_latents
-    from d2c_fast.sampler import _RNG
     import d2c_fast.diffusion as D
     a = planted_attr(s)
     z, p, _, st = sample_conditional_latents(s, a, 6, seed=4, batch_size=5, skip=SKIP,
@@ -159,11 +158,11 @@ def test_adapt_prior_rebases_on_the_pilot_rate(s):
     r = st["adapted_priors"][0]
     assert st["priors"] == [pytest.approx(r)] and 0 < r < 1
     # the rate is EM on the pilot latents: regenerate them from their seeds
-    rng = _RNG(12, s.device)
-    rng.gens = [torch.Generator().manual_seed(pilot_seed(4, j)) for j in range(12)]
-    zp = s._unmod(s._run_ddim(rng.randn(*s.latent_shape),
-                              D.uncond_sequence(s.num_timesteps, skip=SKIP), 0.0, rng,
-                              progress=False, eps_scale=1.0, guidance=1.0))
+    rng = D.BatchRNG.from_generators(
+        [torch.Generator().manual_seed(pilot_seed(4, j)) for j in range(12)], s.device)
+    zp = s.unstandardise(s.denoise(rng.randn(*s.latent_shape),
+                                   D.uncond_sequence(s.num_timesteps, skip=SKIP), 0.0, rng,
+                                   progress=False, eps_scale=1.0, guidance=1.0))
     assert estimate_prior(a, zp) == pytest.approx(r, abs=1e-4)
     assert torch.allclose(p[:, 0], a.with_prior(r).probability(z), atol=1e-9)
     # independent of batching and of which items are asked for

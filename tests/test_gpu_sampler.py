@@ -189,8 +189,8 @@ def test_cuda_graph_replay_equals_eager_and_new_sequence(tiny):
         b = eager.sample_latents(2, **({"noise": zT} if "seed" not in kw else {}), **kw)
         assert rel_error(a, b) <= 1e-3, kw
     # the two 11-step sequences share one captured loop; nothing fell back to eager
-    assert len(graph._loops) == 2
-    assert all(loop.graph is not None for loop in graph._loops.values())
+    assert len(graph.executor.loops) == 2
+    assert all(loop.graph is not None for loop in graph.executor.loops.values())
     assert not GRAPH_ERRORS, GRAPH_ERRORS
 
 
@@ -219,26 +219,25 @@ def test_cuda_batch_independence(tiny):
     assert rel_error(one, full[5:6]) <= 1e-2
 
 
-def test_attach_gpu_path_cpu(tiny, cpu_pair):
-    """The hook proposed for Sampler.__init__ / _run_ddim, exercised on CPU (eager loop)."""
-    from d2c_fast.gpu import attach_gpu_path
+def test_executor_runs_the_one_loop_cpu(tiny, cpu_pair):
+    """The CUDA-graph executor's static buffers, run eagerly on CPU, with the GPU U-Net as the
+    noise prediction: the same numbers as the reference sampler's DDIM loop."""
     from d2c_fast import diffusion as D
+    from d2c_fast.runtime.cuda import CudaGraphExecutor
     ref, _ = cpu_pair
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        s = Sampler(copy.deepcopy(tiny), impl="fast")
-    loaded = copy.deepcopy(tiny)
-    gs = attach_gpu_path(s, loaded)
-    assert s.unet_model is gs.unet and s._gpu is gs
+    fu = FastUNet(copy.deepcopy(tiny).unet, dtype=torch.float32, channels_last=True)
+    ex = CudaGraphExecutor(use_graphs=False)
     zT = torch.randn(2, *ref.latent_shape, generator=torch.Generator().manual_seed(11))
     seq = D.uncond_sequence(1000, skip=200)
     noises = torch.randn(len(seq), 2, *ref.latent_shape, generator=torch.Generator().manual_seed(12))
     for eta in (0.0, 1.0):
-        x = gs.run_ddim(zT, seq, eta, lambda i: noises[i])
-        want = D.ddim(ref._eps, zT, seq, ref.schedule, eta=eta, step_noise=lambda i: noises[i])
+        steps = D.DDIMSteps(ref.schedule, seq, eta)
+        with torch.inference_mode():
+            x = ex.run(lambda xx, tt: fu(xx, tt).float(), ("fast", eta), zT, steps,
+                       lambda i: noises[i])
+        want = D.ddim(ref.prior_eps, zT, seq, ref.schedule, eta=eta, step_noise=lambda i: noises[i])
         assert rel_error(x, want) <= 1e-4
-    t = torch.tensor([5.0, 600.0])
-    assert rel_error(s.unet(zT, t), ref.unet(zT, t)) <= 1e-5
+    assert len(ex.loops) == 2 and all(loop.graph is None for loop in ex.loops.values())
 
 
 def test_cpu_fast_unet_with_fewer_norm_groups():
@@ -281,9 +280,14 @@ def test_cpu_fallback_guided_model_samples_like_sampler():
                            ref.sample_latents(2, skip=250, **kw)), kw
     assert torch.equal(gs.sample(2, skip=250, seed=3, mode="mode"),
                        ref.sample(2, skip=250, seed=3, mode="mode"))
+    # guided sampling runs the same loop as unguided: explicit step noise is taken too
+    sn = torch.randn(5, 1, *ref.latent_shape, generator=torch.Generator().manual_seed(6))
+    want = ref.unstandardise(ref.denoise(zT[:1], ref.sequence(250), 1.0, None, guidance=2.0,
+                                         step_noise=lambda i: sn[i]))
+    assert torch.equal(gs.sample_latents(1, skip=250, eta=1.0, guidance=2.0, noise=zT[:1],
+                                         step_noise=sn), want)
     with pytest.raises(ValueError, match="step_noise"):
-        gs.sample_latents(1, skip=250, eta=1.0, guidance=2.0,
-                          step_noise=torch.zeros(5, 1, *ref.latent_shape))
+        gs.sample_latents(1, skip=250, eta=1.0, step_noise=torch.zeros(4, 1, *ref.latent_shape))
     with pytest.raises(ValueError, match="guidance"):
         gs.sample_latents(1, skip=250, guidance=-1.0)
     from d2c_fast.train.testing import tiny_model_dict

@@ -118,7 +118,7 @@ def test_fingerprint_covers_every_weight_and_reads_legacy_files(s, tmp_path):
     fingerprint hashed six tensors until 2026-11-29); files written with that old fingerprint
     still load on their own model."""
     from d2c_fast.checkpoint import is_alias_key, load_model
-    from d2c_fast.sampler import _BUILTIN
+    from d2c_fast.runtime import BUILTIN_PATH as _BUILTIN
     m = load_model(_BUILTIN)
     keys = [k for k, v in m.autoencoder.state_dict().items()
             if not is_alias_key(k) and v.is_floating_point()]

@@ -53,9 +53,9 @@ def test_sampler_standardises_per_position(pp):
     p, m = pp
     s = Sampler(p)
     z = torch.randn(3, *s.latent_shape)
-    x = s._mod(z)
+    x = s.standardise(z)
     assert torch.allclose(x, (z - m.mean) / m.std)
-    assert torch.allclose(s._unmod(x), z, atol=1e-6)
+    assert torch.allclose(s.unstandardise(x), z, atol=1e-6)
 
 
 def test_fit_and_edit_on_a_per_position_model(pp, tmp_path):

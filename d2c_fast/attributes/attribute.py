@@ -81,7 +81,6 @@ class Attribute:
                                      "(official boundary): use step=")
         return self.classifier
 
-    _need_classifier = require_classifier   # the old name, until conditional.py uses the new
 
     @property
     def edit_direction(self) -> torch.Tensor:

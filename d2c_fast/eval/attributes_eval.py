@@ -130,12 +130,10 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
     when it is a ref sampler; otherwise the latency row is skipped). With ``out_dir``,
     writes ``attributes_eval.json``,
     ``attributes_eval.md``, ``edits_grid.png`` and ``conditional_grid.png`` there."""
-    from ..sampler import _RNG   # until the runtime's public batch RNG replaces it
-
     t_start = time.perf_counter()
     s = model if isinstance(model, Sampler) else Sampler(model)
-    cond_guidance = s._check_guidance(cond_guidance)   # resolved (and checked) once
-    edit_guidance = s._check_guidance(edit_guidance)
+    cond_guidance = s.resolve_guidance(cond_guidance)   # resolved (and checked) once
+    edit_guidance = s.resolve_guidance(edit_guidance)
     orc = oracle if isinstance(oracle, Oracle) else Oracle.load(oracle)
     R = s.resolution
     log = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
@@ -271,7 +269,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                     delta = edit_delta(s, at, strength=sv, preserve=preserve)
 
                     def one(b, i):
-                        rng = _RNG(b.shape[0], s.device, None, seed + i)
+                        rng = s.rng(b.shape[0], None, seed + i)
                         eps = rng.randn(*s.latent_shape) if m == "d2c" else None
                         d = delta if delta.shape[0] == 1 else delta[i:i + b.shape[0]]
                         return apply_delta(s, b, d, method=m, t0=t0,

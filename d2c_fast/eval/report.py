@@ -37,7 +37,7 @@ def evaluate(model_path, oracle_path, *, n_heldout: int = 1000, n_probe: int = 1
                                           split="test"), n_heldout)
     data_x, data_y = _render(FacesDataset(n_data, resolution=R, seed=data_seed,
                                           split="train"), n_data)
-    guidance = s._check_guidance(guidance)
+    guidance = s.resolve_guidance(guidance)
     if guidance_rescale is not None:   # phi with its timestep range (None: all)
         s.set_guidance_rescale(guidance_rescale, guidance_rescale_t)
     res = {"model": str(model_path), "resolution": R, "eps_scale": eps_scale,

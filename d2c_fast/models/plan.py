@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..ops import (bn_swish, dwconv_bias_swish, has_compiled_kernel, mbconv, se_residual,
+                   up2_dwconv_bias_swish)
 from .layers import (BatchNormWrap, BNSwish, BNSwishConv, Cell, Conv2D, ConvBNSwish,
                      InvertedResidual, UpSample)
 
@@ -98,7 +100,6 @@ class FusedBNSwish(_Fp32Consts):
         self.scale, self.shift = _bn_scale_shift(bn)
 
     def forward(self, x):
-        from ..ops.bn_swish import bn_swish
         return bn_swish(x, self.scale, self.shift)
 
 
@@ -143,14 +144,11 @@ class DWConvSwish(_Fp32Consts):
                 and self.padding == (k - 1) // 2
 
     def forward(self, x):
-        from ..ops import has_compiled_kernel
         if self.up2:
             if x.device.type == "cpu" or has_compiled_kernel("up2_dwconv_bias_swish", x.device):
-                from ..ops.dwconv_bias_swish import up2_dwconv_bias_swish
                 return up2_dwconv_bias_swish(x, self.weight, self.bias, True)
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         if x.device.type == "cpu" or has_compiled_kernel("dwconv_bias_swish", x.device):
-            from ..ops.dwconv_bias_swish import dwconv_bias_swish
             return dwconv_bias_swish(x, self.weight, self.bias, self.stride, self.padding,
                                      self.dilation, True)
         y = F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype), self.stride,
@@ -180,7 +178,6 @@ class FastCell(_Fp32Consts):
             s = op(s)
         if not self.use_se:
             return skip + 0.1 * s
-        from ..ops.se_residual import se_residual
         return se_residual(s, skip, self.w1, self.b1, self.w2, self.b2, 0.1)
 
 
@@ -224,10 +221,8 @@ class FusedMBConv(_Fp32Consts):
             and E % 16 == 0 and C2 % 16 == 0 and _amx_bf16()
 
     def forward(self, x):
-        from ..ops import has_compiled_kernel
         if x.device.type == "cpu" and has_compiled_kernel("mbconv", "cpu") and \
                 (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and self._bf16_ok(x))):
-            from ..ops.mbconv import mbconv
             return mbconv(x, self.we, self.be, self.wd, self.bd, self.wp, self.bp)
         return self.seq(x)
 

@@ -1,4 +1,5 @@
-"""Diffusion schedules, DDIM sampling and forward noising: small pure functions.
+"""Diffusion schedules, timestep sequences, forward noising and the DDIM step coefficients:
+small pure functions.
 
 Notation: ``abar(t) = prod_{i <= t} (1 - beta_i)`` for ``t >= 0`` and ``abar(-1) = 1``.
 The schedule is computed once on the host in float64; per-step coefficients are Python
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -128,36 +129,3 @@ def ddim_step_coeffs(sched: Schedule, t: int, t_next: int, eta: float):
     c1 = eta * math.sqrt(max((1 - at / an) * (1 - an) / (1 - at), 0.0)) if eta > 0 else 0.0
     c2 = math.sqrt(max(1 - an - c1 * c1, 0.0))
     return math.sqrt(at), math.sqrt(1 - at), math.sqrt(an), c1, c2
-
-
-def ddim(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
-         seq: Sequence[int], sched: Schedule, *, eta: float = 0.0,
-         step_noise: Callable[[int], torch.Tensor] | None = None,
-         progress=None) -> torch.Tensor:
-    """DDIM from ``x`` at ``seq[-1]`` down to a clean sample, over the pairs
-    ``(t, t_next)`` of ``reversed(seq)`` and ``reversed([-1] + seq[:-1])`` (official order).
-
-    ``model(x, t)`` predicts the noise, ``t`` a float tensor ``(B,)`` on ``x``'s device.
-    ``step_noise(i)`` returns the Gaussian noise of step ``i`` (needed only when ``eta > 0``).
-    No clipping, no host synchronisation.
-    """
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
-    if eta > 0 and step_noise is None:
-        raise ValueError("eta > 0 needs step_noise")
-    n = x.shape[0]
-    seq = list(seq)
-    nxt = [-1] + seq[:-1]
-    pairs = list(zip(reversed(seq), reversed(nxt)))
-    for i, (t, t_next) in enumerate(pairs):
-        sa, s1a, sn, c1, c2 = ddim_step_coeffs(sched, t, t_next, eta)
-        tt = torch.full((n,), float(t), device=x.device, dtype=torch.float32)
-        e = model(x, tt).to(x.dtype)
-        x0 = (x - s1a * e) / sa
-        x_next = sn * x0 + c2 * e
-        if c1 > 0:
-            x_next = x_next + c1 * step_noise(i)
-        x = x_next
-        if progress is not None:
-            progress.update(1)
-    return x
