@@ -28,7 +28,7 @@ def _sync():
 @pytest.mark.parametrize("layout", ["nchw", "cl"])
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_bn_swish(benchmark, shape, dtype_name, layout, impl):
+def test_bn_swish(benchmark, pedantic, shape, dtype_name, layout, impl):
     dtype = DTYPES[dtype_name]
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g).to(device=DEVICE, dtype=dtype)
@@ -44,7 +44,7 @@ def test_bn_swish(benchmark, shape, dtype_name, layout, impl):
 
     benchmark.group = f"bn_swish {'x'.join(map(str, shape))} {dtype_name} {layout}"
     with torch.inference_mode():
-        benchmark.pedantic(run, warmup_rounds=3, rounds=30, iterations=1)
+        pedantic(benchmark, run, rounds=30, warmup_rounds=3)
     nbytes = 2 * x.numel() * x.element_size()
     mean_s = benchmark.stats.stats.mean
     benchmark.extra_info.update({

@@ -39,7 +39,7 @@ def _inputs(shape, dtype):
 @pytest.mark.parametrize("impl", ["ref", "onednn", "fast", "clone"])
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_dwconv_bias_swish(benchmark, shape, dtype_name, impl):
+def test_dwconv_bias_swish(benchmark, pedantic, shape, dtype_name, impl):
     dtype = DTYPES[dtype_name]
     C = shape[1]
     x, w, b = _inputs(shape, dtype)
@@ -61,7 +61,7 @@ def test_dwconv_bias_swish(benchmark, shape, dtype_name, impl):
 
     benchmark.group = f"dwconv_bias_swish {'x'.join(map(str, shape))} {dtype_name} cl k{K}"
     with torch.inference_mode():
-        benchmark.pedantic(run, warmup_rounds=3, rounds=25, iterations=1)
+        pedantic(benchmark, run, rounds=25, warmup_rounds=3)
         clone_s = clone_median(x)
     nbytes = 2 * x.numel() * x.element_size()  # stride 1, same padding: |y| == |x|
     median_s = benchmark.stats.stats.median
@@ -90,7 +90,7 @@ UP_SHAPES = [(1, 576, 64, 64), (1, 144, 128, 128)]
 @pytest.mark.parametrize("impl", ["ref", "unfused", "fast"])
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("shape", UP_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_up2_dwconv_bias_swish(benchmark, shape, dtype_name, impl):
+def test_up2_dwconv_bias_swish(benchmark, pedantic, shape, dtype_name, impl):
     import torch.nn.functional as F
 
     from d2c_fast.ops import up2_dwconv_bias_swish, up2_dwconv_bias_swish_ref
@@ -108,7 +108,7 @@ def test_up2_dwconv_bias_swish(benchmark, shape, dtype_name, impl):
             return up2_dwconv_bias_swish(x, w, b, True)
     benchmark.group = f"up2_dwconv_bias_swish {'x'.join(map(str, shape))} {dtype_name} cl k{K}"
     with torch.inference_mode():
-        benchmark.pedantic(run, warmup_rounds=3, rounds=15, iterations=1)
+        pedantic(benchmark, run, rounds=15, warmup_rounds=3)
     nbytes = 5 * x.numel() * x.element_size()  # read x, write the 4x larger y
     median_s = benchmark.stats.stats.median
     benchmark.extra_info.update({

@@ -29,7 +29,7 @@ K = 5
 @pytest.mark.parametrize("impl", ["ref", "unfused", "fast"])
 @pytest.mark.parametrize("dtype_name", ["fp32", "bf16"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"C{s[0]}-{s[1]}x{s[1]}-E{s[2]}")
-def test_mbconv(benchmark, shape, dtype_name, impl):
+def test_mbconv(benchmark, pedantic, shape, dtype_name, impl):
     C, H, E = shape
     dtype = torch.float32 if dtype_name == "fp32" else torch.bfloat16
     g = torch.Generator().manual_seed(0)
@@ -53,7 +53,7 @@ def test_mbconv(benchmark, shape, dtype_name, impl):
             return mbconv(x, we, be, wd, bd, wp, bp)
     benchmark.group = f"mbconv C{C} {H}x{H} E{E} {dtype_name} cl k{K}"
     with torch.inference_mode():
-        benchmark.pedantic(run, warmup_rounds=3, rounds=20, iterations=1)
+        pedantic(benchmark, run, rounds=20, warmup_rounds=3)
     flops = 2 * H * H * (C * E + K * K * E + E * C)
     median_s = benchmark.stats.stats.median
     benchmark.extra_info.update({

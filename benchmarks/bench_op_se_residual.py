@@ -27,7 +27,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 @pytest.mark.parametrize("impl", ["eager", "ref", "fast", "clone"])
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_se_residual(benchmark, shape, dtype_name, impl):
+def test_se_residual(benchmark, pedantic, shape, dtype_name, impl):
     dtype = DTYPES[dtype_name]
     C = shape[1]
     torch.manual_seed(0)
@@ -51,7 +51,7 @@ def test_se_residual(benchmark, shape, dtype_name, impl):
 
     benchmark.group = f"se_residual {'x'.join(map(str, shape))} {dtype_name} cl"
     with torch.inference_mode():
-        benchmark.pedantic(run, warmup_rounds=3, rounds=30, iterations=1)
+        pedantic(benchmark, run, rounds=30, warmup_rounds=3)
         clone_s = clone_median(s)
     nbytes = 4 * s.numel() * s.element_size()
     median_s = benchmark.stats.stats.median

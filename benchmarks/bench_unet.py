@@ -47,7 +47,7 @@ def test_accuracy_gate(unets, arch256):
 
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("impl", ["ref", "ours"])
-def test_unet_call(benchmark, unets, arch256, impl, batch):
+def test_unet_call(benchmark, pedantic, unets, arch256, impl, batch):
     from d2c_fast.gpu import UNetCallGraph
     ref, ours = unets
     x = torch.randn(batch, *arch256.config.latent_shape, device=DEVICE)
@@ -69,5 +69,5 @@ def test_unet_call(benchmark, unets, arch256, impl, batch):
     benchmark.extra_info.update(machine_info(DEVICE))
     benchmark.extra_info.update({"batch": batch, "impl": impl, "gflop": UNET_GFLOP * batch,
                                  "dtype": str(DTYPE if impl == "ours" else torch.float32)})
-    benchmark.pedantic(fn, rounds=5 if DEVICE == "cuda" else 2, warmup_rounds=1, iterations=1)
+    pedantic(benchmark, fn, rounds=5 if DEVICE == "cuda" else 2, warmup_rounds=1)
     benchmark.extra_info["gflops_per_s"] = UNET_GFLOP * batch / benchmark.stats.stats.median

@@ -292,7 +292,7 @@ from machine import cpu_name  # noqa: E402
 
 from d2c_fast import diffusion as D  # noqa: E402
 from d2c_fast.eval.metrics import rel_error  # noqa: E402
-from d2c_fast.gpu import GpuSampler, UNetCallGraph  # noqa: E402
+from d2c_fast.gpu import FastUNet, GpuSampler, UNetCallGraph, build_gpu_unet  # noqa: E402
 from d2c_fast.checkpoint.random_init import arch256_config_path, random_model  # noqa: E402
 from d2c_fast.ops import backend_info  # noqa: E402
 from d2c_fast.sampler import Sampler  # noqa: E402
@@ -444,6 +444,11 @@ def _b1_sampler():
 # ------------------------------------------------------------------------------- U-Net call
 @section("unet call")
 def _unet():
+    global GPU_UNET
+    # the sampler's own GPU U-Net on CUDA; the same module built for the CPU dry run (a CPU
+    # sampler runs the CPU plan's U-Net)
+    GPU_UNET = OURS.unet_model if isinstance(OURS.unet_model, FastUNet) else \
+        build_gpu_unet(LOADED.unet, dtype=OURS.dtype, device=DEVICE)
     for b in BATCHES:
         row = R["unet"].setdefault(str(b), {})
         x = NOISE[b]
@@ -452,14 +457,13 @@ def _unet():
             row["B0"] = timed(lambda: REF.unet_model(x, t), ITERS["unet"])
             log(f"unet b{b} B0 {ms(row['B0'])} ms")
             tc = time.perf_counter()
-            call = UNetCallGraph(OURS.unet_model, b, LATENT[0])
+            call = UNetCallGraph(GPU_UNET, b, LATENT[0])
             call.load(x, 500.0)
             sync()
             R["capture_s"][f"ours_unet_b{b}"] = time.perf_counter() - tc
             row["ours"] = timed(call, ITERS["unet"] * (1 if ARGS.dry_run else 3))
-            row["ours_eager"] = timed(lambda: OURS.unet_model(x, t), ITERS["unet"])
+            row["ours_eager"] = timed(lambda: GPU_UNET(x, t), ITERS["unet"])
             if CUDA:   # the same in NCHW activations, to choose the layout (information only)
-                from d2c_fast.gpu import build_gpu_unet
                 u2 = build_gpu_unet(LOADED.unet, dtype=OURS.dtype, device=DEVICE, channels_last=False)
                 call2 = UNetCallGraph(u2, b, LATENT[0])
                 call2.load(x, 500.0)

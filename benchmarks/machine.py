@@ -45,3 +45,10 @@ def clone_median(x: torch.Tensor) -> float:
             times.append(time.perf_counter() - t0)
         _CLONE_MEDIAN[key] = statistics.median(times)
     return _CLONE_MEDIAN[key]
+
+
+def onednn_bf16() -> bool:
+    """Whether oneDNN takes bf16 on this CPU (AVX512-BW/VL/DQ or AVX-NE-CONVERT); candidates
+    that call oneDNN directly in bf16 are left out where it does not."""
+    fn = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    return bool(fn()) if fn is not None else False
