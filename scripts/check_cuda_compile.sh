@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Compile-check the CUDA kernels with the machine's nvcc, without a CUDA build of torch.
 #
-# The kernel files (csrc/cuda/*.cu: bn_swish, dwconv, se_residual) include only CUDA headers, so
-# they compile standalone; each must be present (EXPECTED below) and compile for every arch. The
+# The kernel files (csrc/cuda/*.cu: bn_swish, dwconv, se_residual) include only CUDA headers and
+# the plain ones of csrc/ (cuda/common.cuh, dtypes.h), so they compile standalone; each must be
+# present (EXPECTED below) and compile for every arch. The
 # ATen launchers (csrc/cuda/*.cpp) need torch's CUDA headers and are only built by setup.py /
 # CMake against a CUDA torch. Where torch's headers and g++ are at hand (the project venv), they
 # get a syntax-only pass (g++ -fsyntax-only) with one-line stand-ins for the CUDA library headers

@@ -23,119 +23,52 @@
 // Vectorisation: at::vec::Vectorized with ATen-style CPU_CAPABILITY dispatch. The kernel body
 //   (bn_swish_kernel.h) is compiled three times: here for the compiler's default target (generic
 //   at::vec, lowered to baseline SIMD), and on x86-64 in bn_swish_avx2.cpp / bn_swish_avx512.cpp
-//   under `#pragma GCC target` (no global -march flags, so the binary runs on any x86-64). The
-//   copy is chosen per call from at::get_cpu_capability(), i.e. what the CPU supports, capped by
-//   ATEN_CPU_CAPABILITY=default|avx2|avx512 like ATen's own kernels. exp() is a Cephes-style
-//   polynomial written with Vectorized arithmetic (fast in every copy).
+//   under `#pragma GCC target` (isa_target.h; no global -march flags, so the binary runs on any
+//   x86-64). isa_dispatch.h picks the copy from at::get_cpu_capability(), i.e. what the CPU
+//   supports, capped by ATEN_CPU_CAPABILITY=default|avx2|avx512 like ATen's own kernels. exp() is
+//   a Cephes-style polynomial written with Vectorized arithmetic (fast in every copy).
 // Threads: at::parallel_for (ATen's OpenMP backend; setup.py/CMake pass -fopenmp because
 //   ATen's parallel_for is header-inline, without it the loop would run on one thread).
 // Limits: no autograd kernel here (the formula is registered from Python); element counts are
 //   int64; NaN/Inf propagate like x * sigmoid(x) except that v = -inf gives NaN (as PyTorch).
 #include <ATen/ATen.h>
-#include <ATen/Version.h>
 #include <torch/library.h>
+
+#include "op_checks.h"
 
 #define D2C_ISA_NS cpu_default
 #include "bn_swish_kernel.h"
 #undef D2C_ISA_NS
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define D2C_X86_ISA_COPIES 1
-namespace d2c_fast {
-namespace cpu_avx2 { void bn_swish_kernel(const BnSwishArgs& a); }
-namespace cpu_avx512 { void bn_swish_kernel(const BnSwishArgs& a); }
-}  // namespace d2c_fast
-#endif
+#include "isa_dispatch.h"
 
 namespace d2c_fast {
+
+D2C_CPU_ISA_DISPATCH(bn_swish_kernel, BnSwishArgs)
+
 namespace {
 
-#ifdef D2C_X86_ISA_COPIES
-// 0: generic, 1: AVX2, 2: AVX-512, from ATen's view of the CPU (at::get_cpu_capability() is
-// "DEFAULT" / "AVX2" / "AVX512", already capped by ATEN_CPU_CAPABILITY). Read once per process.
-int cpu_capability_level() {
-  const std::string cap = at::get_cpu_capability();
-  if (cap == "AVX512") return 2;
-  if (cap == "AVX2") return 1;
-  return 0;
-}
-#endif
-
-void check_inputs(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift) {
-  TORCH_CHECK(x.dim() == 4 || x.dim() == 2,
-              "d2c_fast::bn_swish: x must be 4-D (N, C, H, W) or 2-D (N, C), got ", x.dim(),
-              "-D tensor of shape ", x.sizes());
-  TORCH_CHECK(x.device().is_cpu(), "d2c_fast::bn_swish (CPU kernel): x must be on CPU, got ",
-              x.device());
-  const auto dt = x.scalar_type();
-  TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf,
-              "d2c_fast::bn_swish: x must be float32, bfloat16 or float16, got ", dt);
-  const int64_t C = x.size(1);
-  auto check_param = [&](const char* name, const at::Tensor& t) {
-    TORCH_CHECK(t.dim() == 1, "d2c_fast::bn_swish: ", name, " must be 1-D of size C=", C,
-                ", got shape ", t.sizes());
-    TORCH_CHECK(t.size(0) == C, "d2c_fast::bn_swish: ", name, " has ", t.size(0),
-                " channels but x has C=", C, " (dim 1 of shape ", x.sizes(), ")");
-    TORCH_CHECK(t.scalar_type() == at::kFloat, "d2c_fast::bn_swish: ", name,
-                " must be float32, got ", t.scalar_type());
-    TORCH_CHECK(t.device() == x.device(), "d2c_fast::bn_swish: ", name, " is on ", t.device(),
-                " but x is on ", x.device());
-  };
-  check_param("scale", scale);
-  check_param("shift", shift);
-}
+constexpr const char* kOp = "d2c_fast::bn_swish: ";
 
 at::Tensor bn_swish_cpu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift) {
-  check_inputs(x, scale, shift);
-  // Same strides as the fake implementation: torch.empty_like(x) (preserve_format).
-  at::Tensor y = at::empty_like(x);
-  if (x.numel() == 0) return y;
-
+  check_bn_swish_args(kOp, Backend{at::kCPU, /*half=*/true}, x, scale, shift);
+  const BnSwishLayout l = bn_swish_layout(x);
+  if (x.numel() == 0) return l.output.y;
   const at::Tensor s = scale.contiguous();
   const at::Tensor b = shift.contiguous();
-  const int64_t C = x.size(1);
-  const int64_t total = x.numel();
-
-  bool rows = false;
-  at::Tensor xc = x;
-  if (x.is_contiguous()) {
-    rows = x.dim() == 2 || x.size(2) * x.size(3) == 1;
-  } else if (x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-    rows = true;
-  } else {
-    const auto fmt = x.suggest_memory_format();
-    xc = x.contiguous(fmt);
-    rows = fmt == at::MemoryFormat::ChannelsLast;
-  }
-  // If y's strides differ from xc's (x was a non-contiguous dense permutation), compute into a
-  // temporary in xc's layout and copy back.
-  at::Tensor yc = y.strides() == xc.strides() ? y : at::empty_like(xc);
-  const int64_t hw = x.dim() == 4 ? x.size(2) * x.size(3) : 1;
 
   BnSwishArgs args;
-  args.x = xc.const_data_ptr();
-  args.y = yc.mutable_data_ptr();
+  args.x = l.x.const_data_ptr();
+  args.y = l.output.out.mutable_data_ptr();
   args.scale = s.const_data_ptr<float>();
   args.shift = b.const_data_ptr<float>();
-  args.total = total;
-  args.C = C;
-  args.hw = hw;
-  args.rows = rows;
-  args.dtype = xc.scalar_type() == at::kFloat ? 0 : xc.scalar_type() == at::kBFloat16 ? 1 : 2;
-#ifdef D2C_X86_ISA_COPIES
-  static const int cap = cpu_capability_level();
-  if (cap >= 2) {
-    cpu_avx512::bn_swish_kernel(args);
-  } else if (cap >= 1) {
-    cpu_avx2::bn_swish_kernel(args);
-  } else {
-    cpu_default::bn_swish_kernel(args);
-  }
-#else
-  cpu_default::bn_swish_kernel(args);
-#endif
-  if (!yc.is_same(y)) y.copy_(yc);
-  return y;
+  args.total = x.numel();
+  args.C = x.size(1);
+  args.hw = x.dim() == 4 ? x.size(2) * x.size(3) : 1;
+  args.rows = l.rows;
+  args.dtype = dtype_of(x);
+  run_bn_swish_kernel(args);
+  return l.output.finish();
 }
 
 }  // namespace

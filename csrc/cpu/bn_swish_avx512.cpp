@@ -1,7 +1,8 @@
-// AVX512 copy of the d2c_fast::bn_swish CPU kernel (body: bn_swish_kernel.h; entry point and dispatch:
-// bn_swish.cpp, which calls this copy only when at::get_cpu_capability() >= AVX512).
+// AVX-512 copy of the d2c_fast::bn_swish CPU kernel: the body bn_swish_kernel.h compiled
+// under isa_target.h; bn_swish.cpp calls it when isa_dispatch.h's cpu_isa() allows AVX-512.
 // On non-x86-64 or non-GCC-compatible compilers this file compiles to nothing.
 #if defined(__x86_64__) && defined(__GNUC__)
-#include "isa_avx512.h"
+#define D2C_ISA_TARGET_AVX512 1
+#include "isa_target.h"
 #include "bn_swish_kernel.h"
 #endif

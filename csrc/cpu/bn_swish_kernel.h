@@ -1,11 +1,12 @@
 // Body of the d2c_fast::bn_swish CPU kernel, compiled once per CPU capability.
 //
 // Included by csrc/cpu/bn_swish.cpp (generic build, namespace d2c_fast::cpu_default) and by
-// csrc/cpu/bn_swish_avx2.cpp / bn_swish_avx512.cpp, which first switch the compiler target with
-// `#pragma GCC target` and define CPU_CAPABILITY / CPU_CAPABILITY_AVX2|AVX512 so that
-// at::vec::Vectorized uses its AVX2 / AVX-512 specialisations (in ATen's per-capability inline
-// namespace, so the three copies never share a symbol). bn_swish.cpp picks the copy at run time
-// with at::get_cpu_capability() (honours ATEN_CPU_CAPABILITY=default|avx2|avx512).
+// csrc/cpu/bn_swish_avx2.cpp / bn_swish_avx512.cpp, which first include isa_target.h: it switches
+// the compiler target with `#pragma GCC target` and defines CPU_CAPABILITY /
+// CPU_CAPABILITY_AVX2|AVX512 so that at::vec::Vectorized uses its AVX2 / AVX-512 specialisations
+// (in ATen's per-capability inline namespace, so the three copies never share a symbol).
+// bn_swish.cpp picks the copy at run time through isa_dispatch.h (at::get_cpu_capability(),
+// which honours ATEN_CPU_CAPABILITY=default|avx2|avx512).
 //
 // Everything here is in an anonymous namespace except D2C_ISA_NS::bn_swish_kernel(), so template
 // instantiations stay local to each translation unit. Link order puts the generic translation
@@ -28,13 +29,15 @@
 #include <type_traits>
 #include <vector>
 
+#include "dtypes.h"
+
 #ifndef D2C_ISA_NS
 #error "define D2C_ISA_NS (the namespace of this copy) before including bn_swish_kernel.h"
 #endif
 
 namespace d2c_fast {
 
-// Arguments of one call; x/y point to data of `dtype` (0: float32, 1: bfloat16, 2: float16).
+// Arguments of one call; x/y point to data of `dtype` (float32, bfloat16 or float16).
 struct BnSwishArgs {
   const void* x;
   void* y;
@@ -44,7 +47,7 @@ struct BnSwishArgs {
   int64_t C;      // channels
   int64_t hw;     // elements per (n, c) plane for the NCHW path
   bool rows;      // true: rows of C elements (channels-last / 2-D); false: NCHW planes
-  int dtype;
+  DType dtype;
 };
 
 namespace D2C_ISA_NS {
@@ -231,9 +234,9 @@ void bn_swish_kernel(const BnSwishArgs& a) {
     }
   };
   switch (a.dtype) {
-    case 0: run(float{}); break;
-    case 1: run(c10::BFloat16{}); break;
-    default: run(c10::Half{}); break;
+    case DType::kFloat32: run(float{}); break;
+    case DType::kBFloat16: run(c10::BFloat16{}); break;
+    case DType::kFloat16: run(c10::Half{}); break;
   }
 }
 

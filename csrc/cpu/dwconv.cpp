@@ -34,72 +34,42 @@
 #include "dwconv_kernel.h"
 #undef D2C_ISA_NS
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define D2C_X86_ISA_COPIES 1
-namespace d2c_fast {
-namespace cpu_avx2 { void dwconv_kernel(const DwConvArgs& a); }
-namespace cpu_avx512 { void dwconv_kernel(const DwConvArgs& a); }
-}  // namespace d2c_fast
-#endif
+#include "isa_dispatch.h"
 
 namespace d2c_fast {
+
+D2C_CPU_ISA_DISPATCH(dwconv_kernel, DwConvArgs)
+
 namespace {
-
-#ifdef D2C_X86_ISA_COPIES
-int dw_cpu_capability_level() {
-  const std::string cap = at::get_cpu_capability();
-  if (cap == "AVX512") return 2;
-  if (cap == "AVX2") return 1;
-  return 0;
-}
-#endif
 
 constexpr const char* kOp = "d2c_fast::dwconv_bias_swish: ";
 constexpr const char* kUpOp = "d2c_fast::up2_dwconv_bias_swish: ";
 
-void run_kernel(const DwConvArgs& a);
-
-void check_inputs(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                  int64_t stride, int64_t padding, int64_t dilation) {
-  TORCH_CHECK(x.dim() == 4, kOp, "x must be 4-D (N, C, H, W), got ", x.dim(),
-              "-D tensor of shape ", x.sizes());
-  TORCH_CHECK(x.device().is_cpu(), kOp, "(CPU kernel) x must be on CPU, got ", x.device());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, kOp,
-              "x must be float32 or bfloat16, got ", x.scalar_type());
-  check_dwconv_args(kOp, x, weight, bias, stride, padding, dilation);
-}
-
-// Allocates y (N, C, Ho, Wo) in x's layout rule, runs the kernel (`a` carries the conv
-// parameters; shapes, pointers and dtype are filled here) from a channels-last x into y itself
-// when its memory is (N, Ho, Wo, C)-ordered (always for channels-last; also NCHW with C == 1 or
-// Ho*Wo == 1), otherwise into a channels-last temporary copied back.
+// Allocates y (N, C, Ho, Wo) in x's layout rule and runs the kernel (`a` carries the conv
+// parameters; shapes, pointers and dtype are filled here) from a channels-last x into y, through
+// a channels-last temporary where y is not channels-last (channels_last_output).
 at::Tensor launch(const at::Tensor& x, int64_t Ho, int64_t Wo, const at::Tensor& weight,
                   const at::Tensor& bias, DwConvArgs a) {
   const int64_t N = x.size(0), C = x.size(1);
-  at::Tensor y = at::empty({N, C, Ho, Wo}, x.options().memory_format(output_memory_format(x)));
-  if (y.numel() == 0) return y;
+  const KernelOutput o = channels_last_output(x, {N, C, Ho, Wo}, x.scalar_type());
+  if (o.y.numel() == 0) return o.y;
   const at::Tensor xc = x.contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor yc = y.is_contiguous(at::MemoryFormat::ChannelsLast)
-                      ? y
-                      : at::empty({N, C, Ho, Wo},
-                                  x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const at::Tensor wc = weight.contiguous();
   const at::Tensor bc = bias.contiguous();
   a.x = xc.const_data_ptr();
-  a.y = yc.mutable_data_ptr();
+  a.y = o.out.mutable_data_ptr();
   a.weight = wc.const_data_ptr<float>();
   a.bias = bc.const_data_ptr<float>();
   a.N = N; a.C = C; a.H = x.size(2); a.W = x.size(3); a.Ho = Ho; a.Wo = Wo;
-  a.dtype = x.scalar_type() == at::kFloat ? 0 : 1;
-  run_kernel(a);
-  if (!yc.is_same(y)) y.copy_(yc);
-  return y;
+  a.dtype = dtype_of(x);
+  run_dwconv_kernel(a);
+  return o.finish();
 }
 
 at::Tensor dwconv_bias_swish_cpu(const at::Tensor& x, const at::Tensor& weight,
                                  const at::Tensor& bias, int64_t stride, int64_t padding,
                                  int64_t dilation, bool swish) {
-  check_inputs(x, weight, bias, stride, padding, dilation);
+  check_dwconv_args(kOp, kCpu, x, weight, bias, stride, padding, dilation);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t k = weight.size(2);
   const int64_t Ho = conv_out_size(H, k, stride, padding, dilation);
@@ -115,33 +85,13 @@ at::Tensor dwconv_bias_swish_cpu(const at::Tensor& x, const at::Tensor& weight,
 // up-sampled tensor (see run_up2 in dwconv_kernel.h): odd k, output (N, C, 2H, 2W).
 at::Tensor up2_dwconv_bias_swish_cpu(const at::Tensor& x, const at::Tensor& weight,
                                      const at::Tensor& bias, bool swish) {
-  TORCH_CHECK(x.dim() == 4, kUpOp, "x must be 4-D (N, C, H, W), got ", x.dim(),
-              "-D tensor of shape ", x.sizes());
-  TORCH_CHECK(x.device().is_cpu(), kUpOp, "(CPU kernel) x must be on CPU, got ", x.device());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, kUpOp,
-              "x must be float32 or bfloat16, got ", x.scalar_type());
-  check_up2_dwconv_args(kUpOp, x, weight, bias);
+  check_up2_dwconv_args(kUpOp, kCpu, x, weight, bias);
   const int64_t k = weight.size(2);
   DwConvArgs a;
   a.k = k; a.stride = 1; a.pad = (k - 1) / 2; a.dil = 1;
   a.swish = swish;
   a.up2 = true;
   return launch(x, 2 * x.size(2), 2 * x.size(3), weight, bias, a);
-}
-
-void run_kernel(const DwConvArgs& a) {
-#ifdef D2C_X86_ISA_COPIES
-  static const int cap = dw_cpu_capability_level();
-  if (cap >= 2) {
-    cpu_avx512::dwconv_kernel(a);
-  } else if (cap >= 1) {
-    cpu_avx2::dwconv_kernel(a);
-  } else {
-    cpu_default::dwconv_kernel(a);
-  }
-#else
-  cpu_default::dwconv_kernel(a);
-#endif
 }
 
 }  // namespace

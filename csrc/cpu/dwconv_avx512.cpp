@@ -1,7 +1,9 @@
-// AVX512 copy of the d2c_fast::dwconv_bias_swish CPU kernel (body: dwconv_kernel.h; entry point and dispatch:
-// dwconv.cpp, which calls this copy only when at::get_cpu_capability() >= AVX512).
+// AVX-512 copy of the d2c_fast::dwconv_bias_swish / up2_dwconv_bias_swish CPU kernel: the
+// body dwconv_kernel.h compiled under isa_target.h; dwconv.cpp calls it when isa_dispatch.h's
+// cpu_isa() allows AVX-512.
 // On non-x86-64 or non-GCC-compatible compilers this file compiles to nothing.
 #if defined(__x86_64__) && defined(__GNUC__)
-#include "isa_avx512.h"
+#define D2C_ISA_TARGET_AVX512 1
+#include "isa_target.h"
 #include "dwconv_kernel.h"
 #endif

@@ -1,11 +1,8 @@
 // Body of the d2c_fast::dwconv_bias_swish CPU kernel, compiled once per CPU capability.
 //
 // Included by csrc/cpu/dwconv.cpp (generic build, namespace d2c_fast::cpu_default) and by
-// csrc/cpu/dwconv_avx2.cpp / dwconv_avx512.cpp, which first switch the compiler target with
-// `#pragma GCC target` and define CPU_CAPABILITY / CPU_CAPABILITY_AVX2|AVX512 so that
-// at::vec::Vectorized uses its AVX2 / AVX-512 specialisations (ATen's per-capability inline
-// namespace, so the copies never share a symbol). dwconv.cpp picks the copy per call from
-// at::get_cpu_capability() (honours ATEN_CPU_CAPABILITY=default|avx2|avx512), like bn_swish.
+// csrc/cpu/dwconv_avx2.cpp / dwconv_avx512.cpp under isa_target.h, like bn_swish_kernel.h (see
+// there); dwconv.cpp picks the copy per call through isa_dispatch.h.
 //
 // Everything here is in an anonymous namespace except D2C_ISA_NS::dwconv_kernel(), so template
 // instantiations stay local to each translation unit (see the link-order note in
@@ -47,14 +44,16 @@
 #include <type_traits>
 #include <vector>
 
+#include "dtypes.h"
+
 #ifndef D2C_ISA_NS
 #error "define D2C_ISA_NS (the namespace of this copy) before including dwconv_kernel.h"
 #endif
 
 namespace d2c_fast {
 
-// Arguments of one call. x/y are channels-last contiguous data of `dtype` (0: float32,
-// 1: bfloat16); weight is (C, k*k) float32 contiguous, bias (C,) float32.
+// Arguments of one call. x/y are channels-last contiguous data of `dtype`; weight is (C, k*k)
+// float32 contiguous, bias (C,) float32.
 struct DwConvArgs {
   const void* x;
   void* y;
@@ -63,8 +62,8 @@ struct DwConvArgs {
   int64_t N, C, H, W, Ho, Wo;
   int64_t k, stride, pad, dil;
   bool swish;
-  bool up2;  // nearest x2 up-sampling of x in front of the conv (y is 2H x 2W; see run_up2)
-  int dtype;
+  bool up2;     // nearest x2 up-sampling of x in front of the conv (y is 2H x 2W; see run_up2)
+  DType dtype;  // float32 or bfloat16
 };
 
 namespace D2C_ISA_NS {
@@ -522,7 +521,7 @@ void up2_entry(const DwConvArgs& a, const scalar_t* x, scalar_t* y) {
 
 void dwconv_kernel(const DwConvArgs& a) {
   if (a.up2) {
-    if (a.dtype == 0) {
+    if (a.dtype == DType::kFloat32) {
       up2_entry<float>(a, static_cast<const float*>(a.x), static_cast<float*>(a.y));
     } else {
       up2_entry<c10::BFloat16>(a, static_cast<const c10::BFloat16*>(a.x),
@@ -547,7 +546,7 @@ void dwconv_kernel(const DwConvArgs& a) {
   }
   const auto* wp = wpack.data();
   const auto* bp = bpack.data();
-  if (a.dtype == 0) {
+  if (a.dtype == DType::kFloat32) {
     const auto* x = static_cast<const float*>(a.x);
     auto* y = static_cast<float*>(a.y);
     a.swish ? dispatch<true, float>(g, x, y, wp, bp) : dispatch<false, float>(g, x, y, wp, bp);

@@ -22,15 +22,12 @@
 #include "mbconv_kernel.h"
 #undef D2C_ISA_NS
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define D2C_X86_ISA_COPIES 1
-namespace d2c_fast {
-namespace cpu_avx2 { void mbconv_kernel(const MBConvArgs& a); }
-namespace cpu_avx512 { void mbconv_kernel(const MBConvArgs& a); }
-}  // namespace d2c_fast
-#endif
+#include "isa_dispatch.h"
 
 namespace d2c_fast {
+
+D2C_CPU_ISA_DISPATCH(mbconv_kernel, MBConvArgs)
+
 namespace {
 
 constexpr const char* kOp = "d2c_fast::mbconv: ";
@@ -65,38 +62,28 @@ at::Tensor pack_vnni(const at::Tensor& b) {
 at::Tensor mbconv_cpu(const at::Tensor& x, const at::Tensor& w_expand, const at::Tensor& b_expand,
                       const at::Tensor& w_dw, const at::Tensor& b_dw, const at::Tensor& w_project,
                       const at::Tensor& b_project) {
-  TORCH_CHECK(x.dim() == 4, kOp, "x must be 4-D (N, C, H, W), got ", x.dim(),
-              "-D tensor of shape ", x.sizes());
-  TORCH_CHECK(x.device().is_cpu(), kOp, "(CPU kernel) x must be on CPU, got ", x.device());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, kOp,
-              "x must be float32 or bfloat16, got ", x.scalar_type());
-  check_mbconv_args(kOp, x, w_expand, b_expand, w_dw, b_dw, w_project, b_project);
+  check_mbconv_args(kOp, kCpu, x, w_expand, b_expand, w_dw, b_dw, w_project, b_project);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t E = w_expand.size(0), C2 = w_project.size(0), k = w_dw.size(2);
-  const auto fmt = output_memory_format(x);
-  at::Tensor y = at::empty({N, C2, H, W}, x.options().memory_format(fmt));
-  if (y.numel() == 0) return y;
+  const bool amx_bf16 = x.scalar_type() == at::kBFloat16 && bf16_gemm_shapes_ok(C, E, C2);
+  const auto in_dtype = amx_bf16 ? at::kBFloat16 : at::kFloat;
+  const KernelOutput o = channels_last_output(x, {N, C2, H, W}, in_dtype);
+  if (o.y.numel() == 0) return o.y;
 
   const at::Tensor we = w_expand.reshape({E, C}).t().contiguous();    // (C, E)
   const at::Tensor wp = w_project.reshape({C2, E}).t().contiguous();  // (E, C2)
   const at::Tensor wd = w_dw.reshape({E, k * k}).contiguous();
   const at::Tensor be = b_expand.contiguous(), bd = b_dw.contiguous(), bp = b_project.contiguous();
-  const bool amx_bf16 = x.scalar_type() == at::kBFloat16 && bf16_gemm_shapes_ok(C, E, C2);
   at::Tensor we16, wp16;
   if (amx_bf16) {
     we16 = pack_vnni(we.to(at::kBFloat16));
     wp16 = pack_vnni(wp.to(at::kBFloat16));
   }
-  const auto in_dtype = amx_bf16 ? at::kBFloat16 : at::kFloat;
   const at::Tensor xc = x.to(in_dtype).contiguous(at::MemoryFormat::ChannelsLast);
-  const bool direct = x.scalar_type() == in_dtype && y.is_contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor yc = direct ? y
-                         : at::empty({N, C2, H, W}, x.options().dtype(in_dtype).memory_format(
-                                                         at::MemoryFormat::ChannelsLast));
 
   MBConvArgs a;
   a.x = xc.const_data_ptr();
-  a.y = yc.mutable_data_ptr();
+  a.y = o.out.mutable_data_ptr();
   a.we = we.const_data_ptr<float>();
   a.be = be.const_data_ptr<float>();
   a.wd = wd.const_data_ptr<float>();
@@ -107,23 +94,8 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const at::Tensor& w_expand, const at:
   a.wp16 = amx_bf16 ? wp16.const_data_ptr<c10::BFloat16>() : nullptr;
   a.bf16 = amx_bf16;
   a.N = N; a.H = H; a.W = W; a.C = C; a.E = E; a.C2 = C2; a.k = k;
-#ifdef D2C_X86_ISA_COPIES
-  static const int cap = [] {
-    const std::string c = at::get_cpu_capability();
-    return c == "AVX512" ? 2 : (c == "AVX2" ? 1 : 0);
-  }();
-  if (cap >= 2) {
-    cpu_avx512::mbconv_kernel(a);
-  } else if (cap >= 1) {
-    cpu_avx2::mbconv_kernel(a);
-  } else {
-    cpu_default::mbconv_kernel(a);
-  }
-#else
-  cpu_default::mbconv_kernel(a);
-#endif
-  if (!yc.is_same(y)) y.copy_(yc);
-  return y;
+  run_mbconv_kernel(a);
+  return o.finish();
 }
 
 }  // namespace

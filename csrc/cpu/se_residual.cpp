@@ -26,79 +26,39 @@
 #include "se_residual_kernel.h"
 #undef D2C_ISA_NS
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define D2C_X86_ISA_COPIES 1
-namespace d2c_fast {
-namespace cpu_avx2 { void se_residual_kernel(const SeResidualArgs& a); }
-namespace cpu_avx512 { void se_residual_kernel(const SeResidualArgs& a); }
-}  // namespace d2c_fast
-#endif
+#include "isa_dispatch.h"
 
 namespace d2c_fast {
+
+D2C_CPU_ISA_DISPATCH(se_residual_kernel, SeResidualArgs)
+
 namespace {
 
-#ifdef D2C_X86_ISA_COPIES
-int se_cpu_capability_level() {
-  const std::string cap = at::get_cpu_capability();
-  if (cap == "AVX512") return 2;
-  if (cap == "AVX2") return 1;
-  return 0;
-}
-#endif
-
 constexpr const char* kOp = "d2c_fast::se_residual: ";
-
-void check_inputs(const at::Tensor& s, const at::Tensor& skip, const at::Tensor& w1,
-                  const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2) {
-  TORCH_CHECK(s.dim() == 4, kOp, "s must be 4-D (N, C, H, W), got ", s.dim(),
-              "-D tensor of shape ", s.sizes());
-  TORCH_CHECK(s.device().is_cpu(), kOp, "(CPU kernel) s must be on CPU, got ", s.device());
-  TORCH_CHECK(s.scalar_type() == at::kFloat || s.scalar_type() == at::kBFloat16, kOp,
-              "s must be float32 or bfloat16, got ", s.scalar_type());
-  check_se_residual_args(kOp, s, skip, w1, b1, w2, b2);
-}
 
 at::Tensor se_residual_cpu(const at::Tensor& s, const at::Tensor& skip, const at::Tensor& w1,
                            const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
                            double alpha) {
-  check_inputs(s, skip, w1, b1, w2, b2);
-  const auto fmt = output_memory_format(s);
-  at::Tensor out = at::empty(s.sizes(), s.options().memory_format(fmt));
-  if (out.numel() == 0) return out;
-  const int64_t N = s.size(0), C = s.size(1), HW = s.size(2) * s.size(3);
-  // Kernel layout: channels-last rows or NCHW planes. Size-1 dims make both descriptions of the
-  // same memory valid (C == 1 or H*W == 1); use the one out's strides allow.
-  const bool rows = fmt == at::MemoryFormat::ChannelsLast;
-  const at::Tensor sc = s.contiguous(fmt);
-  const at::Tensor kc = skip.contiguous(fmt);
+  check_se_residual_args(kOp, kCpu, s, skip, w1, b1, w2, b2);
+  const SeResidualLayout l = se_residual_layout(s, skip);
+  if (l.out.numel() == 0) return l.out;
   const at::Tensor w1c = w1.contiguous(), b1c = b1.contiguous();
   const at::Tensor w2c = w2.contiguous(), b2c = b2.contiguous();
 
   SeResidualArgs a;
-  a.s = sc.const_data_ptr();
-  a.skip = kc.const_data_ptr();
-  a.out = out.mutable_data_ptr();
+  a.s = l.s.const_data_ptr();
+  a.skip = l.skip.const_data_ptr();
+  a.out = l.out.mutable_data_ptr();
   a.w1 = w1c.const_data_ptr<float>();
   a.b1 = b1c.const_data_ptr<float>();
   a.w2 = w2c.const_data_ptr<float>();
   a.b2 = b2c.const_data_ptr<float>();
-  a.N = N; a.C = C; a.HW = HW; a.Ch = w1.size(0);
+  a.N = s.size(0); a.C = s.size(1); a.HW = s.size(2) * s.size(3); a.Ch = w1.size(0);
   a.alpha = alpha;
-  a.rows = rows;
-  a.dtype = s.scalar_type() == at::kFloat ? 0 : 1;
-#ifdef D2C_X86_ISA_COPIES
-  static const int cap = se_cpu_capability_level();
-  if (cap >= 2) {
-    cpu_avx512::se_residual_kernel(a);
-  } else if (cap >= 1) {
-    cpu_avx2::se_residual_kernel(a);
-  } else {
-    cpu_default::se_residual_kernel(a);
-  }
-#else
-  cpu_default::se_residual_kernel(a);
-#endif
-  return out;
+  a.rows = l.rows;
+  a.dtype = dtype_of(s);
+  run_se_residual_kernel(a);
+  return l.out;
 }
 
 }  // namespace

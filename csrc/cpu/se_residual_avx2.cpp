@@ -1,7 +1,8 @@
-// AVX2 copy of the d2c_fast::se_residual CPU kernel (body: se_residual_kernel.h; entry point and dispatch:
-// se_residual.cpp, which calls this copy only when at::get_cpu_capability() >= AVX2).
+// AVX2 copy of the d2c_fast::se_residual CPU kernel: the body se_residual_kernel.h compiled
+// under isa_target.h; se_residual.cpp calls it when isa_dispatch.h's cpu_isa() allows AVX2.
 // On non-x86-64 or non-GCC-compatible compilers this file compiles to nothing.
 #if defined(__x86_64__) && defined(__GNUC__)
-#include "isa_avx2.h"
+#define D2C_ISA_TARGET_AVX2 1
+#include "isa_target.h"
 #include "se_residual_kernel.h"
 #endif

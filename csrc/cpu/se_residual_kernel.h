@@ -1,10 +1,9 @@
 // Body of the d2c_fast::se_residual CPU kernel, compiled once per CPU capability.
 //
 // Included by csrc/cpu/se_residual.cpp (generic build, namespace d2c_fast::cpu_default) and by
-// se_residual_avx2.cpp / se_residual_avx512.cpp, which switch the compiler target with
-// `#pragma GCC target` and define CPU_CAPABILITY first (same scheme as bn_swish_kernel.h; the
-// copy is chosen per call from at::get_cpu_capability()). Everything is in an anonymous namespace
-// except D2C_ISA_NS::se_residual_kernel().
+// se_residual_avx2.cpp / se_residual_avx512.cpp under isa_target.h (same scheme as
+// bn_swish_kernel.h; se_residual.cpp picks the copy per call through isa_dispatch.h). Everything
+// is in an anonymous namespace except D2C_ISA_NS::se_residual_kernel().
 //
 // Two passes over s:
 //   1. per-(n, c) sums of s. Channels-last: the H*W rows of each image are cut into fixed blocks
@@ -29,6 +28,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "dtypes.h"
+
 #ifndef D2C_ISA_NS
 #error "define D2C_ISA_NS (the namespace of this copy) before including se_residual_kernel.h"
 #endif
@@ -36,8 +37,8 @@
 namespace d2c_fast {
 
 // Arguments of one call. s/skip/out have the same layout (rows: channels-last (N, H*W, C);
-// otherwise contiguous NCHW planes) and the same dtype (0: float32, 1: bfloat16). w1 (Ch, C),
-// b1 (Ch), w2 (C, Ch), b2 (C) float32 contiguous.
+// otherwise contiguous NCHW planes) and the same dtype. w1 (Ch, C), b1 (Ch), w2 (C, Ch), b2 (C)
+// float32 contiguous.
 struct SeResidualArgs {
   const void* s;
   const void* skip;
@@ -49,7 +50,7 @@ struct SeResidualArgs {
   int64_t N, C, HW, Ch;
   double alpha;
   bool rows;
-  int dtype;
+  DType dtype;  // float32 or bfloat16
 };
 
 namespace D2C_ISA_NS {
@@ -214,7 +215,7 @@ void run(const SeResidualArgs& a) {
 }  // namespace
 
 void se_residual_kernel(const SeResidualArgs& a) {
-  if (a.dtype == 0) {
+  if (a.dtype == DType::kFloat32) {
     run<float>(a);
   } else {
     run<c10::BFloat16>(a);

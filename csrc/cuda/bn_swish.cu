@@ -6,33 +6,19 @@
 // csrc/cuda/bn_swish_launch.cpp, compiled only against a CUDA torch.
 //
 // Layouts: `inner` = H*W for contiguous NCHW (channel = (i / inner) % C) and 1 for channels-last
-// or 2-D (channel = i % C). dtypes: float32, bfloat16, float16 (dtype code 0/1/2); arithmetic is
-// float32, scale/shift are float32. Elementwise grid-stride loop, 64-bit indices; no
-// vectorised loads (memory-bound; kept simple). Works with torch's
-// -D__CUDA_NO_HALF_OPERATORS__/-D__CUDA_NO_BFLOAT16_CONVERSIONS__ flags: only explicit
-// conversion intrinsics are used.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+// or 2-D (channel = i % C). dtypes: float32, bfloat16, float16; arithmetic is float32,
+// scale/shift are float32. Elementwise grid-stride loop, 64-bit indices; no vectorised loads
+// (memory-bound; kept simple). Conversions and dtype dispatch: common.cuh.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "bn_swish_kernel.cuh"
+#include "common.cuh"
 
 namespace {
 
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-
-template <typename T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-template <> __device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half_rn(v);
-}
+using namespace d2c_fast::gpu;
 
 template <typename T>
 __global__ void bn_swish_kernel(const T* __restrict__ x, T* __restrict__ y,
@@ -42,34 +28,24 @@ __global__ void bn_swish_kernel(const T* __restrict__ x, T* __restrict__ y,
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {
     const int64_t c = (i / inner) % C;
-    const float v = fmaf(to_float(x[i]), __ldg(scale + c), __ldg(shift + c));
-    y[i] = from_float<T>(v / (1.0f + expf(-v)));
+    float v;
+    IO<T, 1>::load(x + i, &v);
+    v = swish(fmaf(v, __ldg(scale + c), __ldg(shift + c)));
+    IO<T, 1>::store(y + i, &v);
   }
-}
-
-template <typename T>
-cudaError_t launch(const void* x, void* y, const float* scale, const float* shift, int64_t n,
-                   int64_t C, int64_t inner, cudaStream_t stream) {
-  constexpr int kThreads = 256;
-  int64_t blocks = (n + kThreads - 1) / kThreads;
-  const int64_t kMaxBlocks = 65535LL * 8;  // grid-stride loop covers the rest
-  if (blocks > kMaxBlocks) blocks = kMaxBlocks;
-  if (blocks < 1) blocks = 1;
-  bn_swish_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-      static_cast<const T*>(x), static_cast<T*>(y), scale, shift, n, C, inner);
-  return cudaGetLastError();
 }
 
 }  // namespace
 
 cudaError_t d2c_bn_swish_cuda(const void* x, void* y, const float* scale, const float* shift,
-                              int64_t n, int64_t C, int64_t inner, int dtype,
+                              int64_t n, int64_t C, int64_t inner, d2c_fast::DType dtype,
                               cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  switch (dtype) {
-    case 0: return launch<float>(x, y, scale, shift, n, C, inner, stream);
-    case 1: return launch<__nv_bfloat16>(x, y, scale, shift, n, C, inner, stream);
-    case 2: return launch<__half>(x, y, scale, shift, n, C, inner, stream);
-    default: return cudaErrorInvalidValue;
-  }
+  return dispatch_dtype(dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr int kThreads = 256;
+    bn_swish_kernel<T><<<grid_stride_blocks(n, kThreads), kThreads, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<T*>(y), scale, shift, n, C, inner);
+    return cudaGetLastError();
+  });
 }

@@ -30,19 +30,20 @@
 //   with bounds checks; used only when even the smallest tile's halo does not fit (very large
 //   k * dilation).
 // All index arithmetic that can exceed 2^31 (global offsets) is 64-bit. Works with torch's
-// -D__CUDA_NO_HALF_OPERATORS__/-D__CUDA_NO_BFLOAT16_CONVERSIONS__ flags: only explicit
-// conversion intrinsics and bit manipulation are used.
+// -D__CUDA_NO_HALF_OPERATORS__/-D__CUDA_NO_BFLOAT16_CONVERSIONS__ flags (conversions, dtype
+// dispatch: common.cuh).
 // Only shared memory declared `extern` (dynamic) is used, and no warp intrinsics, so the file
 // can also be run by a CPU emulation of the thread hierarchy for debugging.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "common.cuh"
 #include "dwconv_kernel.cuh"
 
 namespace {
+
+using namespace d2c_fast::gpu;
 
 constexpr int kChunk = 32;                 // channels per block
 constexpr int kR = 4;                      // output columns per thread
@@ -61,92 +62,6 @@ struct DwParams {
   int tilesH, tilesW, nchunk;
   int swish;
 };
-
-// --- element conversion -----------------------------------------------------------------------
-// VEC values of T <-> float. VEC = 4 uses one 16-byte (float) or 8-byte (bf16/fp16) access.
-template <typename T, int VEC> struct IO;
-
-template <> struct IO<float, 1> {
-  static __device__ __forceinline__ void load(const float* p, float* v) { v[0] = __ldg(p); }
-  static __device__ __forceinline__ void store(float* p, const float* v) { p[0] = v[0]; }
-};
-template <> struct IO<float, 4> {
-  static __device__ __forceinline__ void load(const float* p, float* v) {
-    const float4 q = __ldg(reinterpret_cast<const float4*>(p));
-    v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
-  }
-  static __device__ __forceinline__ void store(float* p, const float* v) {
-    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-  }
-};
-
-__device__ __forceinline__ float bf16_lo(unsigned u) { return __uint_as_float(u << 16); }
-__device__ __forceinline__ float bf16_hi(unsigned u) { return __uint_as_float(u & 0xffff0000u); }
-__device__ __forceinline__ unsigned bf16_bits(float f) {
-  return static_cast<unsigned>(__bfloat16_as_ushort(__float2bfloat16_rn(f)));
-}
-__device__ __forceinline__ float half_bits_to_float(unsigned u) {
-  return __half2float(__ushort_as_half(static_cast<unsigned short>(u & 0xffffu)));
-}
-__device__ __forceinline__ unsigned half_bits(float f) {
-  return static_cast<unsigned>(__half_as_ushort(__float2half_rn(f)));
-}
-
-template <> struct IO<__nv_bfloat16, 1> {
-  static __device__ __forceinline__ void load(const __nv_bfloat16* p, float* v) {
-    v[0] = bf16_lo(static_cast<unsigned>(__ldg(reinterpret_cast<const unsigned short*>(p))));
-  }
-  static __device__ __forceinline__ void store(__nv_bfloat16* p, const float* v) {
-    *reinterpret_cast<unsigned short*>(p) = static_cast<unsigned short>(bf16_bits(v[0]));
-  }
-};
-template <> struct IO<__nv_bfloat16, 4> {
-  static __device__ __forceinline__ void load(const __nv_bfloat16* p, float* v) {
-    const uint2 q = __ldg(reinterpret_cast<const uint2*>(p));
-    v[0] = bf16_lo(q.x); v[1] = bf16_hi(q.x); v[2] = bf16_lo(q.y); v[3] = bf16_hi(q.y);
-  }
-  static __device__ __forceinline__ void store(__nv_bfloat16* p, const float* v) {
-    uint2 q;
-    q.x = bf16_bits(v[0]) | (bf16_bits(v[1]) << 16);
-    q.y = bf16_bits(v[2]) | (bf16_bits(v[3]) << 16);
-    *reinterpret_cast<uint2*>(p) = q;
-  }
-};
-template <> struct IO<__half, 1> {
-  static __device__ __forceinline__ void load(const __half* p, float* v) {
-    v[0] = half_bits_to_float(static_cast<unsigned>(__ldg(reinterpret_cast<const unsigned short*>(p))));
-  }
-  static __device__ __forceinline__ void store(__half* p, const float* v) {
-    *reinterpret_cast<unsigned short*>(p) = static_cast<unsigned short>(half_bits(v[0]));
-  }
-};
-template <> struct IO<__half, 4> {
-  static __device__ __forceinline__ void load(const __half* p, float* v) {
-    const uint2 q = __ldg(reinterpret_cast<const uint2*>(p));
-    v[0] = half_bits_to_float(q.x); v[1] = half_bits_to_float(q.x >> 16);
-    v[2] = half_bits_to_float(q.y); v[3] = half_bits_to_float(q.y >> 16);
-  }
-  static __device__ __forceinline__ void store(__half* p, const float* v) {
-    uint2 q;
-    q.x = half_bits(v[0]) | (half_bits(v[1]) << 16);
-    q.y = half_bits(v[2]) | (half_bits(v[3]) << 16);
-    *reinterpret_cast<uint2*>(p) = q;
-  }
-};
-
-// VEC floats from shared memory (16-byte aligned when VEC == 4).
-template <int VEC>
-__device__ __forceinline__ void lds(const float* p, float* v) {
-  if constexpr (VEC == 4) {
-    const float4 q = *reinterpret_cast<const float4*>(p);
-    v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
-  } else {
-#pragma unroll
-    for (int l = 0; l < VEC; ++l) v[l] = p[l];
-  }
-}
-
-__device__ __forceinline__ float swish_f(float v) { return v / (1.0f + expf(-v)); }
 
 extern __shared__ __align__(16) float d2c_dw_smem[];
 
@@ -234,11 +149,11 @@ __global__ void dw_tile_kernel(const DwParams p) {
       const float* xr = xbase + kh * p.IW * kChunk;
       float win[NW][VEC];
 #pragma unroll
-      for (int q = 0; q < NW; ++q) lds<VEC>(xr + q * kChunk, win[q]);
+      for (int q = 0; q < NW; ++q) load_floats<VEC>(xr + q * kChunk, win[q]);
 #pragma unroll
       for (int kw = 0; kw < K; ++kw) {
         float wv[VEC];
-        lds<VEC>(wbase + (kh * K + kw) * kChunk, wv);
+        load_floats<VEC>(wbase + (kh * K + kw) * kChunk, wv);
 #pragma unroll
         for (int j = 0; j < kR; ++j)
 #pragma unroll
@@ -250,12 +165,12 @@ __global__ void dw_tile_kernel(const DwParams p) {
       const float* xr = xbase + kh * d * p.IW * kChunk;
       for (int kw = 0; kw < k; ++kw) {
         float wv[VEC];
-        lds<VEC>(wbase + (kh * k + kw) * kChunk, wv);
+        load_floats<VEC>(wbase + (kh * k + kw) * kChunk, wv);
         const float* xk = xr + kw * d * kChunk;
 #pragma unroll
         for (int j = 0; j < kR; ++j) {
           float xv[VEC];
-          lds<VEC>(xk + j * s * kChunk, xv);
+          load_floats<VEC>(xk + j * s * kChunk, xv);
 #pragma unroll
           for (int l = 0; l < VEC; ++l) acc[j][l] = fmaf(xv[l], wv[l], acc[j][l]);
         }
@@ -271,7 +186,7 @@ __global__ void dw_tile_kernel(const DwParams p) {
     if (ow < p.Wo) {
       if (p.swish) {
 #pragma unroll
-        for (int l = 0; l < VEC; ++l) acc[j][l] = swish_f(acc[j][l]);
+        for (int l = 0; l < VEC; ++l) acc[j][l] = swish(acc[j][l]);
       }
       IO<T, VEC>::store(y + (yrow + ow) * p.C + c, acc[j]);
     }
@@ -307,7 +222,7 @@ __global__ void dw_direct_kernel(const DwParams p) {
         acc = fmaf(xv, __ldg(wc + kh * p.k + kw), acc);
       }
     }
-    if (p.swish) acc = swish_f(acc);
+    if (p.swish) acc = swish(acc);
     IO<T, 1>::store(y + i, &acc);
   }
 }
@@ -359,21 +274,13 @@ template <typename T>
 cudaError_t launch_direct(const DwParams& p, cudaStream_t stream) {
   constexpr int kThreads = 256;
   const int64_t total = p.N * p.Ho * p.Wo * p.C;
-  int64_t blocks = (total + kThreads - 1) / kThreads;
-  const int64_t kMaxBlocks = 65535LL * 8;  // grid-stride loop covers the rest
-  if (blocks > kMaxBlocks) blocks = kMaxBlocks;
-  if (blocks < 1) blocks = 1;
-  const dim3 grid(static_cast<unsigned>(blocks));
-  const dim3 block(kThreads);
-  dw_direct_kernel<T><<<grid, block, 0, stream>>>(p);
+  dw_direct_kernel<T><<<grid_stride_blocks(total, kThreads), kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
 template <typename T>
-cudaError_t dispatch(DwParams& p, cudaStream_t stream) {
-  const uintptr_t align = 4 * sizeof(T);
-  const bool vec = p.C % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % align == 0 &&
-                   reinterpret_cast<uintptr_t>(p.y) % align == 0;
+cudaError_t launch(DwParams& p, cudaStream_t stream) {
+  const bool vec = p.C % 4 == 0 && aligned4<T>(p.x) && aligned4<T>(p.y);
   if (vec && choose_tile(p, kChunk / 4)) {
     const int key = p.dil == 1 && (p.s == 1 || p.s == 2) ? p.k * 10 + p.s : 0;
     switch (key) {
@@ -396,7 +303,8 @@ cudaError_t d2c_dwconv_bias_swish_cuda(const void* x, void* y, const float* weig
                                        const float* bias, int64_t N, int64_t C, int64_t H,
                                        int64_t W, int64_t Ho, int64_t Wo, int64_t k,
                                        int64_t stride, int64_t padding, int64_t dilation,
-                                       bool swish, int dtype, cudaStream_t stream) {
+                                       bool swish, d2c_fast::DType dtype,
+                                       cudaStream_t stream) {
   if (k < 1 || stride < 1 || dilation < 1 || padding < 0) return cudaErrorInvalidValue;
   if (C > 0x7fffffffLL || H > 0x7fffffffLL || W > 0x7fffffffLL || k > 0xffffLL ||
       stride > 0xffffLL || dilation > 0xffffLL || padding > 0x7fffffffLL)
@@ -410,10 +318,7 @@ cudaError_t d2c_dwconv_bias_swish_cuda(const void* x, void* y, const float* weig
   p.k = static_cast<int>(k); p.s = static_cast<int>(stride);
   p.pad = static_cast<int>(padding); p.dil = static_cast<int>(dilation);
   p.swish = swish ? 1 : 0;
-  switch (dtype) {
-    case 0: return dispatch<float>(p, stream);
-    case 1: return dispatch<__nv_bfloat16>(p, stream);
-    case 2: return dispatch<__half>(p, stream);
-    default: return cudaErrorInvalidValue;
-  }
+  return dispatch_dtype(dtype, [&](auto tag) {
+    return launch<typename decltype(tag)::type>(p, stream);
+  });
 }

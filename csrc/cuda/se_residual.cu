@@ -25,18 +25,18 @@
 //   3. out = skip + gate[n, c] * s, grid-stride, VEC = 4 elements per thread (channels-last:
 //      C % 4 == 0, 4 gates per vector; NCHW: H*W % 4 == 0, one gate per vector) when aligned,
 //      else scalar. float32 arithmetic, one rounding on store.
-// dtypes: float32, bfloat16, float16 (dtype code 0/1/2). Works with torch's
-// -D__CUDA_NO_HALF_OPERATORS__/-D__CUDA_NO_BFLOAT16_CONVERSIONS__ flags. Only dynamic (extern)
-// shared memory and block-wide barriers are used (no warp intrinsics).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+// dtypes: float32, bfloat16, float16 (conversions and dtype dispatch: common.cuh). Only dynamic
+// (extern) shared memory and block-wide barriers are used (no warp intrinsics).
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "common.cuh"
 #include "se_residual_kernel.cuh"
 
 namespace {
+
+using namespace d2c_fast::gpu;
 
 constexpr int kThreads = 256;
 constexpr int64_t kTargetBlocks = 2048;
@@ -58,77 +58,6 @@ struct SeParams {
   int nsplit;
   int64_t rows_per;  // rows (channels-last) or elements (NCHW) per split
   float alpha;
-};
-
-// --- element conversion (same helpers as dwconv.cu) ------------------------------------------
-template <typename T, int VEC> struct IO;
-
-template <> struct IO<float, 1> {
-  static __device__ __forceinline__ void load(const float* p, float* v) { v[0] = __ldg(p); }
-  static __device__ __forceinline__ void store(float* p, const float* v) { p[0] = v[0]; }
-};
-template <> struct IO<float, 4> {
-  static __device__ __forceinline__ void load(const float* p, float* v) {
-    const float4 q = __ldg(reinterpret_cast<const float4*>(p));
-    v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
-  }
-  static __device__ __forceinline__ void store(float* p, const float* v) {
-    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-  }
-};
-
-__device__ __forceinline__ float bf16_lo(unsigned u) { return __uint_as_float(u << 16); }
-__device__ __forceinline__ float bf16_hi(unsigned u) { return __uint_as_float(u & 0xffff0000u); }
-__device__ __forceinline__ unsigned bf16_bits(float f) {
-  return static_cast<unsigned>(__bfloat16_as_ushort(__float2bfloat16_rn(f)));
-}
-__device__ __forceinline__ float half_bits_to_float(unsigned u) {
-  return __half2float(__ushort_as_half(static_cast<unsigned short>(u & 0xffffu)));
-}
-__device__ __forceinline__ unsigned half_bits(float f) {
-  return static_cast<unsigned>(__half_as_ushort(__float2half_rn(f)));
-}
-
-template <> struct IO<__nv_bfloat16, 1> {
-  static __device__ __forceinline__ void load(const __nv_bfloat16* p, float* v) {
-    v[0] = bf16_lo(static_cast<unsigned>(__ldg(reinterpret_cast<const unsigned short*>(p))));
-  }
-  static __device__ __forceinline__ void store(__nv_bfloat16* p, const float* v) {
-    *reinterpret_cast<unsigned short*>(p) = static_cast<unsigned short>(bf16_bits(v[0]));
-  }
-};
-template <> struct IO<__nv_bfloat16, 4> {
-  static __device__ __forceinline__ void load(const __nv_bfloat16* p, float* v) {
-    const uint2 q = __ldg(reinterpret_cast<const uint2*>(p));
-    v[0] = bf16_lo(q.x); v[1] = bf16_hi(q.x); v[2] = bf16_lo(q.y); v[3] = bf16_hi(q.y);
-  }
-  static __device__ __forceinline__ void store(__nv_bfloat16* p, const float* v) {
-    uint2 q;
-    q.x = bf16_bits(v[0]) | (bf16_bits(v[1]) << 16);
-    q.y = bf16_bits(v[2]) | (bf16_bits(v[3]) << 16);
-    *reinterpret_cast<uint2*>(p) = q;
-  }
-};
-template <> struct IO<__half, 1> {
-  static __device__ __forceinline__ void load(const __half* p, float* v) {
-    v[0] = half_bits_to_float(static_cast<unsigned>(__ldg(reinterpret_cast<const unsigned short*>(p))));
-  }
-  static __device__ __forceinline__ void store(__half* p, const float* v) {
-    *reinterpret_cast<unsigned short*>(p) = static_cast<unsigned short>(half_bits(v[0]));
-  }
-};
-template <> struct IO<__half, 4> {
-  static __device__ __forceinline__ void load(const __half* p, float* v) {
-    const uint2 q = __ldg(reinterpret_cast<const uint2*>(p));
-    v[0] = half_bits_to_float(q.x); v[1] = half_bits_to_float(q.x >> 16);
-    v[2] = half_bits_to_float(q.y); v[3] = half_bits_to_float(q.y >> 16);
-  }
-  static __device__ __forceinline__ void store(__half* p, const float* v) {
-    uint2 q;
-    q.x = half_bits(v[0]) | (half_bits(v[1]) << 16);
-    q.y = half_bits(v[2]) | (half_bits(v[3]) << 16);
-    *reinterpret_cast<uint2*>(p) = q;
-  }
 };
 
 extern __shared__ __align__(16) float d2c_se_smem[];
@@ -269,13 +198,7 @@ __global__ void se_apply_kernel(const SeParams p) {
     if constexpr (ROWS) {
       const int64_t c = i % p.C;
       const int64_t n = i / (p.HW * p.C);
-      const float* gp = p.gate + n * p.C + c;
-      if constexpr (VEC == 4) {
-        const float4 q = *reinterpret_cast<const float4*>(gp);
-        g[0] = q.x; g[1] = q.y; g[2] = q.z; g[3] = q.w;
-      } else {
-        g[0] = gp[0];
-      }
+      load_floats<VEC>(p.gate + n * p.C + c, g);
     } else {
       const float gv = p.gate[i / p.HW];
 #pragma unroll
@@ -313,18 +236,9 @@ int64_t rows_per_split(int64_t HW, int64_t nsplit, bool rows) {
   return rows ? r : round4(r);  // NCHW splits start on 4-element boundaries
 }
 
-unsigned grid_for(int64_t blocks) {
-  const int64_t kMaxBlocks = 65535LL * 8;  // grid-stride loops cover the rest
-  if (blocks > kMaxBlocks) blocks = kMaxBlocks;
-  return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
-}
-
 template <typename T>
 cudaError_t run(SeParams& p, bool rows, cudaStream_t stream) {
-  const uintptr_t align = 4 * sizeof(T);
-  const bool aligned = reinterpret_cast<uintptr_t>(p.s) % align == 0 &&
-                       reinterpret_cast<uintptr_t>(p.skip) % align == 0 &&
-                       reinterpret_cast<uintptr_t>(p.out) % align == 0;
+  const bool aligned = aligned4<T>(p.s) && aligned4<T>(p.skip) && aligned4<T>(p.out);
   const bool vec = aligned && (rows ? p.C % 4 == 0 : p.HW % 4 == 0);
   // 1. partial sums
   if (rows) {
@@ -366,7 +280,7 @@ cudaError_t run(SeParams& p, bool rows, cudaStream_t stream) {
   // 3. apply
   {
     const int64_t nvec = p.N * p.C * p.HW / (vec ? 4 : 1);
-    const dim3 grid(grid_for((nvec + kThreads - 1) / kThreads));
+    const dim3 grid(grid_stride_blocks(nvec, kThreads));
     const dim3 block(kThreads);
     if (rows) {
       if (vec) {
@@ -395,7 +309,8 @@ int64_t d2c_se_residual_cuda_workspace(int64_t N, int64_t C, int64_t HW, int64_t
 cudaError_t d2c_se_residual_cuda(const void* s, const void* skip, void* out, const float* w1,
                                  const float* b1, const float* w2, const float* b2, int64_t N,
                                  int64_t C, int64_t HW, int64_t Ch, double alpha, bool rows,
-                                 int dtype, float* workspace, cudaStream_t stream) {
+                                 d2c_fast::DType dtype, float* workspace,
+                                 cudaStream_t stream) {
   if (C > 0x7fffffffLL || Ch > 0x7fffffffLL || Ch < 1) return cudaErrorInvalidValue;
   if (N <= 0 || C <= 0 || HW <= 0) return cudaSuccess;
   SeParams p{};
@@ -409,10 +324,7 @@ cudaError_t d2c_se_residual_cuda(const void* s, const void* skip, void* out, con
   p.partial = workspace;
   p.hid = workspace + round4(N * p.nsplit * C);
   p.gate = p.hid + round4(N * Ch);
-  switch (dtype) {
-    case 0: return run<float>(p, rows, stream);
-    case 1: return run<__nv_bfloat16>(p, rows, stream);
-    case 2: return run<__half>(p, rows, stream);
-    default: return cudaErrorInvalidValue;
-  }
+  return dispatch_dtype(dtype, [&](auto tag) {
+    return run<typename decltype(tag)::type>(p, rows, stream);
+  });
 }
