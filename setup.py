@@ -7,8 +7,10 @@ torch that is installed there::
 
 What gets compiled
 ------------------
-* ``csrc/registration.cpp`` (TORCH_LIBRARY schemas + a module-init stub) and ``csrc/cpu/*.cpp``
-  (CPU kernels, TORCH_LIBRARY_IMPL(..., CPU)) as a ``CppExtension``.
+* ``csrc/registration.cpp`` (TORCH_LIBRARY: the D2C_OP schemas of the operator list
+  ``d2c_fast/ops/schemas.def``, which is also installed as package data for the Python side;
+  plus a module-init stub) and ``csrc/cpu/*.cpp`` (CPU kernels, TORCH_LIBRARY_IMPL(..., CPU))
+  as a ``CppExtension``.
 * With a CUDA build of torch AND a CUDA toolkit (``torch.cuda.is_available()``, or
   ``torch.version.cuda`` set and CUDA_HOME found) it becomes a ``CUDAExtension`` that adds
   ``csrc/cuda/*.cu`` (plain-pointer kernels) and ``csrc/cuda/*.cpp`` (ATen launchers,
@@ -18,10 +20,13 @@ What gets compiled
 Flags and CPU target choice
 ---------------------------
 ``-O3 -std=c++17`` (``D2C_DEBUG=1``: ``-O0 -g``). No ``-march=native``: the binary may be built
-on one machine and run on another. The kernels are compiled once with the compiler's default
-target, so ATen's ``at::vec::Vectorized`` uses its generic (CPU_CAPABILITY=DEFAULT)
-implementation, which the optimiser lowers to the baseline SIMD (SSE2 on x86-64); no per-ISA
-copies / runtime dispatch (kept simple on purpose). ``-fopenmp`` IS passed: ATen's
+on one machine and run on another. Every CPU kernel body (``csrc/cpu/<op>_kernel.h``) is
+compiled three times, with one set of flags for all sources: by ``<op>.cpp`` for the compiler's
+default target (ATen's generic ``at::vec::Vectorized``, lowered to baseline SIMD: SSE2 on
+x86-64), and on x86-64 with GCC/Clang by ``<op>_avx2.cpp`` / ``<op>_avx512.cpp``, which switch
+the target with ``#pragma GCC target`` (``csrc/cpu/isa_target.h``). The copy runs that
+``csrc/cpu/isa_dispatch.h`` picks per process from ``at::get_cpu_capability()`` (capped by
+``ATEN_CPU_CAPABILITY`` like ATen's own kernels). ``-fopenmp`` IS passed: ATen's
 ``at::parallel_for`` is header-inline on top of OpenMP in this torch build, so without it the
 kernels would run on a single thread.
 
@@ -90,7 +95,7 @@ setup(
     # Triton kernels live in the top-level folder kernels/ but are only ever installed and
     # imported as d2c_fast.kernels (never as a top-level `kernels`).
     package_dir={"d2c_fast.kernels": "kernels"},
-    package_data={"d2c_fast": ["assets/*", "configs/*.json"]},
+    package_data={"d2c_fast": ["assets/*", "configs/*.json", "ops/schemas.def"]},
     include_package_data=False,
     install_requires=["numpy", "pyyaml", "safetensors", "pillow", "tqdm", "torch>=2.4"],
     extras_require={"test": ["pytest", "pytest-benchmark"]},

@@ -19,6 +19,8 @@ import warnings
 
 import torch
 
+from ._registry import SCHEMAS
+
 __all__ = [
     "OPS", "backend_info", "has_compiled_kernel", "extension_status",
     "bn_swish", "bn_swish_ref", "fold_bn", "BN_SWISH_SCHEMA",
@@ -30,9 +32,8 @@ __all__ = [
     "mbconv", "mbconv_ref", "MBCONV_SCHEMA",
 ]
 
-#: Operator names in the ``d2c_fast`` namespace.
-OPS: tuple[str, ...] = ("bn_swish", "group_norm_silu", "ddim_step", "dwconv_bias_swish",
-                        "up2_dwconv_bias_swish", "se_residual", "mbconv")
+#: Operator names in the ``d2c_fast`` namespace, in the order of the operator list schemas.def.
+OPS: tuple[str, ...] = tuple(SCHEMAS)
 
 _BUILD_HINT = "build it with `pip install -e . --no-build-isolation` from the repository root"
 

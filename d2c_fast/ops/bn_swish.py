@@ -18,12 +18,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._registry import register_op
+from ._registry import SCHEMAS, register_op
 
 __all__ = ["BN_SWISH_SCHEMA", "bn_swish", "bn_swish_ref", "fold_bn"]
 
-#: The schema, identical to the string in csrc/registration.cpp (a test checks both).
-BN_SWISH_SCHEMA = "bn_swish(Tensor x, Tensor scale, Tensor shift) -> Tensor"
+#: The schema, from the operator list schemas.def (which csrc/registration.cpp includes).
+BN_SWISH_SCHEMA = SCHEMAS["bn_swish"]
 _QUALNAME = "d2c_fast::bn_swish"
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -84,7 +84,7 @@ def _bn_swish_composite(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tenso
     return y
 
 
-register_op(BN_SWISH_SCHEMA, _bn_swish_composite)
+register_op("bn_swish", _bn_swish_composite)
 
 
 @torch.library.register_fake(_QUALNAME)

@@ -18,14 +18,15 @@ from typing import Sequence
 
 import torch
 
-from ._registry import register_op
+from ._registry import SCHEMAS, register_op
 
 from .group_norm_silu import import_kernel_module
 
 __all__ = ["DDIM_STEP_SCHEMA", "ddim_step", "ddim_step_ref", "TRITON_REGISTERED"]
 
-DDIM_STEP_SCHEMA = "ddim_step(Tensor x, Tensor eps, Tensor coeffs, Tensor? noise=None) -> Tensor"
 _NAME = "ddim_step"
+#: The schema, from the operator list schemas.def.
+DDIM_STEP_SCHEMA = SCHEMAS[_NAME]
 _QUALNAME = f"d2c_fast::{_NAME}"
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -81,7 +82,7 @@ def _composite(x, eps, coeffs, noise=None):
     return out.copy_(y) if y.stride() != out.stride() else y
 
 
-_lib = register_op(DDIM_STEP_SCHEMA, _composite)
+_lib = register_op(_NAME, _composite)
 
 
 @torch.library.register_fake(_QUALNAME)

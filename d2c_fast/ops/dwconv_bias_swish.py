@@ -29,17 +29,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._registry import register_op
+from ._registry import SCHEMAS, register_op
 
 __all__ = ["DWCONV_BIAS_SWISH_SCHEMA", "UP2_DWCONV_BIAS_SWISH_SCHEMA", "dwconv_bias_swish",
            "dwconv_bias_swish_ref", "dwconv_output_size", "output_memory_format",
            "up2_dwconv_bias_swish", "up2_dwconv_bias_swish_ref"]
 
-#: The schema, identical to the string in csrc/registration.cpp (a test checks both).
-DWCONV_BIAS_SWISH_SCHEMA = ("dwconv_bias_swish(Tensor x, Tensor weight, Tensor bias, int stride, "
-                            "int padding, int dilation, bool swish) -> Tensor")
-UP2_DWCONV_BIAS_SWISH_SCHEMA = ("up2_dwconv_bias_swish(Tensor x, Tensor weight, Tensor bias, "
-                                "bool swish) -> Tensor")
+#: The schemas, from the operator list schemas.def (which csrc/registration.cpp includes).
+DWCONV_BIAS_SWISH_SCHEMA = SCHEMAS["dwconv_bias_swish"]
+UP2_DWCONV_BIAS_SWISH_SCHEMA = SCHEMAS["up2_dwconv_bias_swish"]
 _QUALNAME = "d2c_fast::dwconv_bias_swish"
 _OP = "d2c_fast::dwconv_bias_swish: "
 _UP_QUALNAME = "d2c_fast::up2_dwconv_bias_swish"
@@ -129,7 +127,7 @@ def _composite(x, weight, bias, stride, padding, dilation, swish):
     return out.copy_(y)
 
 
-register_op(DWCONV_BIAS_SWISH_SCHEMA, _composite)
+register_op("dwconv_bias_swish", _composite)
 
 
 @torch.library.register_fake(_QUALNAME)
@@ -184,7 +182,7 @@ def _up2_composite(x, weight, bias, swish):
     return _up2_empty_output(x).copy_(y)
 
 
-register_op(UP2_DWCONV_BIAS_SWISH_SCHEMA, _up2_composite)
+register_op("up2_dwconv_bias_swish", _up2_composite)
 
 
 @torch.library.register_fake(_UP_QUALNAME)

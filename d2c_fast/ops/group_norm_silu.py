@@ -25,14 +25,14 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from ._registry import register_op
+from ._registry import SCHEMAS, register_op
 
 __all__ = ["GROUP_NORM_SILU_SCHEMA", "group_norm_silu", "group_norm_silu_ref", "TRITON_REGISTERED",
            "import_kernel_module"]
 
-GROUP_NORM_SILU_SCHEMA = ("group_norm_silu(Tensor x, Tensor weight, Tensor bias, Tensor? add=None, "
-                          "float eps=1e-06, int num_groups=32, bool silu=True) -> Tensor")
 _NAME = "group_norm_silu"
+#: The schema, from the operator list schemas.def.
+GROUP_NORM_SILU_SCHEMA = SCHEMAS[_NAME]
 _QUALNAME = f"d2c_fast::{_NAME}"
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -114,7 +114,7 @@ def _composite(x, weight, bias, add=None, eps=1e-6, num_groups=32, silu=True):
     return out.copy_(y) if y.stride() != out.stride() else y
 
 
-_lib = register_op(GROUP_NORM_SILU_SCHEMA, _composite)
+_lib = register_op(_NAME, _composite)
 
 
 @torch.library.register_fake(_QUALNAME)

@@ -23,14 +23,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._registry import register_op
+from ._registry import SCHEMAS, register_op
 from .dwconv_bias_swish import output_memory_format
 
 __all__ = ["MBCONV_SCHEMA", "mbconv", "mbconv_ref"]
 
-#: The schema, identical to the string in csrc/registration.cpp (a test checks both).
-MBCONV_SCHEMA = ("mbconv(Tensor x, Tensor w_expand, Tensor b_expand, Tensor w_dw, Tensor b_dw, "
-                 "Tensor w_project, Tensor b_project) -> Tensor")
+#: The schema, from the operator list schemas.def (which csrc/registration.cpp includes).
+MBCONV_SCHEMA = SCHEMAS["mbconv"]
 _QUALNAME = "d2c_fast::mbconv"
 _OP = "d2c_fast::mbconv: "
 _DTYPES = (torch.float32, torch.bfloat16)
@@ -89,7 +88,7 @@ def _composite(x, w_expand, b_expand, w_dw, b_dw, w_project, b_project):
     return _empty_output(x, w_project).copy_(y)
 
 
-register_op(MBCONV_SCHEMA, _composite)
+register_op("mbconv", _composite)
 
 
 @torch.library.register_fake(_QUALNAME)

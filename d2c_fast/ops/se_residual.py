@@ -20,15 +20,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._registry import register_op
+from ._registry import SCHEMAS, register_op
 
 from .dwconv_bias_swish import output_memory_format
 
 __all__ = ["SE_RESIDUAL_SCHEMA", "se_residual", "se_residual_ref"]
 
-#: The schema, identical to the string in csrc/registration.cpp (a test checks both).
-SE_RESIDUAL_SCHEMA = ("se_residual(Tensor s, Tensor skip, Tensor w1, Tensor b1, Tensor w2, "
-                      "Tensor b2, float alpha) -> Tensor")
+#: The schema, from the operator list schemas.def (which csrc/registration.cpp includes).
+SE_RESIDUAL_SCHEMA = SCHEMAS["se_residual"]
 _QUALNAME = "d2c_fast::se_residual"
 _OP = "d2c_fast::se_residual: "
 _DTYPES = (torch.float32, torch.bfloat16)
@@ -84,7 +83,7 @@ def _composite(s, skip, w1, b1, w2, b2, alpha):
     return _empty_output(s).copy_(se_residual_ref(s, skip, w1, b1, w2, b2, alpha))
 
 
-register_op(SE_RESIDUAL_SCHEMA, _composite)
+register_op("se_residual", _composite)
 
 
 @torch.library.register_fake(_QUALNAME)
