@@ -73,7 +73,7 @@ inline fVec swish_lanes(const fVec& v) {
 // AVX-512. One bound instead of a clamp (vscalefps saturates 2^n to inf by itself), one-constant
 // ln2 reduction, degree-4 Taylor polynomial for e^r (|r| <= ln2/2: relative error < 4.3e-5), the
 // bare 14-bit reciprocal estimate (< 6.2e-5): the result is within ~1.1e-4 relative of Swish,
-// 35x below bf16's rounding step (2^-8). Other ISAs: swish_lanes.
+// 35x below bf16's rounding step (2^-8). Other ISAs: swish_lanes, with -inf -> NaN as here.
 inline fVec swish_lanes_lp(const fVec& v) {
 #if defined(CPU_CAPABILITY_AVX512)
   const __m512 vv = v;
@@ -91,7 +91,10 @@ inline fVec swish_lanes_lp(const fVec& v) {
   const __m512 d = _mm512_add_ps(_mm512_scalef_ps(p, n), _mm512_set1_ps(1.0f));
   return fVec(_mm512_mul_ps(vv, _mm512_rcp14_ps(d)));
 #else
-  return swish_lanes(v);
+  // swish_lanes gives -inf * (tiny) = -inf at -inf; PyTorch's SiLU (and the AVX-512 form above)
+  // give NaN there
+  const fVec neg_inf(-__builtin_inff());
+  return fVec::blendv(swish_lanes(v), fVec(__builtin_nanf("")), v == neg_inf);
 #endif
 }
 
