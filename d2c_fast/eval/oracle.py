@@ -202,7 +202,7 @@ def _train_oracle(resolution, n_train, n_val, epochs, batch_size, lr, width, see
             if bar is not None:
                 bar.update(1)
                 if step % 20 == 0:
-                    bar.set_postfix(loss=f"{float(loss):.4f}")
+                    bar.set_postfix(loss=f"{loss.detach().item():.4f}")
     if bar is not None:
         bar.close()
     model.eval()
