@@ -109,8 +109,7 @@ class _Loop:
         self.graph = capture_or_none(body, f"the DDIM loop ({n} x {len(steps)} steps)") \
             if use_graph else None
 
-    def run(self, x, steps: DDIMSteps, noise) -> torch.Tensor:
-        tables = steps.to_tables(x.device)
+    def run(self, x, steps: DDIMSteps, tables: DDIMSteps, noise) -> torch.Tensor:
         self.steps.coeffs.copy_(tables.coeffs)
         self.steps.timesteps.copy_(tables.timesteps)
         self.x.copy_(x)
@@ -130,6 +129,9 @@ class CudaGraphExecutor:
         self.use_graphs = use_graphs
         #: the captured loops, by (batch, steps, with noise, guidance key)
         self.loops: dict[tuple, _Loop] = {}
+        # device step tables by (sequence, eta): a repeated sequence costs no host-to-device
+        # copy (a pageable copy would synchronise with the host)
+        self.tables: dict[tuple, DDIMSteps] = {}
 
     def run(self, eps_fn, key, x: torch.Tensor, steps: DDIMSteps, step_noise) -> torch.Tensor:
         """``ddim_loop(eps_fn, x, steps, step_noise=...)`` on the captured loop of this shape;
@@ -142,4 +144,7 @@ class CudaGraphExecutor:
         if loop is None:
             use_graph = self.use_graphs and x.device.type == "cuda"
             loop = self.loops[k] = _Loop(eps_fn, x, steps, use_graph)
-        return loop.run(x, steps, noise)
+        tk = (tuple(steps.seq), steps.eta, str(x.device))
+        if tk not in self.tables:
+            self.tables[tk] = steps.to_tables(x.device)
+        return loop.run(x, steps, self.tables[tk], noise)
