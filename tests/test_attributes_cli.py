@@ -8,21 +8,18 @@ import pytest
 import torch
 
 from d2c_fast import Attribute, Sampler
-from d2c_fast.checkpoint import save_native
 from d2c_fast.cli import main
 from d2c_fast.eval.oracle import Oracle
 from d2c_fast.images import load_images, save_png
-from d2c_fast.checkpoint.random_init import random_model
-from d2c_fast.train.testing import tiny_model_dict
+from d2c_fast.train.testing import save_tiny_model
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("cli")
-    m = random_model(tiny_model_dict(16), seed=2)
     model = str(d / "tiny.safetensors")
-    save_native(model, m.config, m.autoencoder, m.unet, m.mean, m.std)
+    save_tiny_model(model, 16, seed=2)
     torch.manual_seed(0)
     oracle = str(d / "oracle.safetensors")
     Oracle(resolution=16, width=8).eval().save(oracle)

@@ -7,20 +7,17 @@ import re
 import pytest
 import torch
 
-from d2c_fast.checkpoint import save_native
-from d2c_fast.checkpoint.random_init import random_model
 from d2c_fast.cli import build_parser, main
 from d2c_fast.images import save_png
-from d2c_fast.train.testing import tiny_model_dict
+from d2c_fast.train.testing import save_tiny_model
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("cli_edit")
-    m = random_model(tiny_model_dict(16), seed=4)
     model = str(d / "tiny.safetensors")
-    save_native(model, m.config, m.autoencoder, m.unet, m.mean, m.std)
+    m = save_tiny_model(model, 16, seed=4)
     boundary = str(d / "blond.ckpt")
     latent = tuple(m.config.latent_shape)
     torch.save({"boundary": torch.randn(1, *latent, generator=torch.Generator().manual_seed(0))},

@@ -13,11 +13,9 @@ from PIL import Image
 
 from d2c_fast import Attribute, Sampler
 from d2c_fast.attributes import LinearClassifier
-from d2c_fast.checkpoint import save_native
 from d2c_fast.images import save_png
 from d2c_fast.jobs import list_images, manipulate_dir, sample_conditional_dir
-from d2c_fast.train.testing import tiny_model_dict
-from d2c_fast.checkpoint.random_init import random_model
+from d2c_fast.train.testing import save_tiny_model
 
 N_IMAGES = 7
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -27,9 +25,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 def setup(tmp_path_factory):
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("jobs")
-    m = random_model(tiny_model_dict(16), seed=1)
     model = str(d / "tiny.safetensors")
-    save_native(model, m.config, m.autoencoder, m.unet, m.mean, m.std)
+    save_tiny_model(model, 16, seed=1)
     s = Sampler(model)
     D = int(np.prod(s.latent_shape))
     w = torch.randn(D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import copy
 
+from ..checkpoint import save_native
+from ..checkpoint.random_init import random_model
+
 
 def tiny_model_dict(resolution: int = 16, latent_channels: int = 4) -> dict:
     """A very small model in the official layout: ``resolution`` -> latent
@@ -56,3 +59,11 @@ def state_tensors(d, prefix: str = "") -> dict:
         elif isinstance(v, (dict, list, tuple)):
             out.update(state_tensors(v, f"{prefix}{k}."))
     return out
+
+
+def save_tiny_model(path: str, resolution: int = 16, seed: int = 0):
+    """A random tiny model (:func:`tiny_model_dict`, weights from ``seed``) saved as native
+    ``.safetensors`` at ``path``; returns the ``LoadedModel``."""
+    m = random_model(tiny_model_dict(resolution), seed=seed)
+    save_native(path, m.config, m.autoencoder, m.unet, m.mean, m.std)
+    return m
