@@ -4,15 +4,21 @@ a model's quality targets, the few-shot attribute evaluation.
     d2c-fast train-oracle -o oracle.safetensors [--resolution 32] [--epochs 6]
     d2c-fast evaluate model.safetensors --oracle oracle.safetensors [--json out.json]
     d2c-fast eval-attributes MODEL --oracle oracle.safetensors -o eval_attrs/
+    d2c-fast eval-edits builtin -o eval_edits/     (edits against the true counterfactual)
 """
 from __future__ import annotations
 
 import json
 import os
 
+from ..attributes import builtin_attribute_path, resolve_attribute
 from ..data import ATTRIBUTES
+from ..demo import fit_builtin_attribute
+from ..edit import METHODS
 from ..eval.attributes_eval import evaluate_attributes, markdown
-from ..eval.oracle import train_oracle
+from ..eval.counterfactual import evaluate_edits, markdown_table
+from ..eval.oracle import Oracle, train_oracle
+from ..utils import atomic_write_text
 from ..eval.report import evaluate
 from ..images import check_output_dir, check_output_file
 from .options import (EDIT_GUIDANCE_HELP, add_guidance, add_model_args,
@@ -70,9 +76,9 @@ def cmd_eval_attributes(args) -> int:
     bad = [a for a in args.attributes if a not in ATTRIBUTES]
     if bad:
         raise ValueError(f"--attributes: unknown {bad}; the built-in faces have {list(ATTRIBUTES)}")
-    bad = [m for m in args.methods if m not in ("d2c", "nvae", "ddim")]
+    bad = [m for m in args.methods if m not in METHODS]
     if bad:
-        raise ValueError(f"--methods: unknown {bad}; choose from d2c, nvae, ddim")
+        raise ValueError(f"--methods: unknown {bad}; choose from {', '.join(METHODS)}")
     if not 0.0 <= args.cond_threshold <= 1.0:
         raise ValueError(f"--cond-threshold must be in [0, 1], got {args.cond_threshold}")
     s = open_sampler(args)
@@ -99,6 +105,41 @@ def cmd_eval_attributes(args) -> int:
         json.dump(r, f, indent=1)
     print(markdown(r))
     print(f"wrote {args.output}/attributes_eval.{{md,json}}, edits_grid.png, conditional_grid.png")
+    return 0
+
+
+def cmd_eval_edits(args) -> int:
+    check_output_dir(args.output, "-o")
+    check_counts(faces=args.faces)
+    bad = [a for a in args.attributes if a not in ATTRIBUTES]
+    if bad:
+        raise ValueError(f"--attributes: unknown {bad}; the built-in faces have "
+                         f"{', '.join(ATTRIBUTES)}")
+    bad = [m for m in args.methods if m != "default" and m not in METHODS]
+    if bad:
+        raise ValueError(f"--methods: unknown {bad}; choose from default, {', '.join(METHODS)}")
+    apply_threads(args)
+    s = open_sampler(args)
+    attrs = {}
+    for name in args.attributes:
+        path = builtin_attribute_path(name)
+        if path is not None and not args.refit:
+            attrs[name] = resolve_attribute(path, s)
+        else:
+            attrs[name] = fit_builtin_attribute(s, name)
+    settings = {m: ({} if m == "default" else {"method": m}) for m in args.methods}
+    oracle = Oracle.load(args.oracle) if args.oracle else None
+    os.makedirs(args.output, exist_ok=True)
+    grid = os.path.join(args.output, "edits_grid.png")
+    rows = evaluate_edits(s, attrs, settings, n=args.faces, seed=args.seed, oracle=oracle,
+                          grid=grid, progress=True)
+    table = markdown_table(rows)
+    atomic_write_text(os.path.join(args.output, "edits.md"), table + "\n")
+    atomic_write_text(os.path.join(args.output, "edits.json"),
+                      json.dumps({"model": args.ckpt, "faces": args.faces, "seed": args.seed,
+                                  "rows": rows}, indent=1) + "\n")
+    print(table)
+    print(f"wrote {args.output}/edits.md, edits.json, edits_grid.png")
     return 0
 
 
@@ -178,3 +219,22 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("-o", "--output", default="eval_attributes", help="output directory")
     p.set_defaults(fn=cmd_eval_attributes)
+
+    p = sub.add_parser("eval-edits", help="edits judged against the true counterfactual of "
+                       "each built-in face (progress in the attribute's pixels, change "
+                       "outside them, distance to the counterfactual; definitions in "
+                       "d2c_fast/eval/counterfactual.py)")
+    add_model_args(p)
+    p.add_argument("--attributes", nargs="+", default=list(ATTRIBUTES))
+    p.add_argument("--methods", nargs="+", default=["default", "d2c", "nvae"],
+                   help="edit settings to compare: 'default' (manipulate's defaults) or a "
+                   f"method ({', '.join(METHODS)})")
+    p.add_argument("--faces", type=int, default=48, help="held-out faces per attribute and "
+                   "direction")
+    p.add_argument("--refit", action="store_true", help="fit each attribute from 100 labelled "
+                   "faces now instead of using the built-in model's shipped files")
+    p.add_argument("--oracle", default=None, help="also report the distance to the "
+                   "counterfactual in this oracle's features (d2c-fast train-oracle)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", default="eval_edits", help="output directory")
+    p.set_defaults(fn=cmd_eval_edits)
