@@ -13,8 +13,7 @@ import time
 import torch
 
 from ..data import ATTRIBUTES, FacesDataset
-from ..images import check_output_file
-from .options import add_model_args, expand_images, open_sampler, plural
+from .options import add_model_args, add_overwrite, check_new_file, expand_images, open_sampler, plural
 
 
 def _faces(args, resolution):
@@ -35,7 +34,7 @@ def _faces(args, resolution):
 
 
 def cmd_fit_attribute(args) -> int:
-    check_output_file(args.output)
+    check_new_file(args, args.output)
     if args.faces and (args.positives or args.negatives or args.unlabelled):
         raise ValueError("--faces fits on rendered built-in faces; give it alone, or your own "
                          "--positives with --negatives / --unlabelled")
@@ -98,4 +97,5 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None)
     p.add_argument("-o", "--output", required=True, help="attribute .safetensors")
+    add_overwrite(p)
     p.set_defaults(fn=cmd_fit_attribute)

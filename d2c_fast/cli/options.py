@@ -58,8 +58,9 @@ def add_device_args(p) -> None:
 def add_model_args(p) -> None:
     """The model to open (positional ``ckpt``, ``--config``), where it runs (``--device``,
     ``--impl``) and ``--threads``: what :func:`open_sampler` reads."""
-    p.add_argument("ckpt", help="official model.ckpt (with --config), native .safetensors, or "
-                   "'builtin'")
+    p.add_argument("ckpt", metavar="MODEL", help="the model, always the first argument: "
+                   "'builtin' (the model shipped with d2c_fast), a native .safetensors file, or "
+                   "an official model.ckpt with --config")
     p.add_argument("--config", help="official YAML / our JSON config (needed for .ckpt)")
     add_device_args(p)
     add_threads(p)
@@ -331,6 +332,14 @@ def image_outputs(args, names, command: str) -> tuple[list[str], str]:
         paths = [os.path.join(out, n) for n in names]
     refuse_existing(paths, args.overwrite)
     return paths, out
+
+
+def check_new_file(args, path: str, flag: str = "-o") -> str:
+    """An output file, checked before any work: not a folder, its folder possible, and not
+    already there unless ``--overwrite`` (:func:`add_overwrite`)."""
+    check_output_file(path, flag)
+    refuse_existing([path], args.overwrite, flag)
+    return path
 
 
 def check_grid(args) -> None:
