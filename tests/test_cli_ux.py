@@ -195,6 +195,7 @@ def test_typos_get_the_subcommand_usage_and_the_close_flag(files, capsys):
     a_ = build_parser().parse_args(["edit", m, img, "--attr", a, "--sweep", "-4", "-1.5", "0",
                                     "--guid", "1"])
     assert a_.sweep == [-4.0, -1.5, 0.0] and a_.guidance == 1.0
+    assert build_parser().parse_args(["sample", m, "-n4", "--seed=3"]).n == 4
 
 
 def test_a_closed_pipe_ends_quietly(files, tmp_path):

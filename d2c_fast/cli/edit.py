@@ -172,7 +172,7 @@ def _edit(args, official: bool) -> int:
     paths = [q for row in outs for q in row]
     n_gray = int(gray.sum()) if gray is not None else 0
     print(wrote(paths, where, args.output is None)
-          + (f" ({plural(n_gray, 'grayscale input')} written in grayscale)" if n_gray else ""))
+          + (f"; {plural(n_gray, 'grayscale input')} written in grayscale" if n_gray else ""))
     if args.grid:
         print(f"wrote the grid {args.grid}")
     return 0

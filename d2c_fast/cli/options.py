@@ -219,6 +219,8 @@ class Parser(argparse.ArgumentParser):
         if name in self.flags or (name.startswith("--") and
                                   any(f.startswith(name) for f in self.flags)):
             return None
+        if not name.startswith("--") and token[:2] in self.flags:    # -n4: a short flag's value
+            return None
         near = difflib.get_close_matches(name, sorted(self.flags), n=1, cutoff=0.6)
         return (f"unrecognized argument {name}"
                 + (f"; did you mean {near[0]}?" if near else f"; see {self.prog} --help"))
@@ -355,6 +357,8 @@ def wrote(paths, where: str, default: bool) -> str:
         return ""
     if len(paths) == 1 and where == paths[0]:
         return f"wrote {where}"
+    if "{i" in where:
+        return f"wrote {plural(len(paths), 'image')} as {where}"
     return (f"wrote {plural(len(paths), 'image')} to {where}/"
             + (" (a new folder: no -o given)" if default else ""))
 
