@@ -154,6 +154,10 @@ def test_messages_name_flags_on_the_command_line_only(files, tmp_path, capsys):
         == "--guidance 2.0 needs a guide prior; --no-flip; --t0 7 and --skip 50"
     assert cli_message("its config: Sampler(ckpt, config='config.yml')") == \
         "its config: --config config.yml"
+    assert cli_message("guidance=2.0 applies to the d2c method's clean-up only; method 'nvae' "
+                       "is unguided (leave guidance unset)") == (
+        "--guidance 2.0 applies to the d2c method's clean-up only; method 'nvae' is unguided "
+        "(leave --guidance out)")
     # every flag of the table is a flag of some subcommand
     ap = build_parser()
     helps = ""

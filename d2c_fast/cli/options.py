@@ -146,6 +146,7 @@ PYTHON_PHRASES = (
     (r"Sampler\(\.\.\., impl='ref'\)", "--impl ref"),
     (r"resize=True \(command line: --resize\)", "--resize"),
     (r" \(a str input is taken as a file path\)", ""),
+    (r"leave guidance unset", "leave --guidance out"),
 )
 
 _KEYWORD = re.compile(r"(?<![\w.\-])(" + "|".join(sorted(PYTHON_FLAGS, key=len, reverse=True))
