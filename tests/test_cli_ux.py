@@ -128,15 +128,15 @@ def test_an_image_given_as_the_model_is_named(files, tmp_path, capsys):
     img = files["images"]
     err = err_of(["edit", *img, "--attr", files["attr"], "--strength", "1", "-o",
                   str(tmp_path / "out")], capsys)
-    assert "face0.png: an image was given where the model goes" in err
+    assert "face0.png: an image, not a checkpoint, was given where the model goes" in err
     assert "'builtin', a .safetensors file, or an official .ckpt with its config (--config)" in err
     assert "config=" not in err and "Sampler" not in err and err.count("\n") == 1
-    with pytest.raises(CheckpointError, match=r"an image was given where the model goes.*"
+    with pytest.raises(CheckpointError, match=r"an image, not a checkpoint, was given where the model goes.*"
                        r"official \.ckpt with its config \(config=\)"):
         Sampler(img[0])
     disguised = tmp_path / "model.ckpt"                 # a PNG by its bytes, whatever its name
     disguised.write_bytes(open(img[0], "rb").read())
-    with pytest.raises(CheckpointError, match="an image was given"):
+    with pytest.raises(CheckpointError, match="an image, not a checkpoint"):
         Sampler(str(disguised))
 
 

@@ -420,8 +420,8 @@ def refuse_image_as_model(path) -> None:
             return
         image = head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
     if image:
-        raise CheckpointError(p, f"an image was given where the model goes: {MODEL_ARGUMENT}; "
-                              "the images come after it")
+        raise CheckpointError(p, f"an image, not a checkpoint, was given where the model goes: "
+                              f"{MODEL_ARGUMENT}; the images come after it")
 
 
 def load_model(ckpt, config=None) -> LoadedModel:
