@@ -71,7 +71,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("manipulate-dir", help="edit a directory of images (resumable; "
                        "sharded under torchrun)")
     add_model_args(p)
-    p.add_argument("input", nargs="?", default=None, help="folder of images (recursively)")
+    p.add_argument("input", nargs="?", default=None, metavar="INPUT_FOLDER",
+                   help="folder of images (recursively), as edit takes folders")
     p.add_argument("-o", "--output", default=None, help=JOB_OUTPUT_HELP)
     p.add_argument("--input-dir", default=None, help="deprecated: the input folder's old flag")
     p.add_argument("--output-dir", default=None, help="deprecated: -o's old name")

@@ -147,6 +147,7 @@ PYTHON_PHRASES = (
     (r"resize=True \(command line: --resize\)", "--resize"),
     (r" \(a str input is taken as a file path\)", ""),
     (r"leave guidance unset", "leave --guidance out"),
+    (r"flip=None / False", "--no-flip"),
 )
 
 _KEYWORD = re.compile(r"(?<![\w.\-])(" + "|".join(sorted(PYTHON_FLAGS, key=len, reverse=True))
@@ -156,8 +157,8 @@ _KEYWORD = re.compile(r"(?<![\w.\-])(" + "|".join(sorted(PYTHON_FLAGS, key=len, 
 def _flag(m: re.Match) -> str:
     name, value = m.group(1), m.group(2).strip("'\"")
     flag = PYTHON_FLAGS[name]
-    if name == "flip":
-        return flag if value == "False" else "(without --no-flip)" if value == "True" else flag
+    if name == "flip":              # the flag turns flipping off
+        return flag if value == "False" else "without --no-flip"
     if value in ("True", ""):
         return flag
     return f"{flag} {value}"
