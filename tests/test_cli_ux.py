@@ -131,8 +131,8 @@ def test_an_image_given_as_the_model_is_named(files, tmp_path, capsys):
     assert "face0.png: an image, not a checkpoint, was given where the model goes" in err
     assert "'builtin', a .safetensors file, or an official .ckpt with its config (--config)" in err
     assert "config=" not in err and "Sampler" not in err and err.count("\n") == 1
-    with pytest.raises(CheckpointError, match=r"an image, not a checkpoint, was given where the model goes.*"
-                       r"official \.ckpt with its config \(config=\)"):
+    with pytest.raises(CheckpointError, match=r"an image, not a checkpoint, was given where the "
+                       r"model goes.*official \.ckpt with its config \(config=\)"):
         Sampler(img[0])
     disguised = tmp_path / "model.ckpt"                 # a PNG by its bytes, whatever its name
     disguised.write_bytes(open(img[0], "rb").read())
@@ -200,6 +200,14 @@ def test_typos_get_the_subcommand_usage_and_the_close_flag(files, capsys):
                                     "--guid", "1"])
     assert a_.sweep == [-4.0, -1.5, 0.0] and a_.guidance == 1.0
     assert build_parser().parse_args(["sample", m, "-n4", "--seed=3"]).n == 4
+    # flags of argument groups count too
+    from d2c_fast.cli.options import Parser
+    p = Parser(prog="x")
+    p.add_argument_group("g").add_mutually_exclusive_group().add_argument("--deep")
+    assert p.parse_args(["--deep", "1"]).deep == "1"
+    with pytest.raises(SystemExit):
+        p.parse_args(["--dep", "1"])
+    assert "did you mean --deep?" in capsys.readouterr().err
 
 
 def test_a_closed_pipe_ends_quietly(files, tmp_path):

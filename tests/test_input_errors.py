@@ -160,7 +160,8 @@ def test_cli_warnings_and_config_errors_are_one_line(tmp_path):
                                                  "of --skip 50"), r.stderr[-2000:]
     (tmp_path / "bad.yml").write_text("a: [1, 2\nb: 3\n")
     (tmp_path / "m.ckpt").write_bytes(b"not read: the config is read first")
-    r = subprocess.run([sys.executable, "-m", "d2c_fast", "info", str(tmp_path / "m.ckpt"), "--config",
+    r = subprocess.run([sys.executable, "-m", "d2c_fast", "info", str(tmp_path / "m.ckpt"),
+                        "--config",
                         str(tmp_path / "bad.yml")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not valid YAML (line 2" in r.stderr
 

@@ -13,7 +13,8 @@ import time
 import torch
 
 from ..data import ATTRIBUTES, FacesDataset
-from .options import add_model_args, add_overwrite, check_new_file, expand_images, open_sampler, plural
+from .options import (add_model_args, add_overwrite, check_new_file, expand_images,
+                      open_sampler, plural)
 
 
 def _faces(args, resolution):

@@ -32,7 +32,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     fmt = warnings.formatwarning
     if os.environ.get("D2C_FAST_TRACEBACK") != "1":   # warnings in one line, no source line
-        warnings.formatwarning = lambda msg, *a, **k: f"d2c-fast: warning: {cli_message(str(msg))}\n"
+        warnings.formatwarning = \
+            lambda msg, *a, **k: f"d2c-fast: warning: {cli_message(str(msg))}\n"
     try:
         rc = args.fn(args)
         sys.stdout.flush()      # a closed pipe shows here, not at interpreter exit

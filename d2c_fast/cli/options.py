@@ -197,16 +197,24 @@ class Parser(argparse.ArgumentParser):
         self.flags.update(action.option_strings)
         return action
 
-    def add_mutually_exclusive_group(self, **kw):
-        g = super().add_mutually_exclusive_group(**kw)
-        add = g.add_argument
+    def _recording(self, group):
+        """``group`` (of arguments, or mutually exclusive) with its flags recorded here."""
+        add, nest = group.add_argument, getattr(group, "add_mutually_exclusive_group", None)
 
         def add_argument(*a, **k):
             action = add(*a, **k)
             self.flags.update(action.option_strings)
             return action
-        g.add_argument = add_argument
-        return g
+        group.add_argument = add_argument
+        if nest is not None:
+            group.add_mutually_exclusive_group = lambda **k: self._recording(nest(**k))
+        return group
+
+    def add_mutually_exclusive_group(self, **kw):
+        return self._recording(super().add_mutually_exclusive_group(**kw))
+
+    def add_argument_group(self, *a, **kw):
+        return self._recording(super().add_argument_group(*a, **kw))
 
     def add_subparsers(self, **kw):
         self.has_subcommands = True
