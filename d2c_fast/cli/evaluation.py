@@ -20,14 +20,19 @@ from ..eval.counterfactual import evaluate_edits, markdown_table
 from ..eval.oracle import Oracle, train_oracle
 from ..utils import atomic_write_text
 from ..eval.report import evaluate
-from ..images import check_output_dir, check_output_file
-from .options import (EDIT_GUIDANCE_HELP, add_guidance, add_model_args,
+from ..images import check_output_dir
+from .options import (EDIT_GUIDANCE_HELP, add_guidance, add_model_args, add_overwrite,
                       add_prior_sampling_args, add_threads, apply_threads, check_counts,
-                      open_sampler, rescale_kwargs)
+                      check_new_file, new_output_dir, open_sampler, refuse_existing,
+                      rescale_kwargs)
+
+#: What eval-attributes writes into its folder.
+EVAL_FILES = ("attributes_eval.json", "attributes_eval.md", "edits_grid.png",
+              "conditional_grid.png")
 
 
 def cmd_train_oracle(args) -> int:
-    check_output_file(args.output)
+    check_new_file(args, args.output)
     check_counts(n_train=args.n_train, n_val=args.n_val, epochs=args.epochs,
                  batch_size=args.batch_size, width=args.width)
     if args.max_minutes is not None and not args.max_minutes > 0:
@@ -44,7 +49,7 @@ def cmd_train_oracle(args) -> int:
 
 def cmd_evaluate(args) -> int:
     if args.json:
-        check_output_file(args.json, "--json")
+        check_new_file(args, args.json, "--json")
     check_counts(n_probe=args.n_probe, n_samples=args.n_samples, steps=args.steps)
     if args.n_heldout < args.n_probe + 100:
         raise ValueError(f"--n-heldout must be at least --n-probe + 100 (the probe is fitted on "
@@ -64,7 +69,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_eval_attributes(args) -> int:
+    if args.output is None:
+        args.output = new_output_dir("eval-attributes")
     check_output_dir(args.output, "-o")
+    refuse_existing([os.path.join(args.output, f) for f in EVAL_FILES], args.overwrite)
     check_counts(n_eval=args.n_eval, n_real=args.n_real, n_naive=args.n_naive,
                  n_population=args.n_population, batch_size=args.batch_size,
                  d2c_skip=args.d2c_skip, ddim_skip=args.ddim_skip, cond_skip=args.cond_skip)
@@ -156,6 +164,7 @@ def add_parser(sub) -> None:
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=None)
+    add_overwrite(p)
     add_threads(p)
     p.add_argument("--workers", type=int, default=0, help="rendering worker processes")
     p.set_defaults(fn=cmd_train_oracle)
@@ -171,6 +180,7 @@ def add_parser(sub) -> None:
     add_prior_sampling_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results here")
+    add_overwrite(p)
     add_threads(p)
     p.set_defaults(fn=cmd_evaluate)
 
@@ -217,7 +227,10 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("-o", "--output", default="eval_attributes", help="output directory")
+    p.add_argument("-o", "--output", default=None, help="output folder (default: a new folder "
+                   "eval-attributes-NNN under the current directory, the first number not "
+                   "taken)")
+    add_overwrite(p)
     p.set_defaults(fn=cmd_eval_attributes)
 
     p = sub.add_parser("eval-edits", help="edits judged against the true counterfactual of "
