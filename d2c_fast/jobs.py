@@ -27,7 +27,7 @@ import time
 import torch
 
 from .attributes import resolve_attribute
-from .conditional import (adapt_priors, check_adapt_prior, decode_with,
+from .conditional import (DEFAULT_THRESHOLD, adapt_priors, check_adapt_prior, decode_with,
                           sample_conditional_latents)
 from .edit import default_amount, default_method, edit_guidance, manipulate
 from .errors import ImageError
@@ -190,7 +190,8 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
 
 
 def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
-                           batch_size: int = 64, chunk: int | None = None, threshold=None,
+                           batch_size: int = 64, chunk: int | None = None,
+                           threshold=DEFAULT_THRESHOLD,
                            max_draws_per_image: int = 100, skip: int = 100,
                            mode: str = "sample", progress: bool = True, rank=None, world=None,
                            eps_scale: float = 1.0, guidance: float | None = None,
