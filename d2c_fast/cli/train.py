@@ -28,7 +28,8 @@ def cmd_train(args) -> int:
         tc.progress = False
     try:
         path = train(tc, args.output, resume=args.resume, stage=args.stage,
-                     max_minutes=args.max_minutes, export_path=args.export)
+                     max_minutes=args.max_minutes, export_path=args.export,
+                     allow_short=args.allow_short)
     except FileExistsError as e:
         print(f"d2c-fast: error: {e}", file=sys.stderr)
         return 2
@@ -53,7 +54,11 @@ def add_parser(sub) -> None:
                    help="continue the run in OUTPUT (finished stages are skipped)")
     p.add_argument("--stage", default="all", choices=["all", "ae", "diffusion", "guide"])
     p.add_argument("--max-minutes", type=float, default=None,
-                   help="total wall-clock budget (overrides the config's max_minutes)")
+                   help="total wall-clock budget (overrides the config's max_minutes); one "
+                   "that cannot reach the minimum steps is refused with an estimate; with "
+                   "--resume on a finished run: train the prior this much longer")
+    p.add_argument("--allow-short", action="store_true", help="train even when the budget "
+                   "is below the estimated minimum (warns; the model may sample noise)")
     add_threads(p, help="torch threads per process")
     p.add_argument("--device", default=None, help="cpu, cuda, auto (default: config)")
     p.add_argument("--export", default=None, help="export path (default OUTPUT/model.safetensors)")
