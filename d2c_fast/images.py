@@ -4,8 +4,12 @@
 paths, or lists of those) into one float32 ``(B, C, H, W)`` tensor in ``[0, 1]``, and refuses
 anything it cannot use with an :class:`~d2c_fast.errors.ImageError` saying why.
 
-The output helpers (:func:`to_uint8`, :func:`to_pil`, :func:`save_png`, :func:`make_grid`,
-:func:`save_grid`) go the other way. Files are written atomically: to a temporary file in the
+The output helpers go the other way: :func:`to_output` gives the API's float images in the
+form ``output_type`` names (``"pt"`` tensor, ``"np"`` float32 ``(B, H, W, C)`` array,
+``"pil"`` PIL images: diffusers' convention, used by every image-returning ``Sampler``
+call); :func:`to_uint8` (rounded 8-bit tensor), :func:`to_pil` (list of PIL images),
+:func:`save_png` (one PNG per image, ``"out/{i:03d}.png"``), :func:`make_grid` and
+:func:`save_grid` (a tiled picture, optionally with row labels). Files are written atomically: to a temporary file in the
 destination directory, then moved into place with :func:`os.replace`, so a reader never sees a
 half-written PNG.
 

@@ -177,9 +177,12 @@ def _check_min_steps(out_dir, info, name: str, st, trainer) -> None:
     """Warn when a stage ended below its ``min_steps`` (a time budget cut it short)."""
     need = required_steps(st)
     if trainer.step < need:
+        how = ("train into a new folder with a larger --max-minutes or on free cores (a "
+               "finished autoencoder is not continued)" if name == "ae" else
+               "continue it with --resume --max-minutes M")
         warn(out_dir, info, f"stage {name} stopped at step {trainer.step}, below its minimum "
-             f"{need} (train.{trainer.tc_section}.min_steps): the model is likely unusable; "
-             f"continue it with --resume and a larger --max-minutes", stage=name,
+             f"{need} (train.{trainer.tc_section}.min_steps; a short budget, or cores slower "
+             f"than estimated): the model is likely unusable; {how}", stage=name,
              step=trainer.step, min_steps=need)
 
 
@@ -199,6 +202,7 @@ def _train(tc: TrainConfig, model_cfg, out_dir, info: DistInfo, resume, stage, d
         _check_same_run(out_dir, tc, model_cfg, stage)
     barrier(info)
     finished = resume and _finished(out_dir, stage, has_guide)
+    extend = extend and finished       # an interrupted run resumes as planned
     if finished and extend and stage == "ae":
         raise ConfigError("<resume>", f"stage 1 of {out_dir} is finished and is not "
                           "continued (a prior trained on its latents would no longer fit); "
