@@ -4,8 +4,9 @@ A run under ``max_minutes`` spends part of it on work that does not depend on th
 building the data (rendering or decoding ``data.n`` images), encoding the training latents,
 the export, and the fewest optimiser steps that give a usable model (``ae.min_steps``,
 ``diffusion.min_steps``; a model with fewer samples noise). :func:`probe_costs` times these
-on this machine, with the config's sizes, in a few seconds (a handful of real training steps
-of each network on random data, a few rendered images, one encoder batch);
+on this machine, with the config's sizes, in a few seconds (three real training steps of each network on
+random data, the first not timed; fewer when a step takes over a second; 16 rendered images; one encoder
+batch);
 :func:`minimum_seconds` turns them into the smallest total budget that reaches the minimum
 steps under the pipeline's split of the time (``ae_share``, ``guide_share``, the export
 reserve), and :func:`check_budget` refuses a shorter budget (:class:`BudgetError`) or, when
@@ -77,9 +78,17 @@ def checkpoint_state(path: str):
     return int(ck["step"]), bool(ck["done"])
 
 
-def _mean_seconds(fn, n: int = 2) -> float:
-    """One warm-up call of ``fn``, then the mean time of ``n`` calls."""
+def _mean_seconds(fn, n: int = 2, quick: float = 1.0, slow: float = 10.0) -> float:
+    """One warm-up call of ``fn``, then the mean time of ``n`` calls: of one call when the
+    warm-up took more than ``quick`` seconds, none (the warm-up's own time) beyond ``slow``
+    seconds, so the probe stays short."""
+    t0 = time.perf_counter()
     fn()
+    first = time.perf_counter() - t0
+    if first > slow:
+        return first
+    if first > quick:
+        n = 1
     t0 = time.perf_counter()
     for _ in range(n):
         fn()
@@ -115,6 +124,7 @@ def probe_costs(tc: TrainConfig, model_cfg, out_dir: str, info: DistInfo, stage:
             k = min(16, n)
             ds = (torch.utils.data.Subset(dataset, range(k)) if dataset is not None
                   else make_dataset(tc.data, res, n=k))
+            ds[0]                                   # first-use costs (fonts, file listing)
             t = time.perf_counter()
             dataset_to_uint8(ds)
             c.data_s = (time.perf_counter() - t) / k * n / max(1, tc.data.workers)
@@ -211,6 +221,16 @@ def describe(c: Costs) -> str:
     return ", ".join(parts)
 
 
+def _fast_bf16() -> bool:
+    """Whether bf16 autocast runs natively here (a GPU, or a CPU with AVX-512 BF16 / AMX)."""
+    if torch.cuda.is_available():
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
+
+
 def check_budget(tc: TrainConfig, stage: str, costs: Costs, has_guide: bool,
                  allow_short: bool = False) -> Optional[str]:
     """``BudgetError`` when ``tc.max_minutes`` (or a stage's own ``max_minutes``) cannot cover
@@ -232,6 +252,9 @@ def check_budget(tc: TrainConfig, stage: str, costs: Costs, has_guide: bool,
                             f"{name}.min_steps ({sec * MARGIN / 60:.1f} min needed here)")
     if not problems:
         return None
+    if "bf16" in (tc.ae.amp, tc.diffusion.amp) and not _fast_bf16():
+        problems.append('amp "bf16" is emulated on this CPU (no AVX-512 BF16 / AMX) and much '
+                        'slower than "none" here: set ae.amp and diffusion.amp to "none"')
     msg = ("; ".join(problems) + f". Below its minimum steps a model samples noise. For a "
            f"quick try, {SMOKE_CONFIG} trains a small model in about 2 minutes; "
            f"--allow-short trains anyway")
