@@ -9,9 +9,9 @@ form ``output_type`` names (``"pt"`` tensor, ``"np"`` float32 ``(B, H, W, C)`` a
 ``"pil"`` PIL images: diffusers' convention, used by every image-returning ``Sampler``
 call); :func:`to_uint8` (rounded 8-bit tensor), :func:`to_pil` (list of PIL images),
 :func:`save_png` (one PNG per image, ``"out/{i:03d}.png"``), :func:`make_grid` and
-:func:`save_grid` (a tiled picture, optionally with row labels). Files are written atomically: to a temporary file in the
-destination directory, then moved into place with :func:`os.replace`, so a reader never sees a
-half-written PNG.
+:func:`save_grid` (a tiled picture, optionally with row labels). Files are written
+atomically: to a temporary file in the destination directory, then moved into place with
+:func:`os.replace`, so a reader never sees a half-written PNG.
 
 This module only depends on torch, numpy, Pillow, :mod:`d2c_fast.errors` and
 :mod:`d2c_fast.utils`.

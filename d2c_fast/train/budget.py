@@ -4,9 +4,9 @@ A run under ``max_minutes`` spends part of it on work that does not depend on th
 building the data (rendering or decoding ``data.n`` images), encoding the training latents,
 the export, and the fewest optimiser steps that give a usable model (``ae.min_steps``,
 ``diffusion.min_steps``; a model with fewer samples noise). :func:`probe_costs` times these
-on this machine, with the config's sizes, in a few seconds (three real training steps of each network on
-random data, the first not timed; fewer when a step takes over a second; 16 rendered images; one encoder
-batch);
+on this machine, with the config's sizes, in a few seconds (three real training steps of
+each network on random data, the first not timed, fewer when a step takes over a second;
+16 rendered images; one encoder batch);
 :func:`minimum_seconds` turns them into the smallest total budget that reaches the minimum
 steps under the pipeline's split of the time (``ae_share``, ``guide_share``, the export
 reserve), and :func:`check_budget` refuses a shorter budget (:class:`BudgetError`) or, when
@@ -139,14 +139,14 @@ def probe_costs(tc: TrainConfig, model_cfg, out_dir: str, info: DistInfo, stage:
                 tr = AETrainer(probe_tc, model_cfg, imgs, out_dir, info)
                 c.ae_step_s = _mean_seconds(lambda: tr.train_step(0))
                 ae = tr.model.encoder_q
-                del tr
+                tr = None
         if stage != "ae" and not has("latents.pt"):
             ae = ae if ae is not None else AutoEncoder(model_cfg.autoencoder).to(dev)
             bs = min(tc.diffusion.encode_batch_size, 32, n)
             imgs = torch.randint(0, 256, (bs, ch, res, res), dtype=torch.uint8, generator=g)
             per = _mean_seconds(lambda: encode_latents(ae, imgs, bs, False, dev), 1) / bs
             c.latents_s = per * n * (2 if tc.diffusion.flip else 1)
-        del ae
+        ae = None
         lat = torch.randn(max(1, tc.diffusion.batch_size or 64), *model_cfg.latent_shape,
                           generator=g)
         stages = {"all": ("prior", "guide"), "diffusion": ("prior", "guide"),
@@ -163,7 +163,7 @@ def probe_costs(tc: TrainConfig, model_cfg, out_dir: str, info: DistInfo, stage:
             tr = DiffusionTrainer(probe_tc, model_cfg, lat, out_dir, info,
                                   guide=which == "guide")
             per = _mean_seconds(lambda: tr.train_step(0))
-            del tr
+            tr = None
             if which == "guide":
                 c.guide_steps, c.guide_step_s = steps, per
             else:

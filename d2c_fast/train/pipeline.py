@@ -57,8 +57,9 @@ def _check_same_run(out_dir: str, tc: TrainConfig, model_cfg, stage: str) -> Non
     """Before the folder's config files are rewritten: refuse (``ConfigError``) settings that
     differ from the ones its finished or checkpointed stages were trained with (model
     sections, seed, data, and each trained stage's section); budgets (``max_minutes``,
-    ``steps``, ``min_steps``), threads and logging may change on a resume, and a guide prior may be added to a run without one (``stage="guide"``
-    trains it with the ``diffusion`` section's settings)."""
+    ``steps``, ``min_steps``), threads and logging may change on a resume, and a guide prior
+    may be added to a run without one (``stage="guide"`` trains it with the ``diffusion``
+    section's settings)."""
 
     def has(f):
         return os.path.exists(os.path.join(out_dir, f))
