@@ -3,7 +3,8 @@ Python blocks are read from the README as it is now and run in a temporary folde
 
 * Files the examples read are provided the way a user has them: the official release's files
   (``model.ckpt``, ``config.yml``, any other ``.ckpt``: an official boundary file) from the
-  official fixture (``../shared/fixtures/official_tiny64`` or ``$D2C_FIXTURE_DIR``); input
+  official fixture (conftest's ``fixture_dir``: ``../shared/fixtures/official_tiny64`` or
+  ``$D2C_FIXTURE_DIR``); input
   images (``face.png``, ``a.png``, ...) are built-in faces without any of the five
   attributes, at the resolution of the model the example opens. Everything else an example
   reads must be written by an example before it (``fit-attribute ... -o blond.safetensors``).
@@ -14,7 +15,7 @@ Python blocks are read from the README as it is now and run in a temporary folde
   there for how it was chosen).
 * A Python block must run; an assignment commented with a shape ``# (1, 3, H, W) in [0, 1]``
   must give such a tensor; a ``.manipulate(...)`` call must differ visibly from the same
-  call with ``step=0`` / ``strength=0``.
+  call with ``step=0`` / ``strength=0`` (for ``target=``: ``strength=0``).
 * Counts that only set how much a line makes are scaled down (``SCALE``: ``-n 16`` -> 2
   pictures, ``--adapt-prior 512`` -> 32 pilot samples): the line still runs its real path
   and must write its outputs, in seconds instead of minutes on 2 shared cores.
@@ -98,15 +99,6 @@ def command_lines(text: str):
 
 def python_blocks(text: str):
     return [code for lang, code in fenced_blocks(text) if lang == "python"]
-
-
-@pytest.fixture(scope="module")
-def official(request):
-    d = Path(os.environ.get("D2C_FIXTURE_DIR")
-             or ROOT.parent / "shared" / "fixtures" / "official_tiny64")
-    if not (d / "model.ckpt").is_file():
-        pytest.skip(f"official fixture not found at {d} (set D2C_FIXTURE_DIR to its directory)")
-    return d
 
 
 class Workspace:
@@ -201,10 +193,10 @@ def test_readme_has_examples():
     assert len(command_lines(text)) >= 10 and python_blocks(text)
 
 
-def test_readme_command_lines(tmp_path, official, monkeypatch, capsys):
+def test_readme_command_lines(tmp_path, fixture_dir, monkeypatch, capsys):
     torch.set_num_threads(1)     # 2 OpenMP threads on busy shared cores stall (train/README)
     monkeypatch.chdir(tmp_path)
-    ws = Workspace(tmp_path, official)
+    ws = Workspace(tmp_path, fixture_dir)
     parser = build_parser()
     ran, measured, took = [], [], []
     for argv in command_lines(README.read_text()):
@@ -271,10 +263,10 @@ def _literals(code: str):
             if isinstance(n, ast.Constant) and isinstance(n.value, str)]
 
 
-def test_readme_python_blocks(tmp_path, official, monkeypatch):
+def test_readme_python_blocks(tmp_path, fixture_dir, monkeypatch):
     torch.set_num_threads(1)     # 2 OpenMP threads on busy shared cores stall (train/README)
     monkeypatch.chdir(tmp_path)
-    ws = Workspace(tmp_path, official)
+    ws = Workspace(tmp_path, fixture_dir)
     for code in python_blocks(README.read_text()):
         lits = _literals(code)
         for s in lits:
@@ -299,8 +291,10 @@ def test_readme_python_blocks(tmp_path, official, monkeypatch):
                     assert 0 <= float(v.min()) and float(v.max()) <= 1, line
             em = re.match(r"^\s*(\w+)\s*=\s*(.*\.manipulate\(.*)$", line.split("#")[0])
             if em:
-                call = re.sub(r"\b(step|strength)\s*=\s*[^,)]+", r"\1=0", em.group(2))
-                assert call != em.group(2), f"{line}: no step= or strength= to compare with"
+                call = re.sub(r"\b(step|strength|target)\s*=\s*[^,)]+",
+                              lambda m: ("step" if m.group(1) == "step" else "strength") + "=0",
+                              em.group(2))
+                assert call != em.group(2), f"{line}: no step=, strength= or target= to undo"
                 base = eval(call, ns)
                 change = float((ns[em.group(1)] - base).abs().mean())
                 print(f"edit change {change:.4f}: {line.strip()}")
