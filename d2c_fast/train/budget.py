@@ -119,6 +119,8 @@ def probe_costs(tc: TrainConfig, model_cfg, out_dir: str, info: DistInfo, stage:
     probe_tc.progress = False
     probe_tc.diffusion.compile = False
     n = _n_images(tc, res, dataset)
+    # under DDP every rank must run the same number of steps (collectives): no shortcuts
+    steady = {"quick": math.inf, "slow": math.inf} if info.distributed else {}
     try:
         if not data_cached:
             k = min(16, n)
@@ -137,7 +139,7 @@ def probe_costs(tc: TrainConfig, model_cfg, out_dir: str, info: DistInfo, stage:
                 bs = min(tc.ae.batch_size, n)
                 imgs = torch.randint(0, 256, (bs, ch, res, res), dtype=torch.uint8, generator=g)
                 tr = AETrainer(probe_tc, model_cfg, imgs, out_dir, info)
-                c.ae_step_s = _mean_seconds(lambda: tr.train_step(0))
+                c.ae_step_s = _mean_seconds(lambda: tr.train_step(0), **steady)
                 ae = tr.model.encoder_q
                 tr = None
         if stage != "ae" and not has("latents.pt"):
@@ -162,7 +164,7 @@ def probe_costs(tc: TrainConfig, model_cfg, out_dir: str, info: DistInfo, stage:
                 continue
             tr = DiffusionTrainer(probe_tc, model_cfg, lat, out_dir, info,
                                   guide=which == "guide")
-            per = _mean_seconds(lambda: tr.train_step(0))
+            per = _mean_seconds(lambda: tr.train_step(0), **steady)
             tr = None
             if which == "guide":
                 c.guide_steps, c.guide_step_s = steps, per
