@@ -48,7 +48,8 @@ def cmd_export(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a D2C model (autoencoder + MoCo, latent "
                        "diffusion, export)")
-    p.add_argument("config", help="training config JSON (see d2c_fast/configs/builtin_train.json)")
+    p.add_argument("config", help="training config JSON (d2c_fast/configs/builtin_train.json: "
+                   "the built-in model; smoke_train.json: a 2-minute smoke test)")
     p.add_argument("-o", "--output", required=True, help="run folder (checkpoints, logs, export)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUTPUT (finished stages are skipped)")
