@@ -740,8 +740,9 @@ class StageTrainer:
                           step=self.step, note=f"already at train.{self.tc_section}.steps "
                           f"({self.budget.steps}); raise it in the config to train further")
                 return
+            sec = self.budget.max_seconds
             log_event(self.out_dir, self.info, event="extend", stage=self.stage,
-                      step=self.step, seconds=self.budget.max_seconds)
+                      step=self.step, seconds=None if sec is None else round(sec, 1))
             self.done = False
             self.budget = Budget(self.budget.steps, self.budget.max_seconds)
         tc, info = self.tc, self.info
