@@ -246,6 +246,14 @@ def _train(tc: TrainConfig, model_cfg, out_dir, info: DistInfo, resume, stage, d
             note = ("every stage is finished, nothing to train: exporting again (to train "
                     "the prior longer: --resume --max-minutes M)")
         log_event(out_dir, info, event="finished_run", note=note)
+        if not extend and stage != "ae":    # the checkpoints hold the model: no data needed
+            path = export_path or os.path.join(out_dir, "model.safetensors")
+            if info.is_main:
+                export_run(out_dir, path)
+                log_event(out_dir, info, event="export", path=path,
+                          total_seconds=round(time.perf_counter() - t_start, 1))
+            barrier(info)
+            return path if info.is_main else None
     ae_pending = stage in ("all", "ae") and not (
         os.path.exists(os.path.join(out_dir, "autoencoder.pt"))
         and not os.path.exists(os.path.join(out_dir, "ckpt-ae.pt")))
