@@ -99,3 +99,17 @@ def test_sample_conditional_returns_and_deprecation(s):
         assert imgs.shape == (2, s.resolution, s.resolution, 3) and "draws" in st
         pil = s.sample_conditional(a, 2, return_probs=False, output_type="pil", **kw)
         assert len(pil) == 2 and isinstance(pil[0], Image.Image)
+
+
+def test_seed_follows_position_as_the_readme_says(s):
+    """README: ``seed=s`` gives position ``i`` the seed ``s + i``: the batch size does not
+    matter (to float rounding), the position does."""
+    x = s.sample(2, skip=500, seed=0, mode="mode")
+    a = Attribute(torch.randn(s.latent_shape, generator=torch.Generator().manual_seed(1)))
+    ab = s.manipulate(x, a, step=1.0, seed=5)
+    torch.testing.assert_close(s.manipulate(x, a, step=1.0, seed=5, batch_size=1), ab,
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(s.manipulate(x[1:], a, step=1.0, seed=6)[0], ab[1],
+                               atol=1e-5, rtol=0)
+    other = s.manipulate(x[1:], a, step=1.0, seed=5)[0]        # b moved to position 0
+    assert float((other - ab[1]).abs().mean()) > 0.01
