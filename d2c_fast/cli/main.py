@@ -7,7 +7,7 @@ import sys
 import warnings
 
 from ..errors import D2CError
-from . import edit, evaluation, fit, jobs, model, sample, train
+from . import edit, evaluation, fit, jobs, model, sample, serve, train
 
 DESCRIPTION = ("D2C models from the command line: convert, sample, edit, train, evaluate, "
                "few-shot attributes.")
@@ -16,7 +16,7 @@ DESCRIPTION = ("D2C models from the command line: convert, sample, edit, train, 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="d2c-fast", description=DESCRIPTION)
     sub = ap.add_subparsers(dest="command", required=True)
-    for m in (model, sample, edit, fit, jobs, train, evaluation):
+    for m in (model, sample, edit, fit, jobs, train, evaluation, serve):
         m.add_parser(sub)
     return ap
 
