@@ -42,6 +42,8 @@ ALLOWED_LOCAL = {
     ("d2c_fast.ops", "d2c_fast._C"): "the compiled library is optional (reference fallback)",
     ("d2c_fast.ops.group_norm_silu", "d2c_fast.kernels"):
         "Triton kernels: optional, imported only where triton is installed",
+    ("d2c_fast.cli.serve", "d2c_fast.serve"):
+        "the serve extra (fastapi, uvicorn): optional, imported only by `d2c-fast serve`",
 }
 MAX_LOCAL = 15
 MAX_FOREIGN_PRIVATE = 10

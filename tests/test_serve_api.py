@@ -247,15 +247,16 @@ def test_queue_limit_503_and_client_leaving_mid_batch(sampler, service):
     """The engine is held busy: requests queue up to --queue, the next ones get 503 with
     Retry-After at once; a client that leaves while its batch is waiting for the engine does
     not disturb the others of that batch."""
-    app = create_app(service, max_batch=8, max_wait_ms=500, queue=3)
-    gate = threading.Event()
+    svc = Service(sampler, service.attributes)
+    gate, run_edits = threading.Event(), svc.run_edits
+    svc.run_edits = lambda key, ps: gate.wait(60) and run_edits(key, ps)   # a slow engine
+    app = create_app(svc, max_batch=8, max_wait_ms=500, queue=3)
 
     async def go(c):
         batcher = app.state.batcher
-        hold = asyncio.ensure_future(batcher.run_in_engine(gate.wait))
         first = [asyncio.ensure_future(c.post("/v1/edit", **edit_form(i, seed=i)))
                  for i in range(3)]
-        while batcher.running != 3:            # their batch left the queue, engine busy
+        while batcher.running != 3:            # their batch is in the engine
             await asyncio.sleep(0.01)
         queued = [asyncio.ensure_future(c.post("/v1/edit", **edit_form(i, seed=i, strength=5)))
                   for i in range(3)]
@@ -263,8 +264,8 @@ def test_queue_limit_503_and_client_leaving_mid_batch(sampler, service):
             await asyncio.sleep(0.01)
         over = [await c.post("/v1/edit", **edit_form(0)) for _ in range(12)]
         first[1].cancel()                      # its client leaves mid-batch
+        await asyncio.sleep(0.05)
         gate.set()
-        await hold
         done = await asyncio.gather(*first, return_exceptions=True)
         return done, await asyncio.gather(*queued), over
     done, queued, over = run_app(app, go)

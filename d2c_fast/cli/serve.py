@@ -8,12 +8,17 @@ from __future__ import annotations
 import os
 import sys
 
+from ..errors import D2CError
 from ..runtime import BUILTIN_PATH
-from ..serve import Service, check_bind, create_app, run_server
 from .options import add_model_args, check_counts, open_sampler
 
 
 def cmd_serve(args) -> int:
+    try:   # the serve extra is optional: every other command works without it
+        from ..serve import Service, check_bind, create_app, run_server
+    except ImportError as e:
+        raise D2CError(f"d2c-fast serve needs the serve extra ({e.name or e}): pip install "
+                       "'d2c_fast[serve]' (fastapi, uvicorn, python-multipart)") from None
     check_bind(args.host, args.token, args.insecure)
     check_counts(max_batch=args.max_batch, queue=args.queue)
     if not 0 <= args.max_wait_ms <= 10_000:
@@ -50,7 +55,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a request may wait for others to share its batch")
     p.add_argument("--queue", type=int, default=256,
-                   help="most requests waiting; more get 503 with Retry-After")
+                   help="most requests accepted and not yet computing (being read or "
+                   "waiting); more get 503 with Retry-After at once")
     p.add_argument("--token", help="bearer token every endpoint but /healthz requires "
                    "(the page takes it as http://HOST:PORT/#token=T)")
     p.add_argument("--insecure", action="store_true",

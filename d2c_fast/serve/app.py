@@ -208,8 +208,10 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
         return await asyncio.get_running_loop().run_in_executor(pools["decode"], fn, *args)
 
     def admit():
-        if batcher.full():
-            raise QueueFull(batcher.depth)
+        # requests being read count against the queue too: at most `queue` requests are
+        # accepted and not yet computing, so memory stays bounded whatever the offered load
+        if batcher.depth + batcher.arriving >= batcher.max_queue:
+            raise QueueFull(batcher.depth + batcher.arriving)
 
     # ------------------------------------------------------------------ errors
     @app.exception_handler(RequestError)
@@ -266,8 +268,10 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
               responses={200: {"content": {"image/png": {}}}})
     async def edit(request: Request):
         admit()
-        fields = await _fields(request)
-        key, payload = await decode(service.parse_edit, fields)
+        with batcher.arrival():
+            fields = await _fields(request)
+            key, payload = await decode(service.parse_edit, fields)
+            del fields   # the upload's bytes are not kept while the request waits
         png = await batcher.submit(key, lambda ps: service.run_edits(key, ps), payload)
         if _wants_json(request):
             return {"image": b64_png(png)}
@@ -276,8 +280,8 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
     @app.post("/v1/sample", summary="Unconditional (or, with attr, conditional) samples")
     async def sample(request: Request):
         admit()
-        body = await _fields(request)
-        key, payload = service.parse_sample(body)
+        with batcher.arrival():
+            key, payload = service.parse_sample(await _fields(request))
         if payload is not None:
             pngs = await batcher.submit(key, lambda ps: service.run_samples(key[1], ps),
                                         payload, size=payload[0])
@@ -289,21 +293,23 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
     @app.post("/v1/attributes", summary="Fit an attribute from labelled images and serve it")
     async def fit(request: Request):
         admit()
-        fields = await _fields(request)
-        name = fields.get("name")
-        service.check_fit_name(name)
-        sets = []
-        for k in ("positive", "negative"):
-            files = fields.get(k) or []
-            files = files if isinstance(files, list) else [files]
-            if len(files) < 2 or len(files) > service.limits.max_fit_images:
-                raise RequestError(f"{k}: give 2 to {service.limits.max_fit_images} image "
-                                   f"files, got {len(files)}")
-            sets.append(await decode(lambda fs=files, k=k: torch.cat(
-                [service.decode_image(f, f"{k}[{i}]", True) for i, f in enumerate(fs)])))
+        with batcher.arrival():
+            fields = await _fields(request)
+            name = fields.get("name")
+            service.check_fit_name(name)
+            sets = []
+            for k in ("positive", "negative"):
+                files = fields.pop(k, None) or []
+                files = files if isinstance(files, list) else [files]
+                if not 2 <= len(files) <= service.limits.max_fit_images:
+                    raise RequestError(f"{k}: give 2 to {service.limits.max_fit_images} image "
+                                       f"files, got {len(files)}")
+                sets.append(await decode(lambda fs=files, k=k: torch.cat(
+                    [service.decode_image(f, f"{k}[{i}]", True) for i, f in enumerate(fs)])))
+            del fields, files
         key = ("fit", next(unique))
-        return (await batcher.submit(key, lambda ps: [service.fit(name, *sets)], None,
-                                     size=service.limits.max_n))
+        return await batcher.submit(key, lambda ps: [service.fit(name, *sets)], None,
+                                    size=service.limits.max_n)
 
     @app.get("/metrics", summary="Prometheus text", response_class=PlainTextResponse)
     async def prom():

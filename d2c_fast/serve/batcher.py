@@ -4,7 +4,8 @@ Requests that can share one engine call carry the same *key* (the endpoint and e
 that is not per image: attribute, method, strength or target, mode, ...). The
 :class:`Batcher` queues them; its one consumer takes the oldest waiting request, gathers the
 other waiting requests with the same key (up to ``max_batch`` images), waits at most
-``max_wait`` seconds for more while the batch is not full, and runs the whole group as ONE
+``max_wait`` seconds for more while the batch is not full and other requests are still
+being read (:meth:`Batcher.arrival`), and runs the whole group as ONE
 call of the group's function in the engine thread (one thread: the model is used by one call
 at a time, and the event loop stays free to accept and answer requests meanwhile). Each
 request then gets its own slice of the result.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
@@ -72,6 +74,7 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._engine: ThreadPoolExecutor | None = None
         self.running = 0              # requests in the batch being computed
+        self.arriving = 0             # requests being read and checked (see arrival())
 
     # ------------------------------------------------------------------ state
     @property
@@ -105,11 +108,20 @@ class Batcher:
             self._engine.shutdown(wait=True)
             self._engine = None
 
-    async def run_in_engine(self, fn: Callable, *args):
-        """Run ``fn(*args)`` in the engine thread, outside any batch (ordered with them)."""
-        return await asyncio.get_running_loop().run_in_executor(self._engine, fn, *args)
-
     # ------------------------------------------------------------------ requests
+    @contextmanager
+    def arrival(self):
+        """Around the reading and checking of a request that will be submitted: while any
+        request is arriving, a batch not yet full waits for it (at most ``max_wait``); when
+        none is, a batch starts at once (a lone client never waits for company)."""
+        self.arriving += 1
+        try:
+            yield
+        finally:
+            self.arriving -= 1
+            if self._wake is not None:
+                self._wake.set()
+
     async def submit(self, key: Hashable, fn: GroupFn, payload: Any, size: int = 1):
         """Queue one request and wait for its result. ``QueueFull`` at once when the queue
         is full; an exception of the group's call is raised to every request in it."""
@@ -152,11 +164,11 @@ class Batcher:
                 await self._wake.wait()
                 continue
             first = self._waiting[0]
-            # wait for company while the batch is not full, at most max_wait after the
-            # first request of the group arrived
+            # wait for company while the batch is not full and requests are arriving, at
+            # most max_wait after the first request of the group was queued
             deadline = first.queued_at + self.max_wait
             while (self._group_size(first.key) < self.max_batch and not first.abandoned
-                   and time.perf_counter() < deadline):
+                   and self.arriving > 0 and time.perf_counter() < deadline):
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(),

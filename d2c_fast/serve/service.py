@@ -51,7 +51,7 @@ class RequestError(D2CError, ValueError):
 @dataclass(frozen=True)
 class Limits:
     """What one request may ask for."""
-    max_body_bytes: int = 16 * 1024 * 1024   # whole request body (uploads, base64 JSON)
+    max_body_bytes: int = 8 * 1024 * 1024    # whole request body (uploads, base64 JSON)
     max_pixels: int = 1024 * 1024            # decoded pixels of one uploaded image
     max_n: int = 16                          # images of one sample request
     max_conditional_n: int = 8               # images of one conditional sample request

@@ -1,0 +1,217 @@
+"""Load test of ``d2c-fast serve`` on loopback (a script, not a pytest test).
+
+    python benchmarks/serve_load.py [--duration 10] [--json build/serve_load.json]
+
+Same run, one after the other (never two at once):
+
+1. direct sequential Python calls: ``Sampler.manipulate`` of one face at a time (batch 1),
+   and one batch-32 call for the engine's own batched rate;
+2. ``d2c-fast serve builtin --max-batch 1`` and with the defaults (``--max-batch 32
+   --max-wait-ms 5``): 1, 8 and 32 concurrent clients, each sending edits (one face, the
+   ``smiling`` attribute, strength 3, its own seed) in a closed loop for ``--duration``
+   seconds (at most ``--max-requests`` per level) after a warm-up: throughput, p50/p99
+   latency, failures;
+3. overload: a server with ``--queue Q`` gets 4 Q requests at once: every answer must be 200
+   or 503 (no other status, no connection error), the server must still answer /healthz,
+   and its peak RSS (VmHWM) is read before and after.
+
+Targets (issue 28, 2-core CPU): with 32 clients, edits/s >= 3x the batch-1 sequential rate
+and p99 <= 250 ms; zero failed requests below the queue limit.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from d2c_fast.attributes import resolve_attribute            # noqa: E402
+from d2c_fast.sampler import Sampler                         # noqa: E402
+from machine import cpu_name                                 # noqa: E402
+from serve_helpers import Server, face_png, png_tensor       # noqa: E402
+
+ATTR, STRENGTH = "smiling", 3.0
+FACES = [face_png(i) for i in range(8)]
+
+
+def pct(xs, q):
+    return float(np.percentile(np.asarray(xs) * 1000.0, q)) if xs else float("nan")
+
+
+def direct(duration: float) -> dict:
+    s = Sampler("builtin")
+    a = resolve_attribute(ATTR, s)
+    faces = [png_tensor(f) for f in FACES]
+    for i in range(5):
+        s.manipulate(faces[i % 8], a, strength=STRENGTH, seed=i)
+    lat, t0, i = [], time.perf_counter(), 0
+    while time.perf_counter() - t0 < duration:
+        t = time.perf_counter()
+        s.manipulate(faces[i % 8], a, strength=STRENGTH, seed=i)
+        lat.append(time.perf_counter() - t)
+        i += 1
+    wall = time.perf_counter() - t0
+    x32 = torch.cat([faces[i % 8] for i in range(32)])
+    s.manipulate(x32, a, strength=STRENGTH, seed=0)
+    t, reps = time.perf_counter(), 0
+    while reps < 3 or time.perf_counter() - t < duration / 3:
+        s.manipulate(x32, a, strength=STRENGTH, seed=reps)
+        reps += 1
+    b32 = 32 * reps / (time.perf_counter() - t)
+    return {"edits_per_s": len(lat) / wall, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+            "n": len(lat), "batch32_edits_per_s": b32, "threads": torch.get_num_threads()}
+
+
+async def closed_loop(url, clients, duration, max_requests, seed0):
+    """``clients`` tasks, each sending its next edit when the last one is answered."""
+    lat, status, errors = [], {}, []
+    sent = [0]
+    stop = time.perf_counter() + duration
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
+        async def one(k):
+            while time.perf_counter() < stop and sent[0] < max_requests:
+                sent[0] += 1
+                seed = seed0 + sent[0]
+                t = time.perf_counter()
+                try:
+                    r = await c.post("/v1/edit", files={"image": ("f.png", FACES[seed % 8])},
+                                     data={"attr": ATTR, "strength": str(STRENGTH),
+                                           "seed": str(seed)})
+                    status[r.status_code] = status.get(r.status_code, 0) + 1
+                    if r.status_code == 200:
+                        lat.append(time.perf_counter() - t)
+                except httpx.HTTPError as e:
+                    errors.append(type(e).__name__)
+        t0 = time.perf_counter()
+        await asyncio.gather(*[one(k) for k in range(clients)])
+        wall = time.perf_counter() - t0
+    failed = sum(n for s, n in status.items() if s != 200) + len(errors)
+    return {"clients": clients, "ok": len(lat), "failed": failed, "status": status,
+            "errors": errors[:5], "edits_per_s": len(lat) / wall, "p50_ms": pct(lat, 50),
+            "p99_ms": pct(lat, 99), "wall_s": wall}
+
+
+def batch_stats(url) -> dict:
+    m = httpx.get(url + "/metrics").text
+    v = dict(l.rsplit(" ", 1) for l in m.splitlines() if l and not l.startswith("#"))
+    n = float(v["d2c_serve_batch_images_count"])
+    return {"engine_calls": n, "mean_batch": float(v["d2c_serve_batch_images_sum"]) / max(n, 1)}
+
+
+def rss_kb(pid) -> dict:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmHWM", "VmRSS")):
+                k, v = line.split(":")
+                out[k] = int(v.split()[0])
+    return out
+
+
+def serve_levels(args, extra) -> list:
+    srv = Server("builtin", *extra, threads=args.threads)
+    try:
+        out = []
+        for clients in (1, 8, 32):
+            asyncio.run(closed_loop(srv.url, clients, args.warmup, 10 ** 6, 10 ** 6))
+            before = batch_stats(srv.url)
+            r = asyncio.run(closed_loop(srv.url, clients, args.duration, args.max_requests, 0))
+            after = batch_stats(srv.url)
+            calls = after["engine_calls"] - before["engine_calls"]
+            r["mean_batch"] = r["ok"] / calls if calls else float("nan")
+            out.append(r)
+            print(f"  {' '.join(extra) or 'defaults':>14} {clients:>2} clients: "
+                  f"{r['edits_per_s']:7.1f} edits/s  p50 {r['p50_ms']:6.1f} ms  "
+                  f"p99 {r['p99_ms']:6.1f} ms  mean batch {r['mean_batch']:4.1f}  "
+                  f"failed {r['failed']}", flush=True)
+        return out
+    finally:
+        srv.stop()
+
+
+async def burst(url, n):
+    limits = httpx.Limits(max_connections=n + 4, max_keepalive_connections=n + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as c:
+        async def one(i):
+            try:
+                r = await c.post("/v1/edit", files={"image": ("f.png", FACES[i % 8])},
+                                 data={"attr": ATTR, "strength": str(STRENGTH),
+                                       "seed": str(i)})
+                return r.status_code
+            except httpx.HTTPError as e:
+                return type(e).__name__
+        return await asyncio.gather(*[one(i) for i in range(n)])
+
+
+def overload(args) -> dict:
+    q = args.queue
+    srv = Server("builtin", "--queue", str(q), threads=args.threads)
+    try:
+        asyncio.run(closed_loop(srv.url, 8, args.warmup, 10 ** 6, 0))
+        rss0 = rss_kb(srv.proc.pid)
+        t = time.perf_counter()
+        res = asyncio.run(burst(srv.url, 4 * q))
+        wall = time.perf_counter() - t
+        rss1 = rss_kb(srv.proc.pid)
+        health = httpx.get(srv.url + "/healthz").status_code
+        counts = {str(k): res.count(k) for k in sorted(set(res), key=str)}
+        return {"queue": q, "sent": 4 * q, "answers": counts, "wall_s": wall,
+                "only_200_503": set(res) <= {200, 503}, "healthz_after": health,
+                "alive": srv.alive(), "rss_kb_before": rss0, "rss_kb_after": rss1}
+    finally:
+        srv.stop()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per level")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds before each level")
+    ap.add_argument("--max-requests", type=int, default=3000, help="cap per level")
+    ap.add_argument("--queue", type=int, default=64, help="--queue of the overload server")
+    ap.add_argument("--threads", type=int, default=2, help="server torch threads")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    res = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
+           "argv": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    print(f"{res['cpu']}, {res['cores']} cores; server and direct calls: {args.threads} "
+          f"torch threads", flush=True)
+    res["direct"] = d = direct(args.duration)
+    print(f"  direct batch 1: {d['edits_per_s']:.1f} edits/s  p50 {d['p50_ms']:.1f} ms  p99 "
+          f"{d['p99_ms']:.1f} ms; one batch-32 call: {d['batch32_edits_per_s']:.1f} edits/s",
+          flush=True)
+    res["max_batch_1"] = serve_levels(args, ["--max-batch", "1"])
+    res["default"] = serve_levels(args, [])
+    res["overload"] = o = overload(args)
+    print(f"  overload: {o['sent']} at once on --queue {o['queue']}: {o['answers']}, healthz "
+          f"{o['healthz_after']}, peak RSS {o['rss_kb_before']['VmHWM'] / 1024:.0f} -> "
+          f"{o['rss_kb_after']['VmHWM'] / 1024:.0f} MiB", flush=True)
+    d32 = res["default"][-1]
+    res["targets"] = {
+        "ratio_32_clients_vs_direct_batch1": d32["edits_per_s"] / d["edits_per_s"],
+        "ratio_ok": d32["edits_per_s"] >= 3 * d["edits_per_s"],
+        "p99_ok": d32["p99_ms"] <= 250.0,
+        "no_failures_below_queue": all(r["failed"] == 0
+                                       for r in res["default"] + res["max_batch_1"]),
+        "overload_ok": o["only_200_503"] and o["healthz_after"] == 200 and o["alive"]}
+    print(json.dumps(res["targets"]), flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
