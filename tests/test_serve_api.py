@@ -31,6 +31,17 @@ from d2c_fast.serve import Limits, Service, check_bind, create_app
 from serve_helpers import Server, assert_close_uint8, face_png, pixels, png_tensor, uint8
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread here, as the server processes get (--threads 1): the test process and
+    a server share two cores, and OpenMP threads that outnumber the free cores spin-wait (an
+    edit 30x slower, measured on this 2-core host)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def sampler():
     return Sampler("builtin")
@@ -133,7 +144,7 @@ def test_concurrent_edits_share_one_batch(sampler, service):
 
 def test_samples_batched_equal_direct_calls(sampler, service):
     app = create_app(service, max_batch=16, max_wait_ms=2000)
-    reqs = [(3, 7), (1, 0), (2, 123)]
+    reqs = [(2, 7), (1, 0), (1, 123)]
 
     async def go(c):
         return await asyncio.gather(*[c.post("/v1/sample", json={"n": n, "seed": s})
@@ -369,11 +380,13 @@ def png_of(x: torch.Tensor) -> bytes:
 # --------------------------------------------------------------------------- real server
 def test_real_server_many_concurrent_clients(sampler, service):
     """`d2c-fast serve builtin` on a loopback port; 24 concurrent clients (edits and samples
-    with different faces and seeds) each get exactly their own result."""
+    with different faces and seeds) each get exactly their own result, while 3 more hang up
+    mid-request."""
     srv = Server("builtin", "--max-wait-ms", "50")
     try:
         jobs = [("edit", i % 8, 1000 + i) for i in range(20)] + \
-               [("sample", 2, 500 + 10 * i) for i in range(4)]
+               [("sample", 2, 500 + 10 * i) for i in range(4)] + \
+               [("leave", i, 77) for i in range(3)]      # clients that hang up mid-request
         results = [None] * len(jobs)
         start = threading.Barrier(len(jobs))
 
@@ -383,6 +396,12 @@ def test_real_server_many_concurrent_clients(sampler, service):
                 start.wait()
                 if kind == "edit":
                     results[k] = c.post("/v1/edit", **edit_form(a, seed=seed))
+                elif kind == "leave":
+                    try:
+                        c.post("/v1/edit", **edit_form(a, seed=seed),
+                               timeout=httpx.Timeout(5, read=0.01))
+                    except httpx.ReadTimeout:
+                        results[k] = "left"
                 else:
                     results[k] = c.post("/v1/sample", json={"n": a, "seed": seed})
         threads = [threading.Thread(target=client, args=(k,)) for k in range(len(jobs))]
@@ -395,6 +414,8 @@ def test_real_server_many_concurrent_clients(sampler, service):
     finally:
         srv.stop()
     for (kind, a, seed), r in zip(jobs, results):
+        if kind == "leave":
+            continue
         assert r is not None and r.status_code == 200, (kind, seed, r and r.text)
         if kind == "edit":
             assert_close_uint8(pixels(r.content), direct_edit(sampler, service, a, seed=seed),
@@ -403,7 +424,7 @@ def test_real_server_many_concurrent_clients(sampler, service):
             got = np.stack([pixels(b) for b in r.json()["images"]])
             assert_close_uint8(got, uint8(sampler.sample(a, seed=seed)), f"sample {seed}")
     lines = dict(l.rsplit(" ", 1) for l in metrics.splitlines() if not l.startswith("#"))
-    assert float(lines['d2c_serve_batch_images_sum']) == 20 + 8
+    assert 20 + 8 <= float(lines['d2c_serve_batch_images_sum']) <= 20 + 8 + 3
     assert float(lines['d2c_serve_batch_images_count']) < 24      # some requests shared a call
-    assert float(lines['d2c_serve_requests_total{endpoint="/v1/edit",status="200"}']) == 20
+    assert float(lines['d2c_serve_requests_total{endpoint="/v1/edit",status="200"}']) >= 20
     assert "d2c_serve_queue_depth 0" in metrics

@@ -60,6 +60,12 @@ fetch(img.src).then(r => r.arrayBuffer()).then(b => {
 """
 
 
+def _edit_calls(url) -> int:
+    m = httpx.get(url + "/metrics").text
+    return sum(int(l.rsplit(" ", 1)[1]) for l in m.splitlines()
+               if l.startswith('d2c_serve_requests_total{endpoint="/v1/edit"'))
+
+
 def _wait(fn, timeout=60.0, what="condition"):
     t = time.monotonic()
     while time.monotonic() - t < timeout:
@@ -74,6 +80,7 @@ def test_page_edits_live_and_matches_the_api(tmp_path):
     driver, profile = _browser_or_skip()
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     srv = Server("builtin")
     try:
@@ -121,6 +128,18 @@ def test_page_edits_live_and_matches_the_api(tmp_path):
         assert r.status_code == 200, r.text
         np.testing.assert_array_equal(pixels(base64.b64decode(after["png"])), pixels(r.content))
         assert not np.array_equal(pixels(base64.b64decode(first["png"])), pixels(r.content))
+
+        # many quick moves (keyboard: one 0.1 step each): no pile-up, the latest one wins
+        calls = _edit_calls(srv.url)
+        for _ in range(15):
+            slider.send_keys(Keys.ARROW_LEFT)
+        want = float(slider.get_attribute("value"))
+        last = _wait(lambda: (lambda s: s if s and json.loads(s["params"])["strength"][0]
+                              == want else None)(settled()()), what="the last slider value")
+        assert json.loads(last["params"])["strength"] == [want]
+        stats = driver.execute_script("return window.d2cEditor")
+        assert stats["maxInFlight"] == 1 and stats["inFlight"] == 0     # never two at once
+        assert 1 <= _edit_calls(srv.url) - calls <= 15
 
         driver.find_element(By.ID, "sample").click()
         _wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#samples img")) == 8,

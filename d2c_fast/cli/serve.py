@@ -49,7 +49,7 @@ def add_parser(sub) -> None:
                    "attributes fitted through the API are stored here")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; "
                    "any other needs --token or --insecure)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="default 8000")
     p.add_argument("--max-batch", type=int, default=32,
                    help="most images in one engine call (1: no batching)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
@@ -57,8 +57,10 @@ def add_parser(sub) -> None:
     p.add_argument("--queue", type=int, default=256,
                    help="most requests accepted and not yet computing (being read or "
                    "waiting); more get 503 with Retry-After at once")
-    p.add_argument("--token", help="bearer token every endpoint but /healthz requires "
-                   "(the page takes it as http://HOST:PORT/#token=T)")
+    p.add_argument("--token", default=os.environ.get("D2C_FAST_TOKEN") or None,
+                   help="bearer token every endpoint but /healthz requires (default: "
+                   "$D2C_FAST_TOKEN, which ps does not show; the page takes it as "
+                   "http://HOST:PORT/#token=T)")
     p.add_argument("--insecure", action="store_true",
                    help="allow a non-loopback --host without --token")
     p.add_argument("--cors", metavar="ORIGIN", help="allow cross-origin requests from ORIGIN "

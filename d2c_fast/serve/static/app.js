@@ -14,6 +14,8 @@ const state = {
   inflight: null,      // {seq, controller}
   afterUrl: null,
 };
+// What the page has done (read by the browser test): edit requests sent, most in flight at once.
+window.d2cEditor = { sent: 0, inFlight: 0, maxInFlight: 0 };
 
 // The token (d2c-fast serve --token T): open the page as http://host:port/#token=T.
 (function takeToken() {
@@ -166,6 +168,10 @@ async function send() {
   form.append("resize", "true");
   const controller = new AbortController();
   state.inflight = { seq, controller };
+  const stats = window.d2cEditor;
+  stats.sent += 1;
+  stats.inFlight += 1;
+  stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight);
   status("editing\u2026");
   try {
     const r = await api("/v1/edit", { method: "POST", body: form, signal: controller.signal });
@@ -178,6 +184,7 @@ async function send() {
   } catch (e) {
     if (e.name !== "AbortError") status(e.message, true);
   } finally {
+    stats.inFlight -= 1;
     if (state.inflight && state.inflight.seq === seq) state.inflight = null;
     if (state.wanted > seq && !state.inflight) send();   // the latest settings, once
   }
