@@ -96,7 +96,8 @@ setup(
     # Triton kernels live in the top-level folder kernels/ but are only ever installed and
     # imported as d2c_fast.kernels (never as a top-level `kernels`).
     package_dir={"d2c_fast.kernels": "kernels"},
-    package_data={"d2c_fast": ["assets/*", "configs/*.json", "ops/schemas.def", "serve/static/*"]},
+    package_data={"d2c_fast": ["assets/*", "assets/attributes/*", "configs/*.json",
+                               "ops/schemas.def", "serve/static/*"]},
     include_package_data=False,
     install_requires=["numpy", "pyyaml", "safetensors", "pillow", "tqdm", "torch>=2.4"],
     # serve: `d2c-fast serve` (HTTP API, web editor); test: its API and browser tests too

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from .attributes import Attribute
+from .attributes import Attribute, builtin_attribute_path, resolve_attribute
 from .checkpoint.random_init import random_model
 from .data.faces import ATTRIBUTES, FacesDataset
 from .images import save_grid
@@ -33,24 +33,27 @@ def example_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.stack(out).clamp(0, 1)
 
 
-def _builtin_attributes(s, n_fit: int = 100):
-    """The built-in attributes: shipped files when present, else fitted now from ``n_fit``
-    labelled faces per attribute (a few seconds)."""
+def fit_builtin_attribute(s, name: str, n_fit: int = 100):
+    """Fit built-in attribute ``name`` on the model ``s`` as a few-shot user would: the first
+    ``n_fit // 2`` faces with it and ``n_fit // 2`` without it of the built-in dataset's
+    ``val`` split (seed 0). ``scripts/fit_builtin_attributes.py`` ships these."""
+    i = ATTRIBUTES.index(name)
+    ds = FacesDataset(4000, resolution=s.resolution, seed=0, split="val")
+    labels = ds.all_labels()
+    pos = [j for j in range(len(ds)) if labels[j, i] > 0.5][:n_fit // 2]
+    neg = [j for j in range(len(ds)) if labels[j, i] < 0.5][:n_fit // 2]
+    return s.fit_attribute(torch.stack([ds[j][0] for j in pos]),
+                           torch.stack([ds[j][0] for j in neg]), name=name)
+
+
+def builtin_attributes(s) -> dict:
+    """The built-in attributes by name: the shipped files (``d2c_fast/assets/attributes``),
+    or fitted now (a few seconds each) where a file is missing."""
     out = {}
-    adir = os.path.join(os.path.dirname(BUILTIN_PATH), "attributes")
-    ds = None
-    for i, name in enumerate(ATTRIBUTES):
-        path = os.path.join(adir, f"{name}.safetensors")
-        if os.path.exists(path):
-            out[name] = Attribute.load(path, model=s)
-            continue
-        if ds is None:
-            ds = FacesDataset(4000, resolution=s.resolution, seed=0, split="val")
-            labels = ds.all_labels()
-        pos = [j for j in range(len(ds)) if labels[j, i] > 0.5][:n_fit // 2]
-        neg = [j for j in range(len(ds)) if labels[j, i] < 0.5][:n_fit // 2]
-        out[name] = s.fit_attribute(torch.stack([ds[j][0] for j in pos]),
-                                    torch.stack([ds[j][0] for j in neg]), name=name)
+    for name in ATTRIBUTES:
+        path = builtin_attribute_path(name)
+        out[name] = (resolve_attribute(path, s) if path is not None
+                     else fit_builtin_attribute(s, name))
     return out
 
 
@@ -69,7 +72,7 @@ def run_demo(output: str = "demo.png", *, device: str = "cpu", impl: str = "fast
     t_load = time.perf_counter() - t_load
     n = 6
     rows, labels = [], []
-    attrs = _builtin_attributes(s) if builtin else None  # fitting needs autograd
+    attrs = builtin_attributes(s) if builtin else None  # fitting needs autograd
     with torch.inference_mode():
         if builtin:
             ds = FacesDataset(n, resolution=s.resolution, seed=1, split="test")

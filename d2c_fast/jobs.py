@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from .attributes import Attribute
+from .attributes import resolve_attribute
 from .conditional import (adapt_priors, check_adapt_prior, decode_with,
                           sample_conditional_latents)
 from .edit import edit_guidance, manipulate
@@ -114,7 +114,7 @@ def _load_attrs(attr, s) -> list:
     """An attribute, a path, or a list of those (``None``: none) -> loaded attributes, checked
     against ``s``'s model."""
     items = attr if isinstance(attr, (list, tuple)) else ([] if attr is None else [attr])
-    return [a if not isinstance(a, (str, os.PathLike)) else Attribute.load(a, model=s)
+    return [a if not isinstance(a, (str, os.PathLike)) else resolve_attribute(a, s)
             for a in items]
 
 

@@ -93,14 +93,20 @@ class Sampler(Runtime):
     # ------------------------------------------------------------------ editing
     @torch.inference_mode()
     def manipulate_latents(self, z: torch.Tensor, attr, *, step=None, strength=None,
-                           target=None, t0: int = 50, skip: int | None = None,
-                           method: str = "d2c", preserve=None,
+                           target=None, t0: int | None = None, skip: int | None = None,
+                           method: str | None = None, preserve=None,
                            noise: torch.Tensor | None = None, generator=None,
                            seed: int | None = None, eta: float = 0.0,
                            guidance: float | None = None) -> torch.Tensor:
-        """The D2C edit in latent space (official ``manipulate_latent`` + ``postprocess_latent``):
-        ``zm = z - step * boundary``; noise ``mod(zm)`` to ``t0``; DDIM over
-        ``range(0, t0 + 1, skip)`` (``skip`` default 50); ``unmod``. Returns raw latents.
+        """The edit in latent space. Returns raw latents. With ``step=`` (official raw steps)
+        the default method is the paper's ``"d2c"`` (official ``manipulate_latent`` +
+        ``postprocess_latent``): ``zm = z - step * boundary``; noise ``mod(zm)`` to ``t0``
+        (default 50); DDIM over ``range(0, t0 + 1, skip)`` (``skip`` default 50); ``unmod``.
+        Otherwise the default method is ``"local"``: the same clean-up confined to where the
+        edit lives, regenerated from ``t0`` 400 with the classifier holding the target (the
+        better edit against the built-in faces' true counterfactuals,
+        docs/quality/README.md). With none of ``step``/``strength``/``target``, a fitted
+        attribute is added up to ``target="typical"``.
 
         ``attr``: an :class:`Attribute`, a path, a tensor, or a list of them (with a list of
         ``step``/``strength`` values). ``step``: official raw step(s). ``strength``:
@@ -108,8 +114,8 @@ class Sampler(Runtime):
         (before the clean-up). ``target``: a logit (or ``"typical"``) each image is taken to,
         its own strength per image (see :mod:`d2c_fast.edit`). ``preserve``: fitted
         attributes whose logits the edit must not change. ``method``: ``"d2c"`` (default),
-        ``"nvae"`` (step only) or ``"ddim"`` (DDIM inversion over the sampling sequence with
-        ``skip`` default 100, step in noise space, regenerate). ``guidance``: the d2c
+        ``"nvae"`` (step only), ``"ddim"`` (DDIM inversion over the sampling sequence with
+        ``skip`` default 100, step in noise space, regenerate) or ``"local"``. ``guidance``: the d2c
         clean-up's autoguidance weight for models with a guide prior (default ``None``: the
         model's recommended weight, as :meth:`sample_latents`; 1: unguided, the official edit;
         the other methods are unguided). See :mod:`d2c_fast.edit`."""
@@ -119,12 +125,15 @@ class Sampler(Runtime):
                                   guidance=guidance)
 
     @torch.inference_mode()
-    def manipulate(self, images, attr, *, step=None, t0: int = 50, skip: int | None = None,
+    def manipulate(self, images, attr, *, step=None, t0: int | None = None,
+                   skip: int | None = None,
                    mode: str = "sample", noise=None, generator=None, seed: int | None = None,
                    resize: bool = False, batch_size: int | None = None, strength=None,
-                   target=None, method: str = "d2c", preserve=None,
+                   target=None, method: str | None = None, preserve=None,
                    guidance: float | None = None) -> torch.Tensor:
         """Edit images along attribute(s): encode, :meth:`manipulate_latents`, decode.
+        ``attr``: an :class:`Attribute`, a file, or a built-in attribute name (with the
+        built-in model: ``s.manipulate(img, "blond_hair")`` adds blond hair).
         Returns images ``(B, C, H, W)`` in [0, 1]. ``step`` is the official raw step
         (``z - step * boundary``); ``strength`` (calibrated logit units, ``> 0`` adds the
         attribute) needs an attribute fitted with a classifier (:meth:`fit_attribute`) and is

@@ -63,11 +63,13 @@ Modules (layer 4; they import the checkpoint, image and base layers only):
 * :mod:`~d2c_fast.attributes.logistic`: the fitting maths (L2 logistic regression, its
   cross-validation, Platt-Firth calibration);
 * :mod:`~d2c_fast.attributes.pu`: positive-unlabelled pieces (mixture proportion, calibration);
-* :mod:`~d2c_fast.attributes.fit`: :func:`fit_attribute`, both modes.
+* :mod:`~d2c_fast.attributes.fit`: :func:`fit_attribute`, both modes;
+* :mod:`~d2c_fast.attributes.builtin`: the built-in model's shipped attributes, by name.
 """
 from ..checkpoint import model_fingerprint
 from .attribute import (ATTR_FORMAT, ATTR_VERSION, Attribute, as_attribute, as_direction,
-                        estimate_prior)
+                        estimate_prior, load_attribute, resolve_attribute)
+from .builtin import ATTRIBUTE_DIR, builtin_attribute_names, builtin_attribute_path
 from .classifier import LinearClassifier, log_odds
 from .fit import fit_attribute
 from .logistic import (DEFAULT_L2_GRID, auc, balanced_weights, fit_linear_cv, fit_lr,
@@ -75,6 +77,8 @@ from .logistic import (DEFAULT_L2_GRID, auc, balanced_weights, fit_linear_cv, fi
 from .pu import mixture_proportion, pu_calibrate
 
 __all__ = ["Attribute", "LinearClassifier", "as_direction", "as_attribute", "fit_attribute",
+           "load_attribute", "resolve_attribute", "ATTRIBUTE_DIR", "builtin_attribute_names",
+           "builtin_attribute_path",
            "fit_linear_cv", "model_fingerprint", "estimate_prior", "DEFAULT_L2_GRID",
            "ATTR_FORMAT", "ATTR_VERSION", "fit_lr", "platt_firth", "balanced_weights",
            "stratified_folds", "auc", "mixture_proportion", "pu_calibrate", "log_odds"]

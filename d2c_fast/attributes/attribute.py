@@ -12,9 +12,11 @@ import torch
 from ..checkpoint import is_legacy_fingerprint, load_boundary, read_safetensors
 from ..errors import AttributeFileError
 from ..utils import atomic_write
+from .builtin import builtin_attribute_names, builtin_attribute_path, looks_like_name
 from .classifier import LinearClassifier, log_odds
 
-__all__ = ["Attribute", "as_attribute", "as_direction", "estimate_prior", "ATTR_FORMAT",
+__all__ = ["Attribute", "as_attribute", "as_direction", "load_attribute",
+           "resolve_attribute", "estimate_prior", "ATTR_FORMAT",
            "ATTR_VERSION"]
 
 ATTR_FORMAT = "d2c_fast_attribute"
@@ -308,9 +310,11 @@ def as_direction(attr, latent_shape, device) -> torch.Tensor:
 
 
 def as_attribute(attr, latent_shape, model=None) -> Attribute:
-    """An :class:`Attribute`, a tensor, or a path -> checked :class:`Attribute`."""
+    """An :class:`Attribute`, a tensor, a path, or the name of a built-in attribute
+    (:mod:`~d2c_fast.attributes.builtin`; a file of that name wins) -> checked
+    :class:`Attribute`."""
     if isinstance(attr, (str, os.PathLike)):
-        attr = Attribute.load(attr)
+        attr = load_attribute(attr)
     elif isinstance(attr, torch.Tensor):
         attr = Attribute(attr)
     elif not isinstance(attr, Attribute):
@@ -320,6 +324,29 @@ def as_attribute(attr, latent_shape, model=None) -> Attribute:
     if model is not None:
         attr.check_model(model)
     return attr
+
+
+def load_attribute(spec) -> Attribute:
+    """A path or a built-in attribute name -> :class:`Attribute` (not yet checked against a
+    model). A missing file that is not a built-in name is an :class:`AttributeFileError` that
+    lists the built-in names."""
+    p = os.fspath(spec)
+    if os.path.exists(p):
+        return Attribute.load(p)
+    path = builtin_attribute_path(p)
+    if path is not None:
+        return Attribute.load(path)
+    names = builtin_attribute_names()
+    hint = (f"; built-in attributes (for the built-in model): {', '.join(names)}"
+            if names and looks_like_name(p) else "")
+    raise AttributeFileError(f"{p}: no such attribute file{hint}")
+
+
+def resolve_attribute(spec, model) -> Attribute:
+    """What a user names as an attribute (an :class:`Attribute`, a tensor, a path, or a
+    built-in attribute name) -> :class:`Attribute` checked against ``model`` (a ``Sampler``:
+    latent shape and fingerprint)."""
+    return as_attribute(spec, model.latent_shape, model)
 
 
 def estimate_prior(attr: "Attribute", z: torch.Tensor, iters: int = 200,

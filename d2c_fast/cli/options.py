@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..attributes import Attribute
+from ..attributes import resolve_attribute
 from ..sampler import Sampler
 
 THREADS_HELP = "torch threads (default: all)"
@@ -99,8 +99,9 @@ def open_sampler(args, impl: str | None = None) -> Sampler:
 
 
 def load_attributes(paths, s: Sampler) -> list:
-    """Attribute files, each checked against the model ``s`` (shape, fingerprint)."""
-    return [Attribute.load(p, model=s) for p in paths]
+    """Attribute files or built-in attribute names, each checked against the model ``s``
+    (shape, fingerprint)."""
+    return [resolve_attribute(p, s) for p in paths]
 
 
 def one_or_many(values: list):

@@ -62,6 +62,7 @@ class DDIMSteps:
 def ddim_loop(eps_fn: EpsFn, x: torch.Tensor, steps: DDIMSteps, *,
               step_noise: Callable[[int], torch.Tensor] | None = None,
               inplace: bool = False, callback: Callable[[int], None] | None = None,
+              after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
               impl: str = "fast") -> torch.Tensor:
     """Run ``steps`` from ``x`` (standardised latents at ``steps.seq[-1]``): per step,
     ``eps = eps_fn(x, t)`` then one ``d2c_fast::ddim_step`` update (the official arithmetic:
@@ -69,7 +70,9 @@ def ddim_loop(eps_fn: EpsFn, x: torch.Tensor, steps: DDIMSteps, *,
 
     ``step_noise(i)``: the Gaussian noise of step ``i`` (only called when ``eta > 0``).
     ``inplace``: update ``x`` in place (static buffers of a captured graph); otherwise a new
-    tensor per step. ``callback(i)`` after each step (progress bars). ``impl``: the update's
+    tensor per step. ``callback(i)`` after each step (progress bars). ``after_step(i, x)``
+    returns the state the next step starts from (masked sampling: known content blended back
+    outside a mask, as blended / inpainting samplers do). ``impl``: the update's
     implementation (``"ref"``: plain PyTorch everywhere; ``"fast"``: the Triton kernel on
     CUDA, the same arithmetic). No clipping and no host synchronisation."""
     if steps.with_noise and step_noise is None:
@@ -80,6 +83,8 @@ def ddim_loop(eps_fn: EpsFn, x: torch.Tensor, steps: DDIMSteps, *,
         z = step_noise(i) if steps.with_noise else None
         x = ddim_step(x, e.to(x.dtype), steps.coeffs[i], z, out=x if inplace else None,
                       impl=impl)
+        if after_step is not None:
+            x = after_step(i, x)
         if callback is not None:
             callback(i)
     return x

@@ -221,18 +221,24 @@ class Runtime:
 
     def denoise(self, x: torch.Tensor, seq: Sequence[int], eta: float, rng: BatchRNG | None, *,
                 progress: bool = False, eps_scale: float = 1.0, guidance: float = 1.0,
-                step_noise=None) -> torch.Tensor:
+                step_noise=None, eps_map=None, after_step=None) -> torch.Tensor:
         """DDIM from standardised ``x`` at ``seq[-1]`` to a clean standardised sample, through
         this device's executor (a captured CUDA graph on the GPU path; eager otherwise, and
         with a progress bar). Step noise (``eta > 0``) comes from ``step_noise(i)`` if given,
-        else from ``rng``, one draw per step."""
+        else from ``rng``, one draw per step. ``eps_map(x, t, eps)`` rewrites each noise
+        prediction and ``after_step(i, x)`` each step's result (masked, guided edits,
+        :mod:`d2c_fast.edit`); with either the loop runs eagerly."""
         finite_number("eta", eta, ">= 0")
         steps = D.DDIMSteps(self.schedule, seq, eta)
         eps = self.eps_fn(guidance, eps_scale)
+        if eps_map is not None:
+            base = eps
+            eps = lambda x, t: eps_map(x, t, base(x, t))   # noqa: E731
         draw = None
         if steps.with_noise:
             draw = step_noise or (lambda i: rng.randn(*self.latent_shape))
-        if self.executor is not None and not progress:
+        if self.executor is not None and not progress and eps_map is None \
+                and after_step is None:
             key = (guidance, self.guidance_rescale, str(self.guidance_rescale_t), eps_scale)
             return self.executor.run(eps, key, x, steps, draw)
         bar = None
@@ -241,7 +247,8 @@ class Runtime:
             bar = tqdm(total=len(steps), desc="DDIM", unit="step", leave=False)
         try:
             return D.ddim_loop(eps, x, steps, step_noise=draw, impl=self.impl,
-                               callback=(lambda i: bar.update(1)) if bar is not None else None)
+                               callback=(lambda i: bar.update(1)) if bar is not None else None,
+                               after_step=after_step)
         finally:
             if bar is not None:
                 bar.close()
