@@ -108,20 +108,31 @@ def test_edit_alone_equals_direct_call(sampler, service):
             headers={"Accept": "application/json"})
         r3 = await c.post("/v1/edit", **edit_form(3, ["blond_hair", "eyeglasses"], seed=2,
                                                   method="nvae", mode="mode"))
-        return r1, r2, r3
-    r1, r2, r3 = run_app(app, go)
+        r4 = await c.post("/v1/edit", json={    # no amount: the library's default edit
+            "image": base64.b64encode(face_png(4)).decode(), "attr": "blond_hair", "seed": 1})
+        r5 = await c.post("/v1/edit", json={    # a raw step: the official d2c edit
+            "image": base64.b64encode(face_png(5)).decode(), "attr": "beard", "step": -4})
+        return r1, r2, r3, r4, r5
+    r1, r2, r3, r4, r5 = run_app(app, go)
     assert r1.status_code == 200 and r1.headers["content-type"] == "image/png"
     np.testing.assert_array_equal(pixels(r1.content),
                                   direct_edit(sampler, service, 1, seed=5, strength=4.0))
     assert r2.status_code == 200 and r2.headers["content-type"] == "application/json"
     np.testing.assert_array_equal(pixels(r2.json()["image"]),
-                                  direct_edit(sampler, service, 2, "beard", 9, target="typical"))
+                                  direct_edit(sampler, service, 2, "beard", 9, target="typical",
+                                              method="d2c"))
     assert r3.status_code == 200, r3.text
     want = uint8(sampler.manipulate(png_tensor(face_png(3)),
                                     [service.attributes["blond_hair"],
                                      service.attributes["eyeglasses"]],
                                     strength=3.0, seed=2, method="nvae", mode="mode"))[0]
     np.testing.assert_array_equal(pixels(r3.content), want)
+    beard, blond = service.attributes["beard"], service.attributes["blond_hair"]
+    np.testing.assert_array_equal(
+        pixels(r4.content), uint8(sampler.manipulate(png_tensor(face_png(4)), blond, seed=1))[0])
+    np.testing.assert_array_equal(
+        pixels(r5.content),
+        uint8(sampler.manipulate(png_tensor(face_png(5)), beard, step=-4.0, seed=0))[0])
 
 
 def test_concurrent_edits_share_one_batch(sampler, service):
@@ -170,8 +181,8 @@ BAD_EDITS = [
     ({"attr": "smiling", "strength": "1e9"}, 400, "in [-100, 100]"),
     ({"attr": "smiling", "strength": "lots"}, 400, "strength must be a number"),
     ({"attr": "smiling", "target": "atypical"}, 400, "target must be a number or typical"),
-    ({"attr": "smiling"}, 400, "give strength"),
-    ({"attr": "smiling", "strength": "1", "target": "2"}, 400, "not both"),
+    ({"attr": "smiling", "strength": "1", "target": "2"}, 400, "not strength and target"),
+    ({"attr": "smiling", "step": "x"}, 400, "step must be a number"),
     ({"strength": "1"}, 400, "attr is required"),
     ({"attr": "smiling", "strength": "1", "seed": "-1"}, 400, "seed must be an integer"),
     ({"attr": "smiling", "strength": "1", "seed": "1.5"}, 400, "seed must be an integer"),

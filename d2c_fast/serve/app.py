@@ -6,9 +6,9 @@ Endpoints (``/docs`` has the OpenAPI page):
 * ``GET /healthz`` 200 when ready (no token needed); ``GET /metrics`` Prometheus text;
 * ``GET /v1/model``: resolution, attributes (names) and their details, limits;
 * ``GET /v1/faces``: a few built-in procedural test faces (base64 PNG);
-* ``POST /v1/edit``: multipart (``image`` file, ``attr``, ``strength`` or ``target``, optional
-  ``method``, ``mode``, ``seed``, ``resize``) or a JSON object with the same fields (``image``
-  base64) -> ``image/png``, or ``{"image": <base64 PNG>}`` with ``Accept: application/json``;
+* ``POST /v1/edit``: multipart (``image`` file, ``attr``, ``strength`` or ``target`` or
+  ``step``, optional ``method``, ``mode``, ``seed``, ``resize``: ``Sampler.manipulate``'s
+  arguments and defaults) or a JSON object with the same fields (``image`` base64) -> ``image/png``, or ``{"image": <base64 PNG>}`` with ``Accept: application/json``;
 * ``POST /v1/sample``: JSON ``{"n", "seed", "mode"}`` -> ``{"images": [...]}``; with ``attr``
   (and ``threshold``) conditional samples, plus their ``probs``;
 * ``POST /v1/attributes``: multipart ``name``, ``positive`` files, ``negative`` files: fit an
@@ -148,7 +148,7 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
 
-async def _fields(request: Request, lists=("attr", "strength", "target", "positive",
+async def _fields(request: Request, lists=("attr", "strength", "target", "step", "positive",
                                            "negative")) -> dict:
     """The request's fields: multipart/urlencoded form (files as bytes) or a JSON object."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -26,7 +26,7 @@ from PIL import Image
 from ..attributes import Attribute, builtin_attribute_names, resolve_attribute
 from ..data.faces import FacesDataset
 from ..diffusion import BatchRNG
-from ..edit import METHODS, manipulate
+from ..edit import METHODS, default_method, manipulate
 from ..errors import D2CError, ImageError
 from ..images import load_images, to_pil
 from ..sampler import Sampler
@@ -144,10 +144,11 @@ def _as_list(v) -> list:
 
 @dataclass(frozen=True)
 class EditKey:
-    """The settings a batch of edits shares."""
+    """The settings a batch of edits shares: ``amount`` is ``"strength"``, ``"target"`` or
+    ``"step"`` and ``values`` its value(s)."""
     attrs: tuple
-    strength: tuple | None
-    target: tuple | None
+    amount: str
+    values: tuple
     method: str
     mode: str
 
@@ -282,9 +283,12 @@ class Service:
     # ------------------------------------------------------------------ edits
     def parse_edit(self, fields: Mapping[str, Any]):
         """Checked edit request -> ``(EditKey, (image, seed))``. ``fields``: ``image``
-        (bytes or base64 text), ``attr`` (name or list), ``strength`` or ``target`` (one
-        value or one per attribute), ``method``, ``mode``, ``seed``, ``resize``."""
-        known = {"image", "attr", "strength", "target", "method", "mode", "seed", "resize"}
+        (bytes or base64 text), ``attr`` (name or list), ``strength``, ``target`` or ``step``
+        (one value or one per attribute; none: ``target="typical"``), ``method`` (default:
+        the library's), ``mode``, ``seed``, ``resize``: the arguments of
+        ``Sampler.manipulate``, with the same defaults."""
+        known = {"image", "attr", "strength", "target", "step", "method", "mode", "seed",
+                 "resize"}
         extra = sorted(set(fields) - known)
         if extra:
             raise RequestError(f"unknown field {extra[0][:40]!r} (edit fields: "
@@ -297,21 +301,25 @@ class Service:
         attrs = [self.attribute(n) for n in names]
         if len(set(names)) != len(names):
             raise RequestError("attr: an attribute is given twice")
-        has_s, has_t = fields.get("strength") is not None, fields.get("target") is not None
-        if has_s == has_t:
-            raise RequestError("give strength (calibrated logit change, > 0 adds the "
-                               "attribute) or target (a logit, or typical), not "
-                               f"{'both' if has_s else 'neither'}")
-        which = "strength" if has_s else "target"
+        given = [k for k in ("strength", "target", "step") if fields.get(k) not in (None, "")]
+        if len(given) > 1:
+            raise RequestError(f"give one of strength, target, step, not {' and '.join(given)}")
+        if given:
+            which = given[0]
+            raw = _as_list(fields[which])
+        else:   # as Sampler.manipulate(img, attr): add the attribute up to its typical logit
+            which, raw = "target", ["typical"]
         m = self.limits.max_abs_value
-        vals = tuple(_number(which, v, -m, m, typical=has_t) for v in _as_list(fields[which]))
+        vals = tuple(_number(which, v, -m, m, typical=which == "target") for v in raw)
         if len(vals) not in (1, len(attrs)):
             raise RequestError(f"{which}: {len(vals)} values for {len(attrs)} attributes")
         for name, a in zip(names, attrs):
-            if not a.is_fitted:
+            if which != "step" and not a.is_fitted:
                 raise RequestError(f"attribute {name!r} is a plain direction (official "
-                                   f"boundary file): {which} needs a fitted attribute")
-        method = _choice("method", fields.get("method") or "d2c", METHODS)
+                                   f"boundary file): give step (a raw step along it), "
+                                   f"{which} needs a fitted attribute")
+        method = fields.get("method") or default_method(None, 1.0 if which == "step" else None)
+        method = _choice("method", method, METHODS)
         mode = _choice("mode", fields.get("mode") or "sample", MODES)
         seed = _integer("seed", fields.get("seed", 0) if fields.get("seed") not in ("", None)
                         else 0, 0, SEED_MAX)
@@ -320,8 +328,7 @@ class Service:
             raise RequestError("image is required: an image file (multipart field image, or "
                                "base64 in JSON)")
         image = self.decode_image(fields["image"], "image", resize)
-        key = EditKey(tuple(names), vals if has_s else None, vals if has_t else None,
-                      method, mode)
+        key = EditKey(tuple(names), which, vals, method, mode)
         return key, (image, seed)
 
     def edit_kwargs(self, key: EditKey) -> dict:
@@ -329,10 +336,9 @@ class Service:
         plain values, as a user would write the call)."""
         one = len(key.attrs) == 1
         attr = [self.attributes[n] for n in key.attrs]
-        kw = {"attr": attr[0] if one else attr, "method": key.method, "mode": key.mode}
-        v = key.strength if key.strength is not None else key.target
-        kw["strength" if key.strength is not None else "target"] = v[0] if len(v) == 1 else list(v)
-        return kw
+        v = key.values
+        return {"attr": attr[0] if one else attr, "method": key.method, "mode": key.mode,
+                key.amount: v[0] if len(v) == 1 else list(v)}
 
     def run_edits(self, key: EditKey, payloads: Sequence[tuple]) -> list[bytes]:
         """One engine call for a group of edits with the same key: PNG bytes per request."""
