@@ -11,6 +11,9 @@ Same run, one after the other (never two at once):
    ``smiling`` attribute, strength 3, its own seed) in a closed loop for ``--duration``
    seconds (at most ``--max-requests`` per level) after a warm-up: throughput, p50/p99
    latency, failures;
+
+(1 and 2 for each of ``--methods``: ``d2c``, the paper's edit, 2 U-Net + 2 guide calls, and
+``local``, the library's default since 2026-12-07, 5 + 5);
 3. overload: a server with ``--queue Q`` gets 4 Q requests at once: every answer must be 200
    or 503 (no other status, no connection error), the server must still answer /healthz,
    and its peak RSS (VmHWM) is read before and after.
@@ -49,31 +52,31 @@ def pct(xs, q):
     return float(np.percentile(np.asarray(xs) * 1000.0, q)) if xs else float("nan")
 
 
-def direct(duration: float) -> dict:
-    s = Sampler("builtin")
+def direct(s, method: str, duration: float) -> dict:
     a = resolve_attribute(ATTR, s)
     faces = [png_tensor(f) for f in FACES]
+    kw = {"strength": STRENGTH, "method": method}
     for i in range(5):
-        s.manipulate(faces[i % 8], a, strength=STRENGTH, seed=i)
+        s.manipulate(faces[i % 8], a, seed=i, **kw)
     lat, t0, i = [], time.perf_counter(), 0
     while time.perf_counter() - t0 < duration:
         t = time.perf_counter()
-        s.manipulate(faces[i % 8], a, strength=STRENGTH, seed=i)
+        s.manipulate(faces[i % 8], a, seed=i, **kw)
         lat.append(time.perf_counter() - t)
         i += 1
     wall = time.perf_counter() - t0
     x32 = torch.cat([faces[i % 8] for i in range(32)])
-    s.manipulate(x32, a, strength=STRENGTH, seed=0)
+    s.manipulate(x32, a, seed=0, **kw)
     t, reps = time.perf_counter(), 0
     while reps < 3 or time.perf_counter() - t < duration / 3:
-        s.manipulate(x32, a, strength=STRENGTH, seed=reps)
+        s.manipulate(x32, a, seed=reps, **kw)
         reps += 1
     b32 = 32 * reps / (time.perf_counter() - t)
     return {"edits_per_s": len(lat) / wall, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
             "n": len(lat), "batch32_edits_per_s": b32, "threads": torch.get_num_threads()}
 
 
-async def closed_loop(url, clients, duration, max_requests, seed0):
+async def closed_loop(url, clients, duration, max_requests, seed0, method):
     """``clients`` tasks, each sending its next edit when the last one is answered."""
     lat, status, errors = [], {}, []
     sent = [0]
@@ -88,7 +91,7 @@ async def closed_loop(url, clients, duration, max_requests, seed0):
                 try:
                     r = await c.post("/v1/edit", files={"image": ("f.png", FACES[seed % 8])},
                                      data={"attr": ATTR, "strength": str(STRENGTH),
-                                           "seed": str(seed)})
+                                           "seed": str(seed), "method": method})
                     status[r.status_code] = status.get(r.status_code, 0) + 1
                     if r.status_code == 200:
                         lat.append(time.perf_counter() - t)
@@ -120,25 +123,30 @@ def rss_kb(pid) -> dict:
     return out
 
 
-def serve_levels(args, extra) -> list:
+def serve_levels(args, extra, methods) -> dict:
     srv = Server("builtin", *extra, threads=args.threads)
     try:
-        out = []
-        for clients in (1, 8, 32):
-            asyncio.run(closed_loop(srv.url, clients, args.warmup, 10 ** 6, 10 ** 6))
-            before = batch_stats(srv.url)
-            r = asyncio.run(closed_loop(srv.url, clients, args.duration, args.max_requests, 0))
-            after = batch_stats(srv.url)
-            calls = after["engine_calls"] - before["engine_calls"]
-            r["mean_batch"] = r["ok"] / calls if calls else float("nan")
-            out.append(r)
-            print(f"  {' '.join(extra) or 'defaults':>14} {clients:>2} clients: "
-                  f"{r['edits_per_s']:7.1f} edits/s  p50 {r['p50_ms']:6.1f} ms  "
-                  f"p99 {r['p99_ms']:6.1f} ms  mean batch {r['mean_batch']:4.1f}  "
-                  f"failed {r['failed']}", flush=True)
-        return out
+        return {m: levels(args, srv, extra, m) for m in methods}
     finally:
         srv.stop()
+
+
+def levels(args, srv, extra, method) -> list:
+    out = []
+    for clients in (1, 8, 32):
+        asyncio.run(closed_loop(srv.url, clients, args.warmup, 10 ** 6, 10 ** 6, method))
+        before = batch_stats(srv.url)
+        r = asyncio.run(closed_loop(srv.url, clients, args.duration, args.max_requests, 0,
+                                    method))
+        after = batch_stats(srv.url)
+        calls = after["engine_calls"] - before["engine_calls"]
+        r["mean_batch"] = r["ok"] / calls if calls else float("nan")
+        out.append(r)
+        print(f"  {method:>5} {' '.join(extra) or 'defaults':>14} {clients:>2} clients: "
+              f"{r['edits_per_s']:7.1f} edits/s  p50 {r['p50_ms']:6.1f} ms  "
+              f"p99 {r['p99_ms']:6.1f} ms  mean batch {r['mean_batch']:4.1f}  "
+              f"failed {r['failed']}", flush=True)
+    return out
 
 
 async def burst(url, n):
@@ -148,7 +156,7 @@ async def burst(url, n):
             try:
                 r = await c.post("/v1/edit", files={"image": ("f.png", FACES[i % 8])},
                                  data={"attr": ATTR, "strength": str(STRENGTH),
-                                       "seed": str(i)})
+                                       "seed": str(i), "method": "d2c"})
                 return r.status_code
             except httpx.HTTPError as e:
                 return type(e).__name__
@@ -159,7 +167,7 @@ def overload(args) -> dict:
     q = args.queue
     srv = Server("builtin", "--queue", str(q), threads=args.threads)
     try:
-        asyncio.run(closed_loop(srv.url, 8, args.warmup, 10 ** 6, 0))
+        asyncio.run(closed_loop(srv.url, 8, args.warmup, 10 ** 6, 0, "d2c"))
         rss0 = rss_kb(srv.proc.pid)
         t = time.perf_counter()
         res = asyncio.run(burst(srv.url, 4 * q))
@@ -181,6 +189,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-requests", type=int, default=3000, help="cap per level")
     ap.add_argument("--queue", type=int, default=64, help="--queue of the overload server")
     ap.add_argument("--threads", type=int, default=2, help="server torch threads")
+    ap.add_argument("--methods", default="d2c,local",
+                    help="edit methods to load (comma-separated; local: the library default)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -188,24 +198,34 @@ def main(argv=None) -> int:
            "argv": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     print(f"{res['cpu']}, {res['cores']} cores; server and direct calls: {args.threads} "
           f"torch threads", flush=True)
-    res["direct"] = d = direct(args.duration)
-    print(f"  direct batch 1: {d['edits_per_s']:.1f} edits/s  p50 {d['p50_ms']:.1f} ms  p99 "
-          f"{d['p99_ms']:.1f} ms; one batch-32 call: {d['batch32_edits_per_s']:.1f} edits/s",
-          flush=True)
-    res["max_batch_1"] = serve_levels(args, ["--max-batch", "1"])
-    res["default"] = serve_levels(args, [])
+    methods = args.methods.split(",")
+    res["load_before"] = os.getloadavg()
+    s = Sampler("builtin")
+    res["direct"] = {}
+    for m in methods:
+        res["direct"][m] = d = direct(s, m, args.duration)
+        print(f"  {m:>5} direct batch 1: {d['edits_per_s']:.1f} edits/s  p50 {d['p50_ms']:.1f} ms"
+              f"  p99 {d['p99_ms']:.1f} ms; one batch-32 call: {d['batch32_edits_per_s']:.1f} "
+              "edits/s", flush=True)
+    del s
+    res["max_batch_1"] = serve_levels(args, ["--max-batch", "1"], methods)
+    res["default"] = serve_levels(args, [], methods)
     res["overload"] = o = overload(args)
+    res["load_after"] = os.getloadavg()
     print(f"  overload: {o['sent']} at once on --queue {o['queue']}: {o['answers']}, healthz "
           f"{o['healthz_after']}, peak RSS {o['rss_kb_before']['VmHWM'] / 1024:.0f} -> "
           f"{o['rss_kb_after']['VmHWM'] / 1024:.0f} MiB", flush=True)
-    d32 = res["default"][-1]
-    res["targets"] = {
-        "ratio_32_clients_vs_direct_batch1": d32["edits_per_s"] / d["edits_per_s"],
-        "ratio_ok": d32["edits_per_s"] >= 3 * d["edits_per_s"],
-        "p99_ok": d32["p99_ms"] <= 250.0,
-        "no_failures_below_queue": all(r["failed"] == 0
-                                       for r in res["default"] + res["max_batch_1"]),
-        "overload_ok": o["only_200_503"] and o["healthz_after"] == 200 and o["alive"]}
+    res["targets"] = {}
+    for m in methods:
+        d, d32 = res["direct"][m], res["default"][m][-1]
+        res["targets"][m] = {
+            "ratio_32_clients_vs_direct_batch1": d32["edits_per_s"] / d["edits_per_s"],
+            "ratio_ok": d32["edits_per_s"] >= 3 * d["edits_per_s"],
+            "p99_ok": d32["p99_ms"] <= 250.0,
+            "no_failures_below_queue": all(r["failed"] == 0 for r in
+                                           res["default"][m] + res["max_batch_1"][m])}
+    res["targets"]["overload_ok"] = (o["only_200_503"] and o["healthz_after"] == 200
+                                     and o["alive"])
     print(json.dumps(res["targets"]), flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
