@@ -41,6 +41,8 @@ __all__ = [
     "check_output_file",
     "check_output_dir",
     "refuse_shared_outputs",
+    "to_channels",
+    "is_gray",
 ]
 
 #: File name endings (lower case) of the image files that folders of images are read by
@@ -156,15 +158,21 @@ def load_images(
         for item, where in items:
             if isinstance(item, (list, tuple)):
                 raise ImageError(f"{where}: nested lists are not supported; flatten the list")
+    elif isinstance(images, (str, os.PathLike)):
+        items = [(images, repr(os.fspath(images)))]
     else:
         items = [(images, "images")]
 
     parts: List[torch.Tensor] = []
     labels: List[str] = []
+    notes: List[str] = []
     for item, where in items:
-        x = _convert_one(item, where, limit)  # (N, C, H, W) float32 in [0, 1]
+        x, mode = _convert_one(item, where, limit)  # (N, C, H, W) float32 in [0, 1]
+        note = _conversion(mode, x.shape[1], channels)
+        if note:
+            notes.append(f"{where}: {note}")
         x = x.to(dev)
-        x = _to_channels(x, channels)
+        x = to_channels(x, channels)
         if target is not None and tuple(x.shape[-2:]) != target:
             if not resize:
                 h, w = x.shape[-2:]
@@ -184,6 +192,11 @@ def load_images(
             f"images have different sizes (HxW): {listing}; pass size=... and resize=True "
             "to bring them to one size"
         )
+    if notes:
+        more = f"; and {len(notes) - 3} more" if len(notes) > 3 else ""
+        warnings.warn(f"converted {len(notes)} of {len(items)} inputs to the model's "
+                      f"{'RGB' if channels == 3 else 'grayscale'}: " + "; ".join(notes[:3])
+                      + more, stacklevel=2)
     out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
     if out.dtype != torch.float32:  # pragma: no cover - defensive
         out = out.float()
@@ -205,14 +218,15 @@ def _parse_size(size: Any) -> Optional[Tuple[int, int]]:
     raise ImageError(f"size must be a positive int or (H, W), got {size!r}")
 
 
-def _convert_one(item: Any, where: str, max_pixels: int) -> torch.Tensor:
-    """One input -> float32 (N, C, H, W) in [0, 1], C in {1, 2, 3, 4}, on the item's device."""
+def _convert_one(item: Any, where: str, max_pixels: int) -> Tuple[torch.Tensor, Optional[str]]:
+    """One input -> (float32 (N, C, H, W) in [0, 1], C in {1, 2, 3, 4}, on the item's device;
+    the PIL mode of an image or file, else None)."""
     if isinstance(item, torch.Tensor):
-        return _from_tensor(item, where)
+        return _from_tensor(item, where), None
     if isinstance(item, np.ndarray):
-        return _from_numpy(item, where)
+        return _from_numpy(item, where), None
     if isinstance(item, Image.Image):
-        return _from_pil(item, where, max_pixels)
+        return _from_pil(item, where, max_pixels), item.mode
     if isinstance(item, (str, os.PathLike)):
         return _from_path(item, where, max_pixels)
     if item is None:
@@ -221,6 +235,30 @@ def _convert_one(item: Any, where: str, max_pixels: int) -> torch.Tensor:
         f"{where}: unsupported input type {type(item).__name__}; expected a torch tensor, a "
         "numpy array, a PIL image, a file path, or a list of those"
     )
+
+
+def _conversion(mode: Optional[str], c: int, channels: int) -> Optional[str]:
+    """What loading does to an input of ``c`` channels (PIL ``mode`` for images and files)
+    to give the model's ``channels``, in words; None when it is the model's own format."""
+    steps = []
+    if mode in ("P", "PA"):
+        steps.append("palette expanded")
+    elif mode is not None and mode not in ("1", "L", "LA", "RGB", "RGBA", "F", "I") \
+            and not mode.startswith("I;16"):
+        steps.append(f"converted from mode {mode}")
+    if c in (2, 4):
+        steps.append("transparency composited over white")
+    if c in (1, 2) and channels == 3:
+        steps.append("grayscale copied to R, G and B")
+    if c in (3, 4) and channels == 1:
+        steps.append("colour reduced to gray (luma)")
+    if not steps:
+        return None
+    return f"{'PIL mode ' + mode if mode else _channels_text(c)}, " + ", ".join(steps)
+
+
+def _channels_text(c: int) -> str:
+    return f"{c} channel{'s' if c != 1 else ''}"
 
 
 def _check_float_range(x: torch.Tensor, where: str) -> torch.Tensor:
@@ -400,12 +438,12 @@ def _pil_to_array(im: Image.Image, where: str) -> np.ndarray:
     return f
 
 
-def _from_path(p: PathLike, where: str, max_pixels: int) -> torch.Tensor:
+def _from_path(p: PathLike, where: str, max_pixels: int) -> Tuple[torch.Tensor, str]:
     try:
         path = Path(os.fspath(p))
     except (TypeError, ValueError) as e:
         raise ImageError(f"{where}: invalid path {p!r}: {e}") from e
-    name = f"{where} ({str(path)!r})" if where != "images" else repr(str(path))
+    name = where   # load_images's label of a path names it: 'a.png' or images[i] (a.png)
     try:
         exists = path.exists()
         is_dir = path.is_dir()
@@ -436,6 +474,7 @@ def _from_path(p: PathLike, where: str, max_pixels: int) -> torch.Tensor:
                 if im2 is None:  # pragma: no cover - older PIL with in_place semantics
                     im2 = im
                 arr = _pil_to_array(im2, name)
+                mode = im2.mode
     except ImageError:
         raise
     except Image.UnidentifiedImageError as e:
@@ -447,7 +486,7 @@ def _from_path(p: PathLike, where: str, max_pixels: int) -> torch.Tensor:
     except Exception as e:  # truncated / corrupt files: OSError, SyntaxError, EOFError, ...
         raise ImageError(f"{name}: cannot read image ({type(e).__name__}: {e})") from e
     x = torch.from_numpy(arr)
-    return x.permute(2, 0, 1).unsqueeze(0).contiguous()
+    return x.permute(2, 0, 1).unsqueeze(0).contiguous(), mode
 
 
 def _composite_white(x: torch.Tensor) -> torch.Tensor:
@@ -456,7 +495,10 @@ def _composite_white(x: torch.Tensor) -> torch.Tensor:
     return color * alpha + (1.0 - alpha)
 
 
-def _to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Float images ``(N, C, H, W)``, C in 1..4 (2 and 4: the last is alpha, composited over
+    white) -> ``channels`` (1 or 3): gray copied to R, G and B, colour reduced to ITU-R
+    601-2 luma (PIL's "L")."""
     c = x.shape[1]
     if c in (2, 4):
         x = _composite_white(x)
@@ -469,6 +511,14 @@ def _to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
         r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
         return (r * _LUMA[0] + g * _LUMA[1] + b * _LUMA[2]).clamp(0.0, 1.0)
     raise ImageError(f"cannot convert {c} channels to {channels}")  # pragma: no cover
+
+
+def is_gray(x: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` bool: which of the images ``(N, C, H, W)`` are gray (one channel, or R, G and
+    B equal everywhere, as a grayscale file loads for an RGB model)."""
+    if x.shape[1] == 1:
+        return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    return ((x[:, 0] == x[:, 1]) & (x[:, 1] == x[:, 2])).flatten(1).all(1)
 
 
 def _resize(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:

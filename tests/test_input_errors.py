@@ -155,10 +155,13 @@ def test_cli_warnings_and_config_errors_are_one_line(tmp_path):
                         str(tmp_path / "out"), "--threads", "1"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    warn = [ln for ln in r.stderr.splitlines() if "t0=7" in ln]
-    assert len(warn) == 1 and warn[0].startswith("d2c-fast: warning: t0=7"), r.stderr[-2000:]
+    warn = [ln for ln in r.stderr.splitlines() if "--t0 7" in ln]      # flags, not t0=7
+    assert len(warn) == 1 and warn[0].startswith("d2c-fast: warning: --t0 7 is not a multiple "
+                                                 "of --skip 50"), r.stderr[-2000:]
     (tmp_path / "bad.yml").write_text("a: [1, 2\nb: 3\n")
-    r = subprocess.run([sys.executable, "-m", "d2c_fast", "info", str(img), "--config",
+    (tmp_path / "m.ckpt").write_bytes(b"not read: the config is read first")
+    r = subprocess.run([sys.executable, "-m", "d2c_fast", "info", str(tmp_path / "m.ckpt"),
+                        "--config",
                         str(tmp_path / "bad.yml")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not valid YAML (line 2" in r.stderr
 

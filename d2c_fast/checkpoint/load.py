@@ -25,6 +25,7 @@ import torch
 
 from ..config import ConfigError, ModelConfig, config_from_dict, load_config
 from ..errors import AttributeFileError, CheckpointError
+from ..images import IMAGE_EXTENSIONS
 from ..models.autoencoder import AutoEncoder
 from ..models.unet import UNet
 from ..utils import atomic_write
@@ -331,7 +332,7 @@ def load_official(path, config) -> LoadedModel:
     """An official ``model.ckpt`` (``{"autoencoder", "diffusion", "latent_mod"}``) + its config."""
     if config is None:
         raise ConfigError("<config>", "an official .ckpt needs its config (the official YAML): "
-                          "Sampler(ckpt, config='config.yml')")
+                          f"Sampler(ckpt, config='config.yml') ({MODEL_ARGUMENT})")
     cfg = load_config(config)
     obj = torch_load_safe(path)
     if not isinstance(obj, dict):
@@ -396,9 +397,38 @@ def load_native(path) -> LoadedModel:
                   sections["guide"])
 
 
+#: What may be given as a model: said by every message that finds something else there.
+MODEL_ARGUMENT = ("the model is 'builtin', a .safetensors file, or an official .ckpt with its "
+                  "config (config=)")
+
+# the first bytes of image files (unambiguous against pickles, zip archives and safetensors)
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
+
+
+def refuse_image_as_model(path) -> None:
+    """``CheckpointError`` when ``path``, given as a model, is an image (by its name, or by its
+    first bytes): the usual slip of a forgotten model argument (``edit face0.png face1.png``,
+    ``Sampler("face.png")``), which would otherwise be read as an official checkpoint and
+    reported as one lacking its config."""
+    p = os.fspath(path)
+    image = os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS
+    if not image and os.path.isfile(p):
+        try:
+            with open(p, "rb") as f:
+                head = f.read(12)
+        except OSError:
+            return
+        image = head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    if image:
+        raise CheckpointError(p, f"an image, not a checkpoint, was given where the model goes: "
+                              f"{MODEL_ARGUMENT}; the images come after it")
+
+
 def load_model(ckpt, config=None) -> LoadedModel:
-    """Dispatch on the file: ``.safetensors`` -> native; anything else -> official pickle."""
+    """Dispatch on the file: ``.safetensors`` -> native; anything else -> official pickle
+    (an image is refused first: :func:`refuse_image_as_model`)."""
     p = os.fspath(ckpt)
+    refuse_image_as_model(p)
     _check_file(p)
     try:
         with open(p, "rb") as f:
@@ -481,4 +511,5 @@ def load_boundary(path) -> torch.Tensor:
 
 __all__ = ["LoadedModel", "load_model", "load_official", "load_native", "save_native", "convert",
            "load_boundary", "torch_load_safe", "latent_norm_kind", "official_autoencoder_keys",
-           "is_alias_key", "read_safetensors", "UNET_DTYPES", "NATIVE_FORMAT", "NATIVE_VERSION"]
+           "is_alias_key", "read_safetensors", "UNET_DTYPES", "NATIVE_FORMAT", "NATIVE_VERSION",
+           "refuse_image_as_model", "MODEL_ARGUMENT"]

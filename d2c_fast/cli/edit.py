@@ -8,17 +8,28 @@ or fitted attributes (``--strength``, ``--target``, ``--sweep``, ``--preserve``,
 ``manipulate`` is the same command under its first name, with the flags it always had: one
 ``--attr`` and one (required) ``--step``, which take exactly one value so that images may
 follow them (``manipulate MODEL --attr blond.ckpt --step 1.5 a.png b.png -o edits/``). Its
-outputs are the same files; two things of its own are kept: the grid labels the edited row
-``step S`` (``edit``: the method) and its summary line counts edits and seconds per image."""
+outputs are the same files; its summary line counts edits and seconds per image.
+
+Inputs are image files and folders (``d2c-fast edit MODEL photos/ ...``: their images,
+recursively, as ``fit-attribute --positives`` reads folders); outputs as every image command
+writes them (:func:`.options.image_outputs`): ``-o`` a folder or one ``.png``, by default a new
+folder ``edit-NNN``, never over an existing file without ``--overwrite``. Grids have the
+inputs as their first row and label each edited row by attribute and amount."""
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
+import torch
+
 from ..edit import edit_guidance, sweep
-from ..images import check_output_file, load_images, output_paths, save_grid, save_png
-from .options import (EDIT_GUIDANCE_HELP, add_guidance, add_model_args, load_attributes,
-                      one_or_many, open_sampler)
+from ..images import (IMAGE_EXTENSIONS, is_gray, load_images, output_paths, save_grid, save_png,
+                      to_channels)
+from .options import (EDIT_GUIDANCE_HELP, add_guidance, add_image_output, add_mode,
+                      add_model_args, check_grid, check_one_file, expand_images, is_image_file,
+                      load_attributes, new_output_dir, one_or_many, open_sampler, plural,
+                      refuse_existing, wrote)
 
 
 def edit_kwargs(args) -> dict:
@@ -70,49 +81,100 @@ def add_edit_args(p, *, sweeps: bool = True, official: bool = False) -> None:
     p.add_argument("--skip", type=int, default=None, help="d2c: 50, ddim: 100 by default")
     add_guidance(p, help=EDIT_GUIDANCE_HELP)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mode", default="sample", choices=["sample", "mode"])
+    add_mode(p)
     p.add_argument("--resize", action="store_true", help="resize inputs to the model resolution")
     p.add_argument("--batch-size", type=int, default=None)
 
 
-def _edit(args, official: bool) -> int:
+def _outputs(args, inputs, command: str) -> tuple[list[list[str]], str]:
+    """``result[j][i]``: where edit ``j`` (sweep value) of input ``i`` goes: ``-o`` a folder
+    (the input's name, ``.png``; ``_s<value>.png`` for sweeps), one ``.png`` file (one
+    output), or a new folder ``{command}-NNN`` without ``-o``; existing files refused
+    without ``--overwrite``."""
     sfx = [f"_s{v:g}.png" for v in args.sweep] if args.sweep else [".png"]
-    outs = output_paths(args.images, args.output, sfx)
-    if args.grid:
-        check_output_file(args.grid, "--grid")
+    if args.output is not None and is_image_file(args.output):
+        check_one_file(args.output, len(inputs) * len(sfx))
+        if os.path.realpath(args.output) in {os.path.realpath(p) for p in inputs}:
+            raise ValueError(f"-o {args.output} would overwrite an input image; choose another "
+                             f"output name")
+        outs, where = [[args.output]], args.output
+    else:
+        where = args.output or new_output_dir(command)
+        outs = output_paths(inputs, where, sfx)
+    refuse_existing([q for row in outs for q in row], args.overwrite)
+    check_grid(args)
+    return outs, where
+
+
+def grid_label(attrs, args, k: int | None = None) -> str:
+    """A grid row's label: the attribute(s) and how far (``blond_hair +6``, ``beard step
+    1.5``, ``smiling to typical``); ``k``: the ``--sweep`` value's index."""
+    names = [a.name or "attribute" for a in attrs]
+    if k is not None:
+        amounts = [f"{args.sweep[k]:+g}"] * len(names)
+    else:
+        for flag, fmt in (("strength", "{:+g}"), ("step", "step {:g}"), ("target", "to {}")):
+            vals = getattr(args, flag)
+            if vals is not None:
+                vals = vals if len(vals) == len(names) else vals * len(names)
+                amounts = [fmt.format(v) for v in vals]
+                break
+    return ", ".join(f"{n} {a}" for n, a in zip(names, amounts))
+
+
+def _edit(args, official: bool) -> int:
+    command = "manipulate" if official else "edit"
+    inputs = expand_images(args.images)
+    if not inputs:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in "
+                         f"{' '.join(args.images)}")
+    outs, where = _outputs(args, inputs, command)
     s = open_sampler(args)
     attrs = load_attributes(args.attr, s)
     pres = load_attributes(args.preserve or [], s) or None
     attr = one_or_many(attrs)
+    x0 = load_images(inputs, size=s.resolution, resize=args.resize, channels=s.image_channels)
+    gray = is_gray(x0) if x0.shape[1] == 3 else None
+
+    def look(x):   # grayscale inputs come out gray: no colour the input did not have
+        if gray is None or not bool(gray.any()):
+            return x
+        g = to_channels(x, 1).expand(-1, 3, -1, -1)
+        return torch.where(gray.to(x.device)[:, None, None, None], g, x)
     t = time.perf_counter()
     if args.sweep:
-        g = sweep(s, args.images, attr, args.sweep, method=args.method, t0=args.t0,
+        g = sweep(s, x0, attr, args.sweep, method=args.method, t0=args.t0,
                   skip=args.skip, preserve=pres, mode=args.mode, seed=args.seed,
-                  resize=args.resize, batch_size=args.batch_size, guidance=args.guidance)
+                  batch_size=args.batch_size, guidance=args.guidance)
+        rows = [look(r) for r in g]
         for k in range(len(args.sweep)):
-            for out, img in zip(outs[k], g[k]):
+            for out, img in zip(outs[k], rows[k]):
                 save_png(img, out)
         if args.grid:
-            save_grid(list(g), args.grid, labels=[f"s={v:g}" for v in args.sweep])
+            save_grid([x0, *rows], args.grid, labels=["input"] + [
+                grid_label(attrs, args, k) for k in range(len(args.sweep))])
     else:
-        x = s.manipulate(args.images, attr, preserve=pres, mode=args.mode, seed=args.seed,
-                         resize=args.resize, batch_size=args.batch_size, **edit_kwargs(args))
+        x = look(s.manipulate(x0, attr, preserve=pres, mode=args.mode, seed=args.seed,
+                              batch_size=args.batch_size, **edit_kwargs(args)))
         for out, img in zip(outs[0], x):
             save_png(img, out)
         if args.grid:
-            orig = load_images(args.images, size=s.resolution, resize=args.resize,
-                               channels=s.image_channels)
-            label = f"step {args.step[0]:g}" if official else args.method
-            save_grid([orig, x], args.grid, labels=["input", label])
+            save_grid([x0, x], args.grid, labels=["input", grid_label(attrs, args)])
     dt = time.perf_counter() - t
-    n = len(args.images)
+    n = len(inputs)
     w = edit_guidance(s, "d2c", args.guidance) if args.method == "d2c" else None
     if official:        # method d2c
-        print(f"{n} edits in {dt:.2f} s ({dt / n:.3f} s/image) -> {args.output} "
+        print(f"{plural(n, 'edit')} in {dt:.2f} s ({dt / n:.3f} s/image) -> {where} "
               f"(guidance {w:g})")
     else:
         how = args.method if w is None else f"d2c, guidance {w:g}"
-        print(f"{n} images in {dt:.2f} s -> {args.output} ({how})")
+        print(f"{plural(n, 'image')} in {dt:.2f} s -> {where} ({how})")
+    paths = [q for row in outs for q in row]
+    n_gray = int(gray.sum()) if gray is not None else 0
+    print(wrote(paths, where, args.output is None)
+          + (f"; {plural(n_gray, 'grayscale input')} written in grayscale" if n_gray else ""))
+    if args.grid:
+        print(f"wrote the grid {args.grid}")
     return 0
 
 
@@ -132,9 +194,15 @@ def add_parser(sub) -> None:
              "the edit command with one --attr and one --step)")):
         p = sub.add_parser(name, help=text)
         add_model_args(p)
-        p.add_argument("images", nargs="+")
+        p.add_argument("images", nargs="+", help="image files and folders (their images, "
+                       "recursively): what to edit; the first argument is the model")
         add_edit_args(p, official=official)
-        p.add_argument("-o", "--output", required=True, help="output directory")
-        p.add_argument("--grid", help="also write a before/after PNG grid here"
-                       + ("" if official else " (--sweep: a row per strength)"))
+        add_image_output(p, help="a folder (created; each input's name as .png, "
+                         "name_s<value>.png for --sweep), or one file name ending in .png "
+                         "for one input (and no --sweep); default: a new folder "
+                         f"{name}-NNN under the current directory (the first number not "
+                         "taken), printed at the end",
+                         grid="also write a PNG grid here: the inputs, then the edits, rows "
+                         "labelled by attribute and amount"
+                         + ("" if official else " (--sweep: a row per strength)"))
         p.set_defaults(fn=cmd_manipulate if official else cmd_edit)

@@ -4,24 +4,35 @@ a model's quality targets, the few-shot attribute evaluation.
     d2c-fast train-oracle -o oracle.safetensors [--resolution 32] [--epochs 6]
     d2c-fast evaluate model.safetensors --oracle oracle.safetensors [--json out.json]
     d2c-fast eval-attributes MODEL --oracle oracle.safetensors -o eval_attrs/
+    d2c-fast eval-edits builtin -o eval_edits/     (edits against the true counterfactual)
 """
 from __future__ import annotations
 
 import json
 import os
 
+from ..attributes import builtin_attribute_path, resolve_attribute
 from ..data import ATTRIBUTES
+from ..demo import fit_builtin_attribute
+from ..edit import METHODS
 from ..eval.attributes_eval import evaluate_attributes, markdown
-from ..eval.oracle import train_oracle
+from ..eval.counterfactual import evaluate_edits, markdown_table
+from ..eval.oracle import Oracle, train_oracle
+from ..utils import atomic_write_text
 from ..eval.report import evaluate
-from ..images import check_output_dir, check_output_file
-from .options import (EDIT_GUIDANCE_HELP, add_guidance, add_model_args,
+from ..images import check_output_dir
+from .options import (EDIT_GUIDANCE_HELP, add_guidance, add_model_args, add_overwrite,
                       add_prior_sampling_args, add_threads, apply_threads, check_counts,
-                      open_sampler, rescale_kwargs)
+                      check_new_file, new_output_dir, open_sampler, refuse_existing,
+                      rescale_kwargs)
+
+#: What eval-attributes writes into its folder.
+EVAL_FILES = ("attributes_eval.json", "attributes_eval.md", "edits_grid.png",
+              "conditional_grid.png")
 
 
 def cmd_train_oracle(args) -> int:
-    check_output_file(args.output)
+    check_new_file(args, args.output)
     check_counts(n_train=args.n_train, n_val=args.n_val, epochs=args.epochs,
                  batch_size=args.batch_size, width=args.width)
     if args.max_minutes is not None and not args.max_minutes > 0:
@@ -38,7 +49,7 @@ def cmd_train_oracle(args) -> int:
 
 def cmd_evaluate(args) -> int:
     if args.json:
-        check_output_file(args.json, "--json")
+        check_new_file(args, args.json, "--json")
     check_counts(n_probe=args.n_probe, n_samples=args.n_samples, steps=args.steps)
     if args.n_heldout < args.n_probe + 100:
         raise ValueError(f"--n-heldout must be at least --n-probe + 100 (the probe is fitted on "
@@ -58,7 +69,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_eval_attributes(args) -> int:
+    if args.output is None:
+        args.output = new_output_dir("eval-attributes")
     check_output_dir(args.output, "-o")
+    refuse_existing([os.path.join(args.output, f) for f in EVAL_FILES], args.overwrite)
     check_counts(n_eval=args.n_eval, n_real=args.n_real, n_naive=args.n_naive,
                  n_population=args.n_population, batch_size=args.batch_size,
                  d2c_skip=args.d2c_skip, ddim_skip=args.ddim_skip, cond_skip=args.cond_skip)
@@ -70,9 +84,9 @@ def cmd_eval_attributes(args) -> int:
     bad = [a for a in args.attributes if a not in ATTRIBUTES]
     if bad:
         raise ValueError(f"--attributes: unknown {bad}; the built-in faces have {list(ATTRIBUTES)}")
-    bad = [m for m in args.methods if m not in ("d2c", "nvae", "ddim")]
+    bad = [m for m in args.methods if m not in METHODS]
     if bad:
-        raise ValueError(f"--methods: unknown {bad}; choose from d2c, nvae, ddim")
+        raise ValueError(f"--methods: unknown {bad}; choose from {', '.join(METHODS)}")
     if not 0.0 <= args.cond_threshold <= 1.0:
         raise ValueError(f"--cond-threshold must be in [0, 1], got {args.cond_threshold}")
     s = open_sampler(args)
@@ -102,6 +116,41 @@ def cmd_eval_attributes(args) -> int:
     return 0
 
 
+def cmd_eval_edits(args) -> int:
+    check_output_dir(args.output, "-o")
+    check_counts(faces=args.faces)
+    bad = [a for a in args.attributes if a not in ATTRIBUTES]
+    if bad:
+        raise ValueError(f"--attributes: unknown {bad}; the built-in faces have "
+                         f"{', '.join(ATTRIBUTES)}")
+    bad = [m for m in args.methods if m != "default" and m not in METHODS]
+    if bad:
+        raise ValueError(f"--methods: unknown {bad}; choose from default, {', '.join(METHODS)}")
+    apply_threads(args)
+    s = open_sampler(args)
+    attrs = {}
+    for name in args.attributes:
+        path = builtin_attribute_path(name)
+        if path is not None and not args.refit:
+            attrs[name] = resolve_attribute(path, s)
+        else:
+            attrs[name] = fit_builtin_attribute(s, name)
+    settings = {m: ({} if m == "default" else {"method": m}) for m in args.methods}
+    oracle = Oracle.load(args.oracle) if args.oracle else None
+    os.makedirs(args.output, exist_ok=True)
+    grid = os.path.join(args.output, "edits_grid.png")
+    rows = evaluate_edits(s, attrs, settings, n=args.faces, seed=args.seed, oracle=oracle,
+                          grid=grid, progress=True)
+    table = markdown_table(rows)
+    atomic_write_text(os.path.join(args.output, "edits.md"), table + "\n")
+    atomic_write_text(os.path.join(args.output, "edits.json"),
+                      json.dumps({"model": args.ckpt, "faces": args.faces, "seed": args.seed,
+                                  "rows": rows}, indent=1) + "\n")
+    print(table)
+    print(f"wrote {args.output}/edits.md, edits.json, edits_grid.png")
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("train-oracle", help="train the attribute oracle of the built-in "
                        "faces (classifier + FD_oracle features)")
@@ -115,6 +164,7 @@ def add_parser(sub) -> None:
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=None)
+    add_overwrite(p)
     add_threads(p)
     p.add_argument("--workers", type=int, default=0, help="rendering worker processes")
     p.set_defaults(fn=cmd_train_oracle)
@@ -130,6 +180,7 @@ def add_parser(sub) -> None:
     add_prior_sampling_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results here")
+    add_overwrite(p)
     add_threads(p)
     p.set_defaults(fn=cmd_evaluate)
 
@@ -176,5 +227,27 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("-o", "--output", default="eval_attributes", help="output directory")
+    p.add_argument("-o", "--output", default=None, help="output folder (default: a new folder "
+                   "eval-attributes-NNN under the current directory, the first number not "
+                   "taken)")
+    add_overwrite(p)
     p.set_defaults(fn=cmd_eval_attributes)
+
+    p = sub.add_parser("eval-edits", help="edits judged against the true counterfactual of "
+                       "each built-in face (progress in the attribute's pixels, change "
+                       "outside them, distance to the counterfactual; definitions in "
+                       "d2c_fast/eval/counterfactual.py)")
+    add_model_args(p)
+    p.add_argument("--attributes", nargs="+", default=list(ATTRIBUTES))
+    p.add_argument("--methods", nargs="+", default=["default", "d2c", "nvae"],
+                   help="edit settings to compare: 'default' (manipulate's defaults) or a "
+                   f"method ({', '.join(METHODS)})")
+    p.add_argument("--faces", type=int, default=48, help="held-out faces per attribute and "
+                   "direction")
+    p.add_argument("--refit", action="store_true", help="fit each attribute from 100 labelled "
+                   "faces now instead of using the built-in model's shipped files")
+    p.add_argument("--oracle", default=None, help="also report the distance to the "
+                   "counterfactual in this oracle's features (d2c-fast train-oracle)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", default="eval_edits", help="output directory")
+    p.set_defaults(fn=cmd_eval_edits)

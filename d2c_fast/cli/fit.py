@@ -13,22 +13,8 @@ import time
 import torch
 
 from ..data import ATTRIBUTES, FacesDataset
-from ..images import check_output_file
-from ..jobs import list_images
-from .options import add_model_args, open_sampler
-
-
-def _expand(paths):
-    """Files and directories (their images, sorted) -> list of image paths."""
-    if not paths:
-        return None
-    out = []
-    for p in paths:
-        if os.path.isdir(p):
-            out += [os.path.join(p, f) for f in list_images(p)]
-        else:
-            out.append(p)
-    return out
+from .options import (add_model_args, add_overwrite, check_new_file, expand_images,
+                      open_sampler, plural)
 
 
 def _faces(args, resolution):
@@ -49,7 +35,7 @@ def _faces(args, resolution):
 
 
 def cmd_fit_attribute(args) -> int:
-    check_output_file(args.output)
+    check_new_file(args, args.output)
     if args.faces and (args.positives or args.negatives or args.unlabelled):
         raise ValueError("--faces fits on rendered built-in faces; give it alone, or your own "
                          "--positives with --negatives / --unlabelled")
@@ -67,8 +53,8 @@ def cmd_fit_attribute(args) -> int:
         positives, negatives, unl = _faces(args, s.resolution)
         name = args.name or args.faces
     else:
-        positives = _expand(args.positives)
-        negatives, unl = _expand(args.negatives), _expand(args.unlabelled)
+        positives = expand_images(args.positives)
+        negatives, unl = expand_images(args.negatives), expand_images(args.unlabelled)
         if positives is None:
             raise ValueError("give --positives (files or directories) or --faces ATTRIBUTE")
         name = args.name or os.path.splitext(os.path.basename(args.output))[0]
@@ -82,7 +68,7 @@ def cmd_fit_attribute(args) -> int:
           f"{i['cv_accuracy']:.3f} (L2 {i['l2']:g}, {i['folds']} folds), prior {i['prior']:.3f}, "
           f"recommended strength {i['recommended_strength'][0]:.2f}.."
           f"{i['recommended_strength'][1]:.2f}"
-          + (f", {i['n_mirrored']} mirrored images" if i["n_mirrored"] else ""))
+          + (f", {plural(i['n_mirrored'], 'mirrored image')}" if i["n_mirrored"] else ""))
     if i.get("prior_source") == "labelled set rate":
         print(f"note: prior {i['prior']:.3f} is the labelled set's rate; conditional sampling "
               "wants the attribute's real rate: pass --prior, or sample with --adapt-prior 512 "
@@ -112,4 +98,5 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None)
     p.add_argument("-o", "--output", required=True, help="attribute .safetensors")
+    add_overwrite(p)
     p.set_defaults(fn=cmd_fit_attribute)

@@ -2,15 +2,18 @@
 first command."""
 from __future__ import annotations
 
+import os
+
 from ..checkpoint import convert, latent_norm_kind
 from ..demo import run_demo
 from ..images import check_output_file
 from ..ops import backend_info
-from .options import add_device_args, add_model_args, add_threads, apply_threads, open_sampler
+from .options import (add_device_args, add_model_args, add_overwrite, add_threads, apply_threads,
+                      check_new_file, open_sampler)
 
 
 def cmd_convert(args) -> int:
-    check_output_file(args.output)
+    check_new_file(args, args.output)
     m = convert(args.ckpt, args.config, args.output)
     print(f"wrote {args.output} (latent {tuple(m.config.latent_shape)}, "
           f"resolution {m.config.resolution})")
@@ -43,6 +46,8 @@ def cmd_info(args) -> int:
 
 def cmd_demo(args) -> int:
     check_output_file(args.output)
+    if os.path.lexists(args.output):    # the demo's picture is remade, and says so
+        print(f"replacing {args.output} (the demo's picture is remade on every run)")
     apply_threads(args)
     return run_demo(args.output, device=args.device, impl=args.impl)
 
@@ -52,6 +57,7 @@ def add_parser(sub) -> None:
     p.add_argument("ckpt")
     p.add_argument("--config", required=True)
     p.add_argument("-o", "--output", required=True)
+    add_overwrite(p)
     p.set_defaults(fn=cmd_convert)
 
     p = sub.add_parser("info", help="describe a model and the kernels that will serve it")
@@ -59,7 +65,8 @@ def add_parser(sub) -> None:
     p.set_defaults(fn=cmd_info)
 
     p = sub.add_parser("demo", help="the README's first command: a PNG of encodes, edits, samples")
-    p.add_argument("-o", "--output", default="demo.png")
+    p.add_argument("-o", "--output", default="demo.png", help="the PNG to write (default: "
+                   "demo.png; an existing one is replaced, and the command says so)")
     add_device_args(p)
     add_threads(p)
     p.set_defaults(fn=cmd_demo)
