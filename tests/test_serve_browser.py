@@ -121,7 +121,8 @@ def test_page_edits_live_and_matches_the_api(tmp_path):
         assert after["png"] != first["png"]     # the shown image changed
 
         fields = {"attr": params["attr"], "strength": [str(v) for v in params["strength"]],
-                  "seed": str(params["seed"]), "method": params["method"], "resize": "true"}
+                  "seed": str(params["seed"]), "method": params["method"],
+                  "mode": params["mode"], "resize": "true"}
         r = httpx.post(srv.url + "/v1/edit", data=fields,
                        files={"image": ("my_face.png", face.read_bytes(), "image/png")},
                        timeout=60)

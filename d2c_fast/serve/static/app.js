@@ -146,7 +146,7 @@ function settings() {
     if (first) { attrs.push(first.dataset.attr); strengths.push(0); }
   }
   return { attr: attrs, strength: strengths, seed: Math.max(0, parseInt($("seed").value, 10) || 0),
-           method: $("method").value || "d2c" };
+           method: $("method").value || "local", mode: "mode" };
 }
 
 function requestEdit() {
@@ -165,6 +165,7 @@ async function send() {
   p.strength.forEach((s) => form.append("strength", String(s)));
   form.append("seed", String(p.seed));
   form.append("method", p.method);
+  form.append("mode", p.mode);   // the mixture's mode: deterministic, crisper (as the CLI)
   form.append("resize", "true");
   const controller = new AbortController();
   state.inflight = { seq, controller };
@@ -212,7 +213,7 @@ async function sample() {
     const seed = Math.max(0, parseInt($("sample-seed").value, 10) || 0);
     const r = await api("/v1/sample", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ n: 8, seed }) });
+      body: JSON.stringify({ n: 8, seed, mode: "mode" }) });
     const images = (await r.json()).images;
     $("samples").replaceChildren(...images.map((b64, i) => {
       const img = document.createElement("img");
