@@ -243,7 +243,7 @@ def test_bad_samples_and_library_messages(sampler, service):
     """Wrong n / seed / fields are 4xx; an error raised by the library reaches the client with
     the library's own one-line message (what the CLI prints after 'd2c-fast: error:')."""
     app = create_app(Service(sampler, service.attributes,
-                             limits=Limits(max_threshold_draws=8)))
+                             limits=Limits(max_draws=8)))
     cases = [({"n": 1000}, "n must be an integer in [1, 16]"),
              ({"n": 0}, "n must be an integer"), ({"n": True}, "n must be an integer"),
              ({"n": 2, "seed": "x"}, "seed must be an integer"),

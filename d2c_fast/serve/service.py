@@ -57,7 +57,7 @@ class Limits:
     max_conditional_n: int = 8               # images of one conditional sample request
     max_abs_value: float = 100.0             # |strength| and |target| (logit units)
     max_fit_images: int = 512                # labelled images of one fit (each class)
-    max_threshold_draws: int = 4096          # prior draws of one conditional request
+    max_draws: int = 1024                    # prior draws of one conditional request
 
 
 def png_bytes(image: torch.Tensor) -> bytes:
@@ -401,7 +401,7 @@ class Service:
         attrs = [self.attributes[k] for k in names]
         imgs, probs = self.sampler.sample_conditional(
             attrs, n, seed=seed, threshold=thr, mode=mode,
-            max_draws=min(100 * n + 1000, self.limits.max_threshold_draws))
+            max_draws=min(100 * n + 1000, self.limits.max_draws))
         return {"images": [b64_png(png_bytes(x)) for x in imgs],
                 "probs": [[float(p) for p in row] for row in probs]}
 
@@ -426,7 +426,8 @@ class Service:
         path = self.check_fit_name(name)
         a = self.sampler.fit_attribute(positives, negatives, name=name)
         a.save(path)   # atomic (d2c_fast.utils.atomic_write)
-        self.attributes[name] = a
+        # a new dict, not an insertion: the event loop may be reading the old one right now
+        self.attributes = {**self.attributes, name: a}
         info = {"name": name, "file": os.path.basename(path), "positives": len(positives),
                 "negatives": len(negatives)}
         if a.recommended_strength is not None:
