@@ -8,7 +8,8 @@ Endpoints (``/docs`` has the OpenAPI page):
 * ``GET /v1/faces``: a few built-in procedural test faces (base64 PNG);
 * ``POST /v1/edit``: multipart (``image`` file, ``attr``, ``strength`` or ``target`` or
   ``step``, optional ``method``, ``mode``, ``seed``, ``resize``: ``Sampler.manipulate``'s
-  arguments and defaults) or a JSON object with the same fields (``image`` base64) -> ``image/png``, or ``{"image": <base64 PNG>}`` with ``Accept: application/json``;
+  arguments and defaults) or a JSON object with the same fields (``image`` base64) ->
+  ``image/png``, or ``{"image": <base64 PNG>}`` with ``Accept: application/json``;
 * ``POST /v1/sample``: JSON ``{"n", "seed", "mode"}`` -> ``{"images": [...]}``; with ``attr``
   (and ``threshold``) conditional samples, plus their ``probs``;
 * ``POST /v1/attributes``: multipart ``name``, ``positive`` files, ``negative`` files: fit an

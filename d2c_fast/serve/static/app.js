@@ -83,8 +83,8 @@ async function init() {
     const r = sliderRange(info);
     const row = document.createElement("label");
     row.className = "slider";
-    row.innerHTML = `<span></span><input type="range" min="${-r}" max="${r}" step="0.1" value="0">` +
-                    `<output>0</output>`;
+    row.innerHTML = `<span></span><input type="range" min="${-r}" max="${r}" step="0.1"` +
+                    ` value="0"><output>0</output>`;
     row.querySelector("span").textContent = name;
     const input = row.querySelector("input");
     input.dataset.attr = name;
@@ -126,7 +126,9 @@ async function init() {
 }
 
 function setSource(blob, picked) {
-  for (const el of document.querySelectorAll("#faces img")) el.classList.toggle("picked", el === picked);
+  for (const el of document.querySelectorAll("#faces img")) {
+    el.classList.toggle("picked", el === picked);
+  }
   state.source = blob;
   const old = $("before").src;
   $("before").src = URL.createObjectURL(blob);
