@@ -58,13 +58,13 @@ def direct(s, method: str, duration: float) -> dict:
     kw = {"strength": STRENGTH, "method": method}
     for i in range(5):
         s.manipulate(faces[i % 8], a, seed=i, **kw)
-    lat, t0, i = [], time.perf_counter(), 0
+    lat, t0, i, c0 = [], time.perf_counter(), 0, cpu_s()
     while time.perf_counter() - t0 < duration:
         t = time.perf_counter()
         s.manipulate(faces[i % 8], a, seed=i, **kw)
         lat.append(time.perf_counter() - t)
         i += 1
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, cpu_s() - c0
     x32 = torch.cat([faces[i % 8] for i in range(32)])
     s.manipulate(x32, a, seed=0, **kw)
     t, reps = time.perf_counter(), 0
@@ -73,7 +73,8 @@ def direct(s, method: str, duration: float) -> dict:
         reps += 1
     b32 = 32 * reps / (time.perf_counter() - t)
     return {"edits_per_s": len(lat) / wall, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
-            "n": len(lat), "batch32_edits_per_s": b32, "threads": torch.get_num_threads()}
+            "n": len(lat), "batch32_edits_per_s": b32, "threads": torch.get_num_threads(),
+            "cpu_ms_per_edit": 1000 * cpu / max(len(lat), 1)}
 
 
 async def closed_loop(url, clients, duration, max_requests, seed0, method):
@@ -109,8 +110,18 @@ async def closed_loop(url, clients, duration, max_requests, seed0, method):
 def batch_stats(url) -> dict:
     m = httpx.get(url + "/metrics").text
     v = dict(l.rsplit(" ", 1) for l in m.splitlines() if l and not l.startswith("#"))
-    n = float(v["d2c_serve_batch_images_count"])
-    return {"engine_calls": n, "mean_batch": float(v["d2c_serve_batch_images_sum"]) / max(n, 1)}
+    return {"engine_calls": float(v["d2c_serve_batch_images_count"]),
+            "engine_s": float(v["d2c_serve_batch_seconds_sum"])}
+
+
+def cpu_s(pid=None) -> float:
+    """CPU seconds (user + system) of process ``pid`` (None: this one)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid) -> dict:
@@ -135,17 +146,24 @@ def levels(args, srv, extra, method) -> list:
     out = []
     for clients in (1, 8, 32):
         asyncio.run(closed_loop(srv.url, clients, args.warmup, 10 ** 6, 10 ** 6, method))
-        before = batch_stats(srv.url)
+        before, c0, s0 = batch_stats(srv.url), cpu_s(), cpu_s(srv.proc.pid)
         r = asyncio.run(closed_loop(srv.url, clients, args.duration, args.max_requests, 0,
                                     method))
-        after = batch_stats(srv.url)
+        after, c1, s1 = batch_stats(srv.url), cpu_s(), cpu_s(srv.proc.pid)
         calls = after["engine_calls"] - before["engine_calls"]
         r["mean_batch"] = r["ok"] / calls if calls else float("nan")
+        # where the time went: the engine's share of the wall time, CPU seconds per edit of
+        # the server process (engine + HTTP) and of this client process
+        r["engine_busy"] = (after["engine_s"] - before["engine_s"]) / r["wall_s"]
+        r["server_cpu_ms_per_edit"] = 1000 * (s1 - s0) / max(r["ok"], 1)
+        r["client_cpu_ms_per_edit"] = 1000 * (c1 - c0) / max(r["ok"], 1)
         out.append(r)
         print(f"  {method:>5} {' '.join(extra) or 'defaults':>14} {clients:>2} clients: "
               f"{r['edits_per_s']:7.1f} edits/s  p50 {r['p50_ms']:6.1f} ms  "
               f"p99 {r['p99_ms']:6.1f} ms  mean batch {r['mean_batch']:4.1f}  "
-              f"failed {r['failed']}", flush=True)
+              f"engine busy {r['engine_busy']:4.0%}  cpu/edit server "
+              f"{r['server_cpu_ms_per_edit']:5.1f} ms client {r['client_cpu_ms_per_edit']:4.1f} ms"
+              f"  failed {r['failed']}", flush=True)
     return out
 
 
