@@ -80,7 +80,10 @@ def load_attribute_dir(sampler: Sampler, attr_dir: str) -> tuple[dict, list[str]
         return out, skipped
     for f in sorted(os.listdir(attr_dir)):
         name, ext = os.path.splitext(f)
-        if ext != ".safetensors" or not ATTR_NAME.fullmatch(name):
+        if ext != ".safetensors" or f.startswith("."):   # not attributes; temp files
+            continue
+        if not ATTR_NAME.fullmatch(name):
+            skipped.append(f"{f}: the name must be letters, digits, '_' or '-' (at most 64)")
             continue
         try:
             out[name] = Attribute.load(os.path.join(attr_dir, f), model=sampler)
