@@ -1,8 +1,9 @@
 """Load test of ``d2c-fast serve`` on loopback (a script, not a pytest test).
 
-    python benchmarks/serve_load.py [--duration 10] [--json build/serve_load.json]
+    python benchmarks/serve_load.py [--duration 10] [--threads 2,1] [--json build/serve_load.json]
 
-Same run, one after the other (never two at once):
+Same run, one after the other (never two at once), for each ``--threads`` value (torch
+threads of the direct calls and of the servers):
 
 1. direct sequential Python calls: ``Sampler.manipulate`` of one face at a time (batch 1),
    and one batch-32 call for the engine's own batched rate;
@@ -134,8 +135,8 @@ def rss_kb(pid) -> dict:
     return out
 
 
-def serve_levels(args, extra, methods) -> dict:
-    srv = Server("builtin", *extra, threads=args.threads)
+def serve_levels(args, threads, extra, methods) -> dict:
+    srv = Server("builtin", *extra, threads=threads)
     try:
         return {m: levels(args, srv, extra, m) for m in methods}
     finally:
@@ -158,7 +159,7 @@ def levels(args, srv, extra, method) -> list:
         r["server_cpu_ms_per_edit"] = 1000 * (s1 - s0) / max(r["ok"], 1)
         r["client_cpu_ms_per_edit"] = 1000 * (c1 - c0) / max(r["ok"], 1)
         out.append(r)
-        print(f"  {method:>5} {' '.join(extra) or 'defaults':>14} {clients:>2} clients: "
+        print(f"  {method:>5} {' '.join(extra) or 'defaults':>13} {clients:>2} clients: "
               f"{r['edits_per_s']:7.1f} edits/s  p50 {r['p50_ms']:6.1f} ms  "
               f"p99 {r['p99_ms']:6.1f} ms  mean batch {r['mean_batch']:4.1f}  "
               f"engine busy {r['engine_busy']:4.0%}  cpu/edit server "
@@ -181,9 +182,9 @@ async def burst(url, n):
         return await asyncio.gather(*[one(i) for i in range(n)])
 
 
-def overload(args) -> dict:
+def overload(args, threads) -> dict:
     q = args.queue
-    srv = Server("builtin", "--queue", str(q), threads=args.threads)
+    srv = Server("builtin", "--queue", str(q), threads=threads)
     try:
         asyncio.run(closed_loop(srv.url, 8, args.warmup, 10 ** 6, 0, "d2c"))
         rss0 = rss_kb(srv.proc.pid)
@@ -200,35 +201,21 @@ def overload(args) -> dict:
         srv.stop()
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per level")
-    ap.add_argument("--warmup", type=float, default=2.0, help="seconds before each level")
-    ap.add_argument("--max-requests", type=int, default=3000, help="cap per level")
-    ap.add_argument("--queue", type=int, default=64, help="--queue of the overload server")
-    ap.add_argument("--threads", type=int, default=2, help="server torch threads")
-    ap.add_argument("--methods", default="d2c,local",
-                    help="edit methods to load (comma-separated; local: the library default)")
-    ap.add_argument("--json", help="write the results here")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    res = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
-           "argv": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-    print(f"{res['cpu']}, {res['cores']} cores; server and direct calls: {args.threads} "
-          f"torch threads", flush=True)
-    methods = args.methods.split(",")
-    res["load_before"] = os.getloadavg()
+def one_pass(args, threads: int, methods) -> dict:
+    """Direct calls, both servers, overload: all with ``threads`` torch threads."""
+    torch.set_num_threads(threads)
+    print(f"{threads} torch thread(s): direct calls and servers", flush=True)
+    res = {"direct": {}, "load_before": os.getloadavg()}
     s = Sampler("builtin")
-    res["direct"] = {}
     for m in methods:
         res["direct"][m] = d = direct(s, m, args.duration)
         print(f"  {m:>5} direct batch 1: {d['edits_per_s']:.1f} edits/s  p50 {d['p50_ms']:.1f} ms"
-              f"  p99 {d['p99_ms']:.1f} ms; one batch-32 call: {d['batch32_edits_per_s']:.1f} "
-              "edits/s", flush=True)
+              f"  p99 {d['p99_ms']:.1f} ms  cpu/edit {d['cpu_ms_per_edit']:.1f} ms; one batch-32 "
+              f"call: {d['batch32_edits_per_s']:.1f} edits/s", flush=True)
     del s
-    res["max_batch_1"] = serve_levels(args, ["--max-batch", "1"], methods)
-    res["default"] = serve_levels(args, [], methods)
-    res["overload"] = o = overload(args)
+    res["max_batch_1"] = serve_levels(args, threads, ["--max-batch", "1"], methods)
+    res["default"] = serve_levels(args, threads, [], methods)
+    res["overload"] = o = overload(args, threads)
     res["load_after"] = os.getloadavg()
     print(f"  overload: {o['sent']} at once on --queue {o['queue']}: {o['answers']}, healthz "
           f"{o['healthz_after']}, peak RSS {o['rss_kb_before']['VmHWM'] / 1024:.0f} -> "
@@ -244,7 +231,31 @@ def main(argv=None) -> int:
                                            res["default"][m] + res["max_batch_1"][m])}
     res["targets"]["overload_ok"] = (o["only_200_503"] and o["healthz_after"] == 200
                                      and o["alive"])
-    print(json.dumps(res["targets"]), flush=True)
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per level")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds before each level")
+    ap.add_argument("--max-requests", type=int, default=3000, help="cap per level")
+    ap.add_argument("--queue", type=int, default=64, help="--queue of the overload server")
+    ap.add_argument("--threads", default="2,1",
+                    help="torch threads of the direct calls and the servers: each value a "
+                    "full pass (comma-separated)")
+    ap.add_argument("--methods", default="d2c,local",
+                    help="edit methods to load (comma-separated; local: the library default)")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args(argv)
+    methods = args.methods.split(",")
+    res = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
+           "argv": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+           "load_before": os.getloadavg(), "runs": {}}
+    print(f"{res['cpu']}, {res['cores']} cores, load {res['load_before']}", flush=True)
+    for threads in [int(t) for t in args.threads.split(",")]:
+        res["runs"][threads] = one_pass(args, threads, methods)
+    res["load_after"] = os.getloadavg()
+    print(json.dumps({t: r["targets"] for t, r in res["runs"].items()}), flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=1))

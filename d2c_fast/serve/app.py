@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import D2CError
 from .batcher import Batcher, QueueFull
 from .metrics import Metrics
-from .service import RequestError, Service, b64_png
+from .service import RequestError, Service, b64_png, png_bytes
 
 __all__ = ["create_app", "check_bind", "is_loopback", "run_server", "STATIC_DIR"]
 
@@ -182,7 +182,7 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
     metrics = Metrics()
     batcher = Batcher(max_batch=max_batch, max_wait=max_wait_ms / 1000.0, max_queue=queue,
                       on_batch=lambda key, nr, ni, sec: metrics.batch(nr, ni, sec))
-    pools = {}   # the decoding threads, made per run of the app (lifespan)
+    pools = {}   # the I/O threads, made per run of the app (lifespan)
     metrics.gauge("queue_depth", "Requests waiting for the engine.", lambda: batcher.depth)
     metrics.gauge("queue_limit", "Most requests that may wait (--queue).",
                   lambda: batcher.max_queue)
@@ -194,19 +194,21 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
     @asynccontextmanager
     async def lifespan(app):
         batcher.start()
-        pools["decode"] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="d2c-decode")
+        pools["io"] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="d2c-io")
         try:
             yield
         finally:
             await batcher.stop()
-            pools.pop("decode").shutdown(wait=False)
+            pools.pop("io").shutdown(wait=False)
 
     app = FastAPI(title="d2c-fast serve", version="1", lifespan=lifespan,
                   description="Edit, sample and fit attributes with one D2C model.")
     app.state.service, app.state.batcher, app.state.metrics = service, batcher, metrics
 
-    async def decode(fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(pools["decode"], fn, *args)
+    async def io(fn, *args):
+        """``fn(*args)`` in the I/O threads (image decoding and PNG encoding: off the event
+        loop, and off the engine thread, which only computes)."""
+        return await asyncio.get_running_loop().run_in_executor(pools["io"], fn, *args)
 
     def admit():
         # requests being read count against the queue too: at most `queue` requests are
@@ -263,7 +265,7 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
 
     @app.get("/v1/faces", summary="Built-in procedural test faces (base64 PNG)")
     async def faces():
-        return {"images": await decode(service.faces)}
+        return {"images": await io(service.faces)}
 
     @app.post("/v1/edit", summary="Edit one image along attribute(s)",
               responses={200: {"content": {"image/png": {}}}})
@@ -271,9 +273,10 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
         admit()
         with batcher.arrival():
             fields = await _fields(request)
-            key, payload = await decode(service.parse_edit, fields)
+            key, payload = await io(service.parse_edit, fields)
             del fields   # the upload's bytes are not kept while the request waits
-        png = await batcher.submit(key, lambda ps: service.run_edits(key, ps), payload)
+        image = await batcher.submit(key, lambda ps: service.run_edits(key, ps), payload)
+        png = await io(png_bytes, image)
         if _wants_json(request):
             return {"image": b64_png(png)}
         return Response(png, media_type="image/png")
@@ -284,9 +287,9 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
         with batcher.arrival():
             key, payload = service.parse_sample(await _fields(request))
         if payload is not None:
-            pngs = await batcher.submit(key, lambda ps: service.run_samples(key[1], ps),
-                                        payload, size=payload[0])
-            return {"images": [b64_png(p) for p in pngs]}
+            images = await batcher.submit(key, lambda ps: service.run_samples(key[1], ps),
+                                          payload, size=payload[0])
+            return {"images": await io(lambda: [b64_png(png_bytes(x)) for x in images])}
         # conditional: identical requests share one call; others run alone
         return await batcher.submit(key, lambda ps: [service.run_conditional(key)] * len(ps),
                                     None, size=service.limits.max_n)
@@ -305,7 +308,7 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
                 if not 2 <= len(files) <= service.limits.max_fit_images:
                     raise RequestError(f"{k}: give 2 to {service.limits.max_fit_images} image "
                                        f"files, got {len(files)}")
-                sets.append(await decode(lambda fs=files, k=k: torch.cat(
+                sets.append(await io(lambda fs=files, k=k: torch.cat(
                     [service.decode_image(f, f"{k}[{i}]", True) for i, f in enumerate(fs)])))
             del fields, files
         key = ("fit", next(unique))

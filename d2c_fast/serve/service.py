@@ -343,13 +343,14 @@ class Service:
         return {"attr": attr[0] if one else attr, "method": key.method, "mode": key.mode,
                 key.amount: v[0] if len(v) == 1 else list(v)}
 
-    def run_edits(self, key: EditKey, payloads: Sequence[tuple]) -> list[bytes]:
-        """One engine call for a group of edits with the same key: PNG bytes per request."""
+    def run_edits(self, key: EditKey, payloads: Sequence[tuple]) -> list[torch.Tensor]:
+        """One engine call for a group of edits with the same key: one image ``(C, H, W)``
+        per request (PNG-encoded by the caller, outside the engine thread)."""
         images = torch.cat([p[0] for p in payloads])
         with torch.inference_mode():
             out = manipulate(self.sampler, images, seeds=[p[1] for p in payloads],
                              **self.edit_kwargs(key))
-        return [png_bytes(x) for x in out]
+        return list(out)
 
     # ------------------------------------------------------------------ samples
     def parse_sample(self, body: Mapping[str, Any]):
@@ -382,7 +383,7 @@ class Service:
         thr = None if thr is None else _number("threshold", thr, 0.0, 1.0)
         return ("conditional", tuple(names), thr, mode, n, seed), None
 
-    def run_samples(self, mode: str, payloads: Sequence[tuple]) -> list[list[bytes]]:
+    def run_samples(self, mode: str, payloads: Sequence[tuple]) -> list[torch.Tensor]:
         """One engine call for a group of sample requests ``(n, seed)``: request ``k``'s image
         ``i`` draws from seed ``seed_k + i`` as ``Sampler.sample(n_k, seed=seed_k)`` does."""
         s = self.sampler
@@ -395,7 +396,7 @@ class Service:
             imgs = s.decode_with(z, mode, rng)
         out, a = [], 0
         for n, _ in payloads:
-            out.append([png_bytes(x) for x in imgs[a:a + n]])
+            out.append(imgs[a:a + n])
             a += n
         return out
 
