@@ -27,9 +27,9 @@ import time
 import torch
 
 from .attributes import resolve_attribute
-from .conditional import (adapt_priors, check_adapt_prior, decode_with,
+from .conditional import (DEFAULT_THRESHOLD, adapt_priors, check_adapt_prior, decode_with,
                           sample_conditional_latents)
-from .edit import edit_guidance, manipulate
+from .edit import default_amount, default_method, edit_guidance, manipulate
 from .errors import ImageError
 from .images import IMAGE_EXTENSIONS, check_output_dir, refuse_shared_outputs, save_png
 from .sampler import Sampler
@@ -129,7 +129,8 @@ def _sampler(model, **kw):
 
 
 def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=None,
-                   target=None, method: str = "d2c", preserve=None, t0: int = 50,
+                   target=None, method: str | None = None, preserve=None,
+                   t0: int | None = None,
                    skip: int | None = None,
                    seed: int = 0, batch_size: int = 16, mode: str = "sample",
                    resize: bool = False, progress: bool = True, rank=None, world=None,
@@ -154,6 +155,8 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
     refuse_shared_outputs([os.path.join(inp, f) for f in files], outs)
     s = _sampler(model, **sampler_kw)
     attrs, pres = _load_attrs(attr, s), _load_attrs(preserve, s)
+    method = default_method(method, step)        # the settings recorded are the resolved ones
+    target = default_amount(attrs, step, strength, target)
     job = {
         "job": "manipulate_dir", "model": getattr(s, "fingerprint", None),
         "attributes": [_attr_digest(a) for a in attrs],
@@ -187,7 +190,8 @@ def manipulate_dir(model, input_dir, output_dir, attr, *, strength=None, step=No
 
 
 def sample_conditional_dir(model, output_dir, attr, n: int, *, seed: int = 0,
-                           batch_size: int = 64, chunk: int | None = None, threshold=None,
+                           batch_size: int = 64, chunk: int | None = None,
+                           threshold=DEFAULT_THRESHOLD,
                            max_draws_per_image: int = 100, skip: int = 100,
                            mode: str = "sample", progress: bool = True, rank=None, world=None,
                            eps_scale: float = 1.0, guidance: float | None = None,

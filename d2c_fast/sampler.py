@@ -163,14 +163,15 @@ class Sampler(Runtime):
 
     @torch.inference_mode()
     def sample_conditional(self, attrs, n: int, *, seed: int = 0, batch_size: int = 64,
-                           max_draws: int | None = None, threshold=None,
+                           max_draws: int | None = None, threshold=C.DEFAULT_THRESHOLD,
                            return_probs: bool = True, skip: int = 100, mode: str = "sample",
                            return_stats: bool = False, progress: bool = False,
                            eps_scale: float = 1.0, guidance: float | None = None,
                            adapt_prior: int = 0):
-        """Conditional samples by the paper's rejection sampling: prior latents (DDIM,
-        ``skip``) accepted with the classifier's probability (product over ``attrs``), or
-        when every probability is ``>= threshold``. Returns ``images`` or ``(images, probs)``
+        """Conditional samples by rejection sampling: prior latents (DDIM, ``skip``) accepted
+        when every attribute's probability is ``>= threshold`` (default 0.9: precision,
+        docs/quality/README.md), or with ``threshold="paper"`` by the paper's rule (accepted
+        with the product of the probabilities). Returns ``images`` or ``(images, probs)``
         (``probs`` ``(n, len(attrs))``), plus ``stats`` with ``return_stats``. Image ``k``
         depends only on ``(seed, k)``. ``RareAttributeError`` (a ``ValueError``) with the
         observed acceptance rate when ``max_draws`` (default ``100 * n + 1000``) is not

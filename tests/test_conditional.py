@@ -34,7 +34,7 @@ def const_attr(s, p, name="const"):
 def test_acceptance_rate_matches_the_probability(s):
     a = const_attr(s, 0.3)
     img, p, st = s.sample_conditional(a, 60, seed=0, batch_size=128, skip=SKIP,
-                                      return_stats=True)
+                                      return_stats=True, threshold="paper")
     assert img.shape == (60, 3, 64, 64) and p.shape == (60, 1)
     assert torch.allclose(p, torch.full_like(p, 0.3), atol=1e-6)
     # geometric attempts: mean 1 / 0.3; the overall rate within 4 sigma of 0.3
@@ -55,8 +55,11 @@ def test_acceptance_rate_matches_the_probability(s):
     for t in (np.array([0.5, 0.75]), torch.tensor([0.5, 0.75]), [0.5, 0.75]):
         assert _thresholds(t, 2).tolist() == [0.5, 0.75]
     assert _thresholds(np.float64(0.3), 2).tolist() == [0.3, 0.3]
+    assert _thresholds("paper", 2) is None and _thresholds(None, 2) is None
+    with pytest.raises(ValueError, match="paper"):
+        _thresholds("strict", 2)
     _, p2, st2 = s.sample_conditional([b, b2], 40, seed=1, batch_size=128, skip=SKIP,
-                                      return_stats=True)
+                                      return_stats=True, threshold="paper")
     assert p2.shape == (40, 2)
     n_att = sum(st2["attempts"])
     assert abs(40 / n_att - 0.25) < 4 * math.sqrt(0.25 * 0.75 / n_att)
@@ -81,29 +84,31 @@ def test_per_image_seeds_do_not_depend_on_batching(s):
     """Image k depends only on (seed, k): same accepted candidate whatever the batching
     (values equal up to the U-Net's batch-size-dependent float rounding)."""
     a = const_attr(s, 0.4)
-    x1, p1, st1 = s.sample_conditional(a, 5, seed=7, batch_size=3, skip=SKIP, mode="mode",
+    x1, p1, st1 = s.sample_conditional(a, 5, seed=7, batch_size=3, skip=SKIP, mode="mode", threshold="paper",
                                        return_stats=True)
-    x2, p2, st2 = s.sample_conditional(a, 5, seed=7, batch_size=50, skip=SKIP, mode="mode",
+    x2, p2, st2 = s.sample_conditional(a, 5, seed=7, batch_size=50, skip=SKIP, mode="mode", threshold="paper",
                                        return_stats=True)
     assert st1["attempts"] == st2["attempts"]
     assert torch.allclose(x1, x2, atol=1e-4)
     x3 = sample_conditional(s, a, None, items=[3, 4], seed=7, skip=SKIP, return_probs=False,
-                            mode="mode")
+                            mode="mode", threshold="paper")
     assert torch.allclose(x3, x1[3:], atol=1e-4)
-    x4 = s.sample_conditional(a, 5, seed=8, skip=SKIP, return_probs=False, mode="mode")
+    x4 = s.sample_conditional(a, 5, seed=8, skip=SKIP, return_probs=False, mode="mode",
+                              threshold="paper")
     assert not torch.allclose(x4, x1, atol=1e-2)
 
 
 def test_rare_attribute_error_reports_the_acceptance_rate(s):
     a = const_attr(s, 0.02, "rare")
     with pytest.raises(RareAttributeError, match=r"acceptance rate") as ei:
-        s.sample_conditional(a, 10, seed=0, max_draws=40, batch_size=20, skip=SKIP)
+        s.sample_conditional(a, 10, seed=0, max_draws=40, batch_size=20, skip=SKIP,
+                             threshold="paper")
     e = ei.value
     assert e.draws == 40 and 0 <= e.acceptance_rate < 0.25 and "max_draws=40" in str(e)
     assert isinstance(e, ValueError)
     b = const_attr(s, 0.3)
     with pytest.raises(RareAttributeError, match="rare AND const"):
-        s.sample_conditional([a, b], 2, seed=0, max_draws=8, skip=SKIP)
+        s.sample_conditional([a, b], 2, seed=0, max_draws=8, skip=SKIP, threshold="paper")
     # threshold rule: never met -> error; always met -> every draw accepted
     with pytest.raises(RareAttributeError):
         s.sample_conditional(b, 2, threshold=0.5, max_draws=10, skip=SKIP)

@@ -1,6 +1,7 @@
 """``d2c-fast edit``: edit images along attributes, official boundary files (a raw ``--step``)
 or fitted attributes (``--strength``, ``--target``, ``--sweep``, ``--preserve``, methods).
 
+    d2c-fast edit builtin a.png --attr blond_hair -o blond.png
     d2c-fast edit MODEL a.png b.png --attr blond.ckpt --step 1.5 -o edits/
     d2c-fast edit MODEL a.png b.png --attr blond.safetensors --strength 4 -o edits/
     d2c-fast edit MODEL a.png --attr blond.safetensors --sweep -4 0 4 8 -o sweep/ --grid s.png
@@ -23,7 +24,7 @@ import time
 
 import torch
 
-from ..edit import edit_guidance, sweep
+from ..edit import METHODS, default_method, edit_guidance, sweep
 from ..images import (IMAGE_EXTENSIONS, is_gray, load_images, output_paths, save_grid, save_png,
                       to_channels)
 from .options import (EDIT_GUIDANCE_HELP, add_guidance, add_image_output, add_mode,
@@ -64,7 +65,7 @@ def add_edit_args(p, *, sweeps: bool = True, official: bool = False) -> None:
     else:
         p.add_argument("--attr", nargs="+", required=True, help="attribute file(s) "
                        "(.safetensors fitted, or official boundary .ckpt)")
-        g = p.add_mutually_exclusive_group(required=True)
+        g = p.add_mutually_exclusive_group()
         g.add_argument("--strength", type=float, nargs="+", help="calibrated strength(s): "
                        "logit change, > 0 adds the attribute (fitted attributes)")
         g.add_argument("--step", type=float, nargs="+",
@@ -76,9 +77,16 @@ def add_edit_args(p, *, sweeps: bool = True, official: bool = False) -> None:
             g.add_argument("--sweep", type=float, nargs="+",
                            help="strengths of an interpolation grid")
         p.add_argument("--preserve", nargs="+", help="fitted attributes to keep unchanged")
-        p.add_argument("--method", default="d2c", choices=["d2c", "nvae", "ddim"])
-    p.add_argument("--t0", type=int, default=50)
-    p.add_argument("--skip", type=int, default=None, help="d2c: 50, ddim: 100 by default")
+        p.add_argument("--method", default=None, choices=METHODS,
+                       help="local (default without --step): the clean-up confined to where "
+                       "the edit lives, the classifier holding the target; d2c (default with "
+                       "--step): the paper's edit; nvae: the raw step only; ddim: inversion. "
+                       "With none of --strength/--step/--target a fitted attribute is added "
+                       "up to --target typical")
+    p.add_argument("--t0", type=int, default=None, help="noise level of the clean-up "
+                   "(local: 400, d2c: 50 by default)")
+    p.add_argument("--skip", type=int, default=None, help="DDIM stride (local: 100, d2c: 50, "
+                   "ddim: 100 by default)")
     add_guidance(p, help=EDIT_GUIDANCE_HELP)
     p.add_argument("--seed", type=int, default=0)
     add_mode(p)
@@ -110,6 +118,7 @@ def grid_label(attrs, args, k: int | None = None) -> str:
     """A grid row's label: the attribute(s) and how far (``blond_hair +6``, ``beard step
     1.5``, ``smiling to typical``); ``k``: the ``--sweep`` value's index."""
     names = [a.name or "attribute" for a in attrs]
+    amounts = ["to typical"] * len(names)     # the default amount
     if k is not None:
         amounts = [f"{args.sweep[k]:+g}"] * len(names)
     else:
@@ -162,12 +171,13 @@ def _edit(args, official: bool) -> int:
             save_grid([x0, x], args.grid, labels=["input", grid_label(attrs, args)])
     dt = time.perf_counter() - t
     n = len(inputs)
-    w = edit_guidance(s, "d2c", args.guidance) if args.method == "d2c" else None
+    method = default_method(args.method, args.step)
+    w = edit_guidance(s, method, args.guidance) if method in ("d2c", "local") else None
     if official:        # method d2c
         print(f"{plural(n, 'edit')} in {dt:.2f} s ({dt / n:.3f} s/image) -> {where} "
               f"(guidance {w:g})")
     else:
-        how = args.method if w is None else f"d2c, guidance {w:g}"
+        how = method if w is None else f"{method}, guidance {w:g}"
         print(f"{plural(n, 'image')} in {dt:.2f} s -> {where} ({how})")
     paths = [q for row in outs for q in row]
     n_gray = int(gray.sum()) if gray is not None else 0

@@ -5,8 +5,10 @@ pattern with ``{i}``), only the ``--grid`` when that alone is given, or else int
 folder ``sample-NNN`` / ``sample-conditional-NNN`` (:func:`.options.image_outputs`)."""
 from __future__ import annotations
 
+import argparse
 import time
 
+from ..conditional import DEFAULT_THRESHOLD, PAPER_RULE
 from ..images import save_grid, save_png
 from .options import (add_image_output, add_mode, add_model_args, add_prior_sampling_args,
                       check_grid, image_outputs, load_attributes, open_sampler,
@@ -71,13 +73,22 @@ def cmd_sample_conditional(args) -> int:
     return 0
 
 
+def _threshold(v: str):
+    if v == PAPER_RULE:
+        return v
+    try:
+        return float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a probability or '{PAPER_RULE}', got {v!r}") from None
+
+
 def add_conditional_args(p) -> None:
     """How conditional samples are drawn (``sample-conditional`` and its directory job):
     acceptance, prior adaptation, the prior's sampling settings, batch size and mode."""
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD,
                    help="accept a candidate only if every attribute's probability is >= this "
-                        "(precision over diversity); default: the paper's rule, accept with "
-                        "the probability itself")
+                        f"(default {DEFAULT_THRESHOLD}: precision, docs/quality/README.md); "
+                        f"'{PAPER_RULE}': the paper's rule, accept with the probability itself")
     p.add_argument("--adapt-prior", type=int, default=0, metavar="N",
                    help="calibrate the classifiers to the model's samples first: the "
                         "attribute rate among N pilot prior samples (EM) replaces the fit's "

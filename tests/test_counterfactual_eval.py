@@ -1,0 +1,102 @@
+"""Edits judged against the true counterfactual (d2c_fast/eval/counterfactual.py) and the
+local edit method (d2c_fast/edit.py): the scores mean what their definitions say, and the
+local edit changes nothing outside its mask."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from d2c_fast import Sampler
+from d2c_fast.cli.main import main as cli_main
+from d2c_fast.edit import edit_delta, edit_mask, local_edit, logit_gradient, resolve
+from d2c_fast.eval.counterfactual import counterfactual_pairs, edit_scores, evaluate_edits
+
+
+@pytest.fixture(scope="module")
+def s():
+    return Sampler("builtin")
+
+
+def test_pairs_differ_only_in_the_attribute():
+    x, c = counterfactual_pairs("eyeglasses", "add", 3, 32)
+    changed = (c - x).abs().amax(1) > 0.1
+    assert x.shape == c.shape == (3, 3, 32, 32)
+    assert 0 < changed.float().mean() < 0.3      # glasses: a small part of the picture
+
+
+def test_scores_of_the_reference_points(s):
+    x, c = counterfactual_pairs("smiling", "add", 4, s.resolution)
+    with torch.inference_mode():
+        rx = s.decode(s.encode(x), mode="mode")
+        rc = s.decode(s.encode(c), mode="mode")
+    at_rc = edit_scores(x, c, rc, rx, rc)
+    at_rx = edit_scores(x, c, rx, rx, rc)
+    assert torch.allclose(at_rc["progress"], torch.ones(4), atol=1e-5)
+    assert torch.allclose(at_rx["progress"], torch.zeros(4), atol=1e-5)
+    assert torch.allclose(at_rx["outside"], torch.ones(4), atol=1e-5)
+    assert (edit_scores(x, c, c, rx, rc)["rmse"] == 0).all()
+
+
+def test_logit_gradient_is_the_gradient(s):
+    a = resolve(s, "beard")[0][0]
+    g = logit_gradient(s, a)
+    z = s.sample_latents(2, steps=5, seed=0)
+    v = torch.randn(s.latent_shape, dtype=torch.float64) * 0.1
+    lhs = a.logit(z + (s.std * v).float()) - a.logit(z)
+    assert torch.allclose(lhs, (g * v).sum().expand(2), atol=1e-3)
+
+
+def test_local_edit_leaves_the_latent_outside_its_mask_alone(s):
+    z = s.sample_latents(3, steps=5, seed=1)
+    attrs, _ = resolve(s, "red_lipstick")
+    delta = edit_delta(s, attrs, strength=4.0)
+    m = edit_mask(s, delta.expand_as(z))
+    assert 0 < m.mean() < 0.5
+    with torch.inference_mode():
+        out = local_edit(s, z, delta, attrs, eps=torch.randn_like(z), guidance=s.guidance,
+                         t0=400, skip=100)
+    outside = (m == 0).expand_as(z)
+    assert torch.allclose(out[outside], z[outside], atol=1e-5)
+    assert (out - z)[~outside].abs().mean() > 0.05
+    # the classifier's logit reaches at least the raw edit's
+    assert (attrs[0].logit(out) >= attrs[0].logit(z + delta) - 1e-3).all()
+
+
+def test_default_edit_is_local_to_typical(s):
+    x, _ = counterfactual_pairs("red_lipstick", "add", 2, s.resolution)
+    a = s.manipulate(x, "red_lipstick", seed=0, mode="mode")
+    b = s.manipulate(x, "red_lipstick", seed=0, mode="mode", method="local", target="typical")
+    assert torch.equal(a, b)
+
+
+def test_official_step_keeps_the_paper_method(s):
+    x, _ = counterfactual_pairs("beard", "add", 2, s.resolution)
+    a = s.manipulate(x, "beard", step=-3.0, seed=0, mode="mode")
+    b = s.manipulate(x, "beard", step=-3.0, seed=0, mode="mode", method="d2c", t0=50)
+    assert torch.equal(a, b)
+
+
+def test_evaluate_edits_rows_and_grid(s, tmp_path):
+    attrs = {"eyeglasses": resolve(s, "eyeglasses")[0][0]}
+    grid = str(tmp_path / "g.png")
+    rows = evaluate_edits(s, attrs, {"default": {}, "nvae": {"method": "nvae"}}, n=3,
+                          grid=grid)
+    assert {(r["direction"], r["setting"]) for r in rows} == {
+        (d, k) for d in ("add", "remove")
+        for k in ("default", "nvae", "reconstruction of the counterfactual")}
+    ceiling = [r for r in rows if r["setting"].startswith("reconstruction")]
+    assert all(abs(r["progress"] - 1) < 1e-5 for r in ceiling)
+    assert os.path.getsize(grid) > 0
+
+
+def test_cli_eval_edits(tmp_path):
+    out = tmp_path / "ev"
+    rc = cli_main(["eval-edits", "builtin", "--attributes", "smiling", "--methods", "nvae",
+                   "--faces", "2", "-o", str(out)])
+    assert rc == 0
+    data = json.loads((out / "edits.json").read_text())
+    assert len(data["rows"]) == 4 and (out / "edits_grid.png").exists()
+    assert "| smiling | add | nvae |" in (out / "edits.md").read_text()
