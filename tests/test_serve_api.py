@@ -155,17 +155,25 @@ def test_concurrent_edits_share_one_batch(sampler, service):
 
 
 def test_samples_batched_equal_direct_calls(sampler, service):
-    app = create_app(service, max_batch=16, max_wait_ms=2000)
+    app = create_app(Service(sampler, service.attributes, limits=Limits(max_draws=64)),
+                     max_batch=16, max_wait_ms=2000)
     reqs = [(2, 7), (1, 0), (1, 123)]
 
     async def go(c):
-        return await asyncio.gather(*[c.post("/v1/sample", json={"n": n, "seed": s})
-                                      for n, s in reqs])
-    rs = run_app(app, go)
-    assert app.state.metrics.batch_images.count == 1     # one engine call for all three
+        rs = await asyncio.gather(*[c.post("/v1/sample", json={"n": n, "seed": s})
+                                    for n, s in reqs])
+        return rs, await c.post("/v1/sample", json={"n": 1, "seed": 3, "attr": "smiling"})
+    rs, cond = run_app(app, go)
+    assert app.state.metrics.batch_images.count == 2     # one call for the three, one for cond
     for r, (n, s) in zip(rs, reqs):
         got = np.stack([pixels(b) for b in r.json()["images"]])
         assert_close_uint8(got, uint8(sampler.sample(n, seed=s)), f"sample seed {s}")
+    # conditional: the library's default rule (threshold 0.9), alone in its engine call
+    want, probs = sampler.sample_conditional([service.attributes["smiling"]], 1, seed=3,
+                                             max_draws=64)
+    assert cond.status_code == 200, cond.text
+    np.testing.assert_array_equal(pixels(cond.json()["images"][0]), uint8(want)[0])
+    assert cond.json()["probs"] == [[float(probs[0, 0])]] and probs[0, 0] >= 0.9
 
 
 def _png_header(w, h):
@@ -250,7 +258,8 @@ def test_bad_samples_and_library_messages(sampler, service):
              ({"n": 2, "seed": "x"}, "seed must be an integer"),
              ({"n": 2, "threshold": 0.5}, "threshold applies to conditional"),
              ({"n": 2, "attr": "nope"}, "unknown attribute"),
-             ({"n": 1, "attr": "smiling", "threshold": 2}, "threshold must be")]
+             ({"n": 1, "attr": "smiling", "threshold": 2}, "threshold (a probability, or 'paper')"),
+             ({"n": 1, "attr": "smiling", "threshold": "most"}, "threshold (a probability")]
 
     async def go(c):
         out = [await c.post("/v1/sample", json=body) for body, _ in cases]

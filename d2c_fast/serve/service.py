@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from ..attributes import Attribute, builtin_attribute_names, resolve_attribute
+from ..conditional import PAPER_RULE
 from ..data.faces import FacesDataset
 from ..diffusion import BatchRNG
 from ..edit import METHODS, default_method, manipulate
@@ -379,8 +380,9 @@ class Service:
             if not self.attribute(name).is_fitted:
                 raise RequestError(f"attribute {name!r} is a plain direction: conditional "
                                    "samples need fitted attributes")
-        thr = body.get("threshold")
-        thr = None if thr is None else _number("threshold", thr, 0.0, 1.0)
+        thr = body.get("threshold")   # absent: the library's default rule
+        if thr is not None and thr != PAPER_RULE:
+            thr = _number(f"threshold (a probability, or {PAPER_RULE!r})", thr, 0.0, 1.0)
         return ("conditional", tuple(names), thr, mode, n, seed), None
 
     def run_samples(self, mode: str, payloads: Sequence[tuple]) -> list[torch.Tensor]:
@@ -403,8 +405,9 @@ class Service:
     def run_conditional(self, key) -> dict:
         _, names, thr, mode, n, seed = key
         attrs = [self.attributes[k] for k in names]
+        kw = {} if thr is None else {"threshold": thr}
         imgs, probs = self.sampler.sample_conditional(
-            attrs, n, seed=seed, threshold=thr, mode=mode,
+            attrs, n, seed=seed, mode=mode, **kw,
             max_draws=min(100 * n + 1000, self.limits.max_draws))
         return {"images": [b64_png(png_bytes(x)) for x in imgs],
                 "probs": [[float(p) for p in row] for row in probs]}
