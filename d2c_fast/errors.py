@@ -34,5 +34,10 @@ class ConfigError(D2CError, ValueError):
         super().__init__(f"config field '{field}': {cause}")
 
 
+class BudgetError(D2CError, ValueError):
+    """A training time budget that cannot cover the run's fixed costs (data, latents, export)
+    and its minimum steps; the message gives the estimate and the smallest budget that works."""
+
+
 class AttributeFileError(D2CError, ValueError):
     """An attribute (boundary / classifier) file cannot be used with this model."""

@@ -4,10 +4,14 @@
 paths, or lists of those) into one float32 ``(B, C, H, W)`` tensor in ``[0, 1]``, and refuses
 anything it cannot use with an :class:`~d2c_fast.errors.ImageError` saying why.
 
-The output helpers (:func:`to_uint8`, :func:`to_pil`, :func:`save_png`, :func:`make_grid`,
-:func:`save_grid`) go the other way. Files are written atomically: to a temporary file in the
-destination directory, then moved into place with :func:`os.replace`, so a reader never sees a
-half-written PNG.
+The output helpers go the other way: :func:`to_output` gives the API's float images in the
+form ``output_type`` names (``"pt"`` tensor, ``"np"`` float32 ``(B, H, W, C)`` array,
+``"pil"`` PIL images: diffusers' convention, used by every image-returning ``Sampler``
+call); :func:`to_uint8` (rounded 8-bit tensor), :func:`to_pil` (list of PIL images),
+:func:`save_png` (one PNG per image, ``"out/{i:03d}.png"``), :func:`make_grid` and
+:func:`save_grid` (a tiled picture, optionally with row labels). Files are written
+atomically: to a temporary file in the destination directory, then moved into place with
+:func:`os.replace`, so a reader never sees a half-written PNG.
 
 This module only depends on torch, numpy, Pillow, :mod:`d2c_fast.errors` and
 :mod:`d2c_fast.utils`.
@@ -34,6 +38,9 @@ __all__ = [
     "load_images",
     "to_uint8",
     "to_pil",
+    "OUTPUT_TYPES",
+    "to_output",
+    "check_output_type",
     "save_png",
     "make_grid",
     "save_grid",
@@ -598,6 +605,36 @@ def to_pil(images: Any) -> List[Image.Image]:
             im = im.convert(mode)
         out.append(im)
     return out
+
+
+#: The forms image-returning API calls give (``output_type=``), as diffusers' pipelines.
+OUTPUT_TYPES: Tuple[str, ...] = ("pt", "np", "pil")
+
+
+def to_output(images: torch.Tensor, output_type: str = "pt") -> Any:
+    """Float images ``(B, C, H, W)`` in [0, 1] (what the API computes) in the form
+    ``output_type`` asks for, the convention of diffusers' pipelines:
+
+    * ``"pt"``: the tensor itself, float32 ``(B, C, H, W)`` in [0, 1], on the model's device;
+    * ``"np"``: a float32 numpy array ``(B, H, W, C)`` in [0, 1] (channels last), on the host;
+    * ``"pil"``: a list of ``B`` PIL images (8-bit, rounded as :func:`to_uint8`).
+
+    ``ValueError`` for any other ``output_type`` (:func:`check_output_type` checks it before
+    the work)."""
+    check_output_type(output_type)
+    if output_type == "pt":
+        return images
+    if output_type == "np":
+        return images.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).contiguous().numpy()
+    return to_pil(images)
+
+
+def check_output_type(output_type) -> str:
+    """``output_type`` if it is one of :data:`OUTPUT_TYPES`, else ``ValueError``."""
+    if not isinstance(output_type, str) or output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {', '.join(map(repr, OUTPUT_TYPES))}, "
+                         f"got {output_type!r}")
+    return output_type
 
 
 def _write_png(im: Image.Image, path: PathLike) -> str:

@@ -7,12 +7,20 @@ Latents returned here are raw encoder-space latents (as the official code); the 
 standardisation ``mod(z) = (z - mean) / std`` is applied only inside the diffusion steps.
 
 Randomness (:class:`d2c_fast.diffusion.BatchRNG`): every method that draws takes ``seed=``
-(per-image generators seeded ``seed + index``, so an image does not depend on the batch size
-or its position), or ``generator=`` (one ``torch.Generator`` for the whole batch), or explicit
-noise. Without any of them, torch's global RNG is used.
+(image ``i`` of a call gets its own generator seeded ``seed + i``: it does not depend on the
+batch size or ``batch_size=``, but the same input at another position ``i`` gets another
+seed), or ``generator=`` (one ``torch.Generator`` for the whole batch), or explicit noise.
+Without any of them, torch's global RNG is used.
+
+Image-returning methods (``sample``, ``manipulate``, ``decode``, ``sample_conditional``) take
+``output_type="pt" | "np" | "pil"`` as diffusers' pipelines: a float32 tensor ``(B, C, H, W)``
+in [0, 1] (default), a float32 numpy array ``(B, H, W, C)`` in [0, 1], or a list of PIL
+images (:func:`d2c_fast.images.to_output`). Image inputs may be tensors, numpy arrays, PIL
+images or paths (:func:`d2c_fast.images.load_images`); latents tensors or numpy arrays.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
@@ -20,6 +28,7 @@ import torch
 from . import conditional as C
 from . import edit as E
 from .attributes import DEFAULT_L2_GRID, Attribute, fit_attribute
+from .images import check_output_type, to_output
 from .runtime import Runtime
 
 
@@ -74,20 +83,23 @@ class Sampler(Runtime):
                timesteps: Sequence[int] | None = None, eta: float = 0.0, generator=None,
                seed: int | None = None, noise: torch.Tensor | None = None, mode: str = "sample",
                batch_size: int | None = None, progress: bool = False,
-               eps_scale: float = 1.0, guidance: float | None = None) -> torch.Tensor:
+               eps_scale: float = 1.0, guidance: float | None = None,
+               output_type: str = "pt"):
         """Unconditional images ``(n, C, H, W)`` in [0, 1]: :meth:`sample_latents` then decode
         (``mode`` as in :meth:`decode`). With ``seed``, each image's decode draws continue its
         own generator, so image ``i`` depends only on ``seed + i``. ``eps_scale`` and
-        ``guidance`` as in :meth:`sample_latents`."""
+        ``guidance`` as in :meth:`sample_latents`; ``output_type`` ``"pt"``, ``"np"`` or
+        ``"pil"`` (module docstring)."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
+        check_output_type(output_type)
         eps_scale = self.check_eps_scale(eps_scale)
         guidance = self.resolve_guidance(guidance)
         seq = self.sequence(skip, steps, timesteps)
         rng = self.rng(n, generator, seed)
         z = self.sample_latents_from(n, seq, eta, rng, noise, batch_size, progress, eps_scale,
                                      guidance)
-        return self.decode_with(z, mode, rng, batch_size)
+        return to_output(self.decode_with(z, mode, rng, batch_size), output_type)
 
     # ------------------------------------------------------------------ editing
     # ------------------------------------------------------------------ editing
@@ -130,20 +142,24 @@ class Sampler(Runtime):
                    mode: str = "sample", noise=None, generator=None, seed: int | None = None,
                    resize: bool = False, batch_size: int | None = None, strength=None,
                    target=None, method: str | None = None, preserve=None,
-                   guidance: float | None = None) -> torch.Tensor:
+                   guidance: float | None = None, output_type: str = "pt"):
         """Edit images along attribute(s): encode, :meth:`manipulate_latents`, decode.
         ``attr``: an :class:`Attribute`, a file, or a built-in attribute name (with the
         built-in model: ``s.manipulate(img, "blond_hair")`` adds blond hair).
-        Returns images ``(B, C, H, W)`` in [0, 1]. ``step`` is the official raw step
+        ``images``: tensors, numpy arrays, PIL images or paths (as :meth:`encode`). Returns
+        images ``(B, C, H, W)`` in [0, 1] (``output_type="np"``: a ``(B, H, W, C)`` array,
+        ``"pil"``: PIL images). ``step`` is the official raw step
         (``z - step * boundary``); ``strength`` (calibrated logit units, ``> 0`` adds the
         attribute) needs an attribute fitted with a classifier (:meth:`fit_attribute`) and is
         not available for plain boundary files; ``target`` (fitted attributes) takes each
         image's logit to a value, e.g. ``"typical"``. ``t0``/``skip``/``method``/``preserve``/
         ``guidance`` as in :meth:`manipulate_latents`."""
-        return E.manipulate(self, images, attr, step=step, strength=strength, target=target,
-                          t0=t0, skip=skip, method=method, preserve=preserve, mode=mode,
-                          noise=noise, generator=generator, seed=seed, resize=resize,
-                          batch_size=batch_size, guidance=guidance)
+        check_output_type(output_type)
+        return to_output(E.manipulate(self, images, attr, step=step, strength=strength,
+                                      target=target, t0=t0, skip=skip, method=method,
+                                      preserve=preserve, mode=mode, noise=noise,
+                                      generator=generator, seed=seed, resize=resize,
+                                      batch_size=batch_size, guidance=guidance), output_type)
 
     # ------------------------------------------------------------------ attributes
     # ------------------------------------------------------------------ attributes
@@ -164,15 +180,20 @@ class Sampler(Runtime):
     @torch.inference_mode()
     def sample_conditional(self, attrs, n: int, *, seed: int = 0, batch_size: int = 64,
                            max_draws: int | None = None, threshold=C.DEFAULT_THRESHOLD,
-                           return_probs: bool = True, skip: int = 100, mode: str = "sample",
-                           return_stats: bool = False, progress: bool = False,
-                           eps_scale: float = 1.0, guidance: float | None = None,
-                           adapt_prior: int = 0):
+                           return_probs: bool | None = None, skip: int = 100,
+                           mode: str = "sample", return_stats: bool = False,
+                           progress: bool = False, eps_scale: float = 1.0,
+                           guidance: float | None = None, adapt_prior: int = 0,
+                           output_type: str = "pt"):
         """Conditional samples by rejection sampling: prior latents (DDIM, ``skip``) accepted
         when every attribute's probability is ``>= threshold`` (default 0.9: precision,
         docs/quality/README.md), or with ``threshold="paper"`` by the paper's rule (accepted
-        with the product of the probabilities). Returns ``images`` or ``(images, probs)``
-        (``probs`` ``(n, len(attrs))``), plus ``stats`` with ``return_stats``. Image ``k``
+        with the product of the probabilities). Returns ``images`` (``output_type`` as
+        :meth:`sample`) with ``return_probs=False``, ``(images, probs)`` (``probs``
+        ``(n, len(attrs))``) with ``return_probs=True``, plus ``stats`` with
+        ``return_stats``. Not giving ``return_probs`` returns ``(images, probs)`` with a
+        ``FutureWarning``: the default becomes ``False`` (images only, as :meth:`sample`) in a
+        later release. Image ``k``
         depends only on ``(seed, k)``. ``RareAttributeError`` (a ``ValueError``) with the
         observed acceptance rate when ``max_draws`` (default ``100 * n + 1000``) is not
         enough. ``eps_scale``, ``guidance``: as in :meth:`sample_latents`.
@@ -183,12 +204,23 @@ class Sampler(Runtime):
         Costs ``N`` prior samples once per call (512: 15.8 s on the built-in model, 2 CPU
         threads; docs/quality/README.md).
         See :mod:`d2c_fast.conditional`."""
-        return C.sample_conditional(self, attrs, n, seed=seed, batch_size=batch_size,
-                                  max_draws=max_draws, threshold=threshold,
-                                  return_probs=return_probs, skip=skip, mode=mode,
-                                  return_stats=return_stats, progress=progress,
-                                  eps_scale=eps_scale, guidance=guidance,
-                                  adapt_prior=adapt_prior)
+        check_output_type(output_type)
+        if return_probs is None:
+            warnings.warn("Sampler.sample_conditional returns (images, probs) when "
+                          "return_probs is not given; a later release returns the images "
+                          "only, as Sampler.sample does: pass return_probs=True to keep the "
+                          "pair, or return_probs=False", FutureWarning, stacklevel=3)
+            return_probs = True
+        out = C.sample_conditional(self, attrs, n, seed=seed, batch_size=batch_size,
+                                   max_draws=max_draws, threshold=threshold,
+                                   return_probs=True, skip=skip, mode=mode,
+                                   return_stats=True, progress=progress,
+                                   eps_scale=eps_scale, guidance=guidance,
+                                   adapt_prior=adapt_prior)
+        images, probs, stats = out
+        out = (to_output(images, output_type),) + ((probs,) if return_probs else ()) + \
+            ((stats,) if return_stats else ())
+        return out[0] if len(out) == 1 else out
 
 
 __all__ = ["Sampler", "Attribute"]

@@ -164,7 +164,7 @@ def test_sample_conditional_dir_eps_scale_matches_sampler(setup, tmp_path):
     sample_conditional_dir(s, out, setup["attr"], n, seed=5, batch_size=8, skip=500,
                            mode="mode", progress=False, eps_scale=1.1)
     want, p = s.sample_conditional(setup["attr"], n, seed=5, batch_size=8, skip=500,
-                                   mode="mode", eps_scale=1.1)
+                                   mode="mode", eps_scale=1.1, return_probs=True)
     plain = s.sample_conditional(setup["attr"], n, seed=5, batch_size=8, skip=500,
                                  mode="mode", return_probs=False)
     got = read_dir(out)

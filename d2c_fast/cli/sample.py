@@ -58,7 +58,8 @@ def cmd_sample_conditional(args) -> int:
     t = time.perf_counter()
     x, p, st = s.sample_conditional(attrs, args.n, seed=args.seed, batch_size=args.batch_size,
                                     max_draws=args.max_draws, threshold=args.threshold,
-                                    skip=args.skip, mode=args.mode, return_stats=True,
+                                    skip=args.skip, mode=args.mode, return_probs=True,
+                                    return_stats=True,
                                     progress=True, eps_scale=args.eps_scale,
                                     guidance=args.guidance, adapt_prior=args.adapt_prior)
     print(f"{plural(args.n, 'sample')} in {time.perf_counter() - t:.1f} s, "

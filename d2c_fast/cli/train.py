@@ -28,7 +28,8 @@ def cmd_train(args) -> int:
         tc.progress = False
     try:
         path = train(tc, args.output, resume=args.resume, stage=args.stage,
-                     max_minutes=args.max_minutes, export_path=args.export)
+                     max_minutes=args.max_minutes, export_path=args.export,
+                     allow_short=args.allow_short)
     except FileExistsError as e:
         print(f"d2c-fast: error: {e}", file=sys.stderr)
         return 2
@@ -47,13 +48,18 @@ def cmd_export(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a D2C model (autoencoder + MoCo, latent "
                        "diffusion, export)")
-    p.add_argument("config", help="training config JSON (see d2c_fast/configs/builtin_train.json)")
+    p.add_argument("config", help="training config JSON (d2c_fast/configs/builtin_train.json: "
+                   "the built-in model; smoke_train.json: a 2-minute smoke test)")
     p.add_argument("-o", "--output", required=True, help="run folder (checkpoints, logs, export)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUTPUT (finished stages are skipped)")
     p.add_argument("--stage", default="all", choices=["all", "ae", "diffusion", "guide"])
     p.add_argument("--max-minutes", type=float, default=None,
-                   help="total wall-clock budget (overrides the config's max_minutes)")
+                   help="total wall-clock budget (overrides the config's max_minutes); one "
+                   "that cannot reach the minimum steps is refused with an estimate; with "
+                   "--resume on a finished run: train the prior this much longer")
+    p.add_argument("--allow-short", action="store_true", help="train even when the budget "
+                   "is below the estimated minimum (warns; the model may sample noise)")
     add_threads(p, help="torch threads per process")
     p.add_argument("--device", default=None, help="cpu, cuda, auto (default: config)")
     p.add_argument("--export", default=None, help="export path (default OUTPUT/model.safetensors)")

@@ -349,7 +349,8 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                     xc, pc, st = s.sample_conditional(use, n_cond, seed=seed,
                                                       batch_size=batch_size, skip=cond_skip,
                                                       mode="mode", max_draws=max_draws,
-                                                      threshold=thr, return_stats=True,
+                                                      threshold=thr, return_probs=True,
+                                                      return_stats=True,
                                                       eps_scale=cond_eps_scale,
                                                       guidance=cond_guidance)
                     pcond = orc.predict(xc)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .. import diffusion as D
 from ..checkpoint import LoadedModel, load_model, model_fingerprint
 from ..diffusion import BatchRNG, Guidance, chunks
 from ..errors import CheckpointError
-from ..images import load_images
+from ..images import check_output_type, load_images, to_output
 from ..models import mixture
 from ..models.plan import build_fast_autoencoder, build_fast_unet
 from ..utils import finite_number
@@ -122,9 +123,12 @@ class Runtime:
 
     # ------------------------------------------------------------------ inputs
     def check_latents(self, z, name="latents") -> torch.Tensor:
-        """``z`` as checked raw latents ``(B, C, d, d)`` float32 on the device."""
+        """``z`` (a tensor or numpy array) as checked raw latents ``(B, C, d, d)`` float32 on
+        the device."""
+        if isinstance(z, np.ndarray):
+            z = torch.tensor(z)   # a copy: the array may be read-only
         if not isinstance(z, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(z).__name__}")
+            raise TypeError(f"{name} must be a tensor or numpy array, got {type(z).__name__}")
         if z.dim() == 3:
             z = z.unsqueeze(0)
         if z.dim() != 4 or tuple(z.shape[1:]) != self.latent_shape:
@@ -323,14 +327,19 @@ class Runtime:
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor, *, mode: str = "sample", generator=None,
-               seed: int | None = None, batch_size: int | None = None) -> torch.Tensor:
-        """Raw latents -> images ``(B, C, H, W)`` in [0, 1].
+               seed: int | None = None, batch_size: int | None = None,
+               output_type: str = "pt"):
+        """Raw latents (tensor or numpy array) -> images ``(B, C, H, W)`` in [0, 1].
 
         ``mode="sample"`` draws from the mixture (the official decode; draws come from
         ``seed``/``generator`` on the model's device); ``mode="mode"`` is deterministic (each
-        pixel's most probable component's mean)."""
+        pixel's most probable component's mean). ``output_type``: ``"pt"`` (this tensor),
+        ``"np"`` (float32 ``(B, H, W, C)`` array) or ``"pil"`` (list of PIL images), see
+        :func:`d2c_fast.images.to_output`."""
+        check_output_type(output_type)
         z = self.check_latents(latents)
-        return self.decode_with(z, mode, self.rng(z.shape[0], generator, seed), batch_size)
+        return to_output(self.decode_with(z, mode, self.rng(z.shape[0], generator, seed),
+                                          batch_size), output_type)
 
     @torch.inference_mode()
     def unet(self, z_t: torch.Tensor, t) -> torch.Tensor:

@@ -117,13 +117,18 @@ def _cache_key(cfg: DataConfig, resolution: int) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def cache_path(cfg: DataConfig, resolution: int, out_dir: str) -> str:
+    """Where :func:`load_images` keeps the rendered / decoded images of ``cfg``."""
+    return os.path.join(out_dir, f"data-{cfg.kind}-{_cache_key(cfg, resolution)}.pt")
+
+
 def load_images(cfg: DataConfig, resolution: int, out_dir: str, info: DistInfo,
                 dataset=None, progress: bool = True) -> torch.Tensor:
     """The training images as uint8 ``(N, C, R, R)``. Rank 0 builds the cache file
     (``out_dir/data-<key>.pt``) if asked; the other ranks wait and read it."""
     if dataset is not None:
         return dataset_to_uint8(dataset, workers=cfg.workers, progress=progress and info.is_main)
-    path = os.path.join(out_dir, f"data-{cfg.kind}-{_cache_key(cfg, resolution)}.pt")
+    path = cache_path(cfg, resolution, out_dir)
     if cfg.cache:
         if info.is_main and not os.path.exists(path):
             x = dataset_to_uint8(make_dataset(cfg, resolution), workers=cfg.workers,

@@ -131,6 +131,7 @@ def noise_estimation_loss(model, x0, t, e, abar, prediction: str = "eps",
 
 class DiffusionTrainer(StageTrainer):
     stage = "diffusion"
+    tc_section = "diffusion"
 
     def __init__(self, tc: TrainConfig, model_cfg, latents: torch.Tensor, out_dir: str,
                  info: DistInfo, max_seconds=None, guide: bool = False):

@@ -55,6 +55,7 @@ class AugmentConfig:
 @dataclass
 class AEStageConfig:
     steps: int = 1000                 # planned optimiser steps (upper bound with max_minutes)
+    min_steps: int = 300              # fewer give an unusable model: shorter budgets refused
     max_minutes: Optional[float] = None
     batch_size: int = 32              # global batch (all ranks together), as the official -b
     optimizer: str = "adamw"          # official train_cifar.sh: adamw, lr 1e-3, wd 1e-4
@@ -79,6 +80,7 @@ class AEStageConfig:
 @dataclass
 class DiffusionStageConfig:
     steps: int = 1000
+    min_steps: int = 300              # fewer give an unusable prior: shorter budgets refused
     max_minutes: Optional[float] = None
     batch_size: Optional[int] = 128   # None -> the model config's diffusion.training.batch_size
     lr: Optional[float] = None        # None -> the model config's diffusion.optim.lr
@@ -119,6 +121,7 @@ class TrainConfig:
     ae_share: float = 0.65            # share of the remaining total budget given to stage 1
     guide_share: float = 0.15         # share of stage 2's time for the guide prior (if any)
     export_unet_dtype: str = "float32"  # U-Net weights in the exported file (float16: half size)
+    keep_caches: bool = False         # keep data-*.pt, latents.pt, ckpt-ae.pt after export
     checkpoint_every_steps: int = 500
     checkpoint_every_minutes: float = 5.0
     log_every: int = 10
@@ -216,6 +219,8 @@ def _validate(c: TrainConfig) -> None:
     for name, st in (("ae", c.ae), ("diffusion", c.diffusion)):
         if not isinstance(st.steps, int) or st.steps < 0:
             raise ConfigError(f"train.{name}.steps", "must be an int >= 0")
+        if not isinstance(st.min_steps, int) or st.min_steps < 0:
+            raise ConfigError(f"train.{name}.min_steps", "must be an int >= 0")
         if st.batch_size is not None and st.batch_size < 1:
             raise ConfigError(f"train.{name}.batch_size", "must be >= 1")
         if st.amp not in ("none", "bf16"):
@@ -658,6 +663,7 @@ class StageTrainer:
     ``finish()``."""
 
     stage = "ae"
+    tc_section = "ae"     # the config section of the stage's settings
 
     def __init__(self, tc: TrainConfig, out_dir: str, info: DistInfo, steps: int,
                  max_seconds: Optional[float]):
@@ -720,9 +726,25 @@ class StageTrainer:
             set_rng_state(rngs[0])
         return True
 
-    def run(self, resume: bool = True) -> None:
+    def run(self, resume: bool = True, extend: bool = False) -> None:
+        """Train to the budget (``resume``: from the stage's checkpoint; a finished stage
+        returns at once). ``extend``: a finished stage is continued under this trainer's time
+        budget, as far as ``steps`` allows: its budget is re-planned from this process's
+        speed, so the learning-rate schedule is re-planned over all steps, old and new (the
+        rate goes back up to where a run planned that long would be at this step)."""
         if resume and self.try_resume() and self.done:
-            return
+            if not extend:
+                return
+            if self.step >= self.budget.steps:
+                log_event(self.out_dir, self.info, event="not_extended", stage=self.stage,
+                          step=self.step, note=f"already at train.{self.tc_section}.steps "
+                          f"({self.budget.steps}); raise it in the config to train further")
+                return
+            sec = self.budget.max_seconds
+            log_event(self.out_dir, self.info, event="extend", stage=self.stage,
+                      step=self.step, seconds=None if sec is None else round(sec, 1))
+            self.done = False
+            self.budget = Budget(self.budget.steps, self.budget.max_seconds)
         tc, info = self.tc, self.info
         prog = Progress(f"{self.stage}", self.budget.total(), self.step,
                         enabled=tc.progress and info.is_main,

@@ -43,7 +43,7 @@ def tiny_train_dict(resolution: int = 16, ae_steps: int = 4, diffusion_steps: in
         "ae": {"steps": ae_steps, "batch_size": 8, "bn_recalib_batches": 1},
         "diffusion": {"steps": diffusion_steps, "batch_size": 16, "encode_batch_size": 32},
         "checkpoint_every_steps": 0, "checkpoint_every_minutes": 0, "progress": False,
-        "log_every": 1, "threads": 1,
+        "log_every": 1, "threads": 1, "keep_caches": True,
     }
 
 
