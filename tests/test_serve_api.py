@@ -170,7 +170,7 @@ def test_samples_batched_equal_direct_calls(sampler, service):
         assert_close_uint8(got, uint8(sampler.sample(n, seed=s)), f"sample seed {s}")
     # conditional: the library's default rule (threshold 0.9), alone in its engine call
     want, probs = sampler.sample_conditional([service.attributes["smiling"]], 1, seed=3,
-                                             max_draws=64)
+                                             max_draws=64, return_probs=True)
     assert cond.status_code == 200, cond.text
     np.testing.assert_array_equal(pixels(cond.json()["images"][0]), uint8(want)[0])
     assert cond.json()["probs"] == [[float(probs[0, 0])]] and probs[0, 0] >= 0.9
@@ -271,7 +271,7 @@ def test_bad_samples_and_library_messages(sampler, service):
         assert 400 <= r.status_code < 500 and msg in r.json()["error"], (msg, r.text)
     with pytest.raises(ValueError) as e:
         sampler.sample_conditional([service.attributes["eyeglasses"]], 2, seed=0,
-                                   threshold=1.0, max_draws=8)
+                                   threshold=1.0, max_draws=8, return_probs=True)
     assert rs[-1].status_code == 400 and rs[-1].json()["error"] == str(e.value)
 
 

@@ -407,7 +407,7 @@ class Service:
         attrs = [self.attributes[k] for k in names]
         kw = {} if thr is None else {"threshold": thr}
         imgs, probs = self.sampler.sample_conditional(
-            attrs, n, seed=seed, mode=mode, **kw,
+            attrs, n, seed=seed, mode=mode, return_probs=True, **kw,
             max_draws=min(100 * n + 1000, self.limits.max_draws))
         return {"images": [b64_png(png_bytes(x)) for x in imgs],
                 "probs": [[float(p) for p in row] for row in probs]}
