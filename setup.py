@@ -88,6 +88,7 @@ def _extensions():
 
 
 ext_modules, cmdclass = _extensions()
+SERVE = ["fastapi", "uvicorn", "python-multipart"]
 
 setup(
     packages=sorted(set(find_packages(include=["d2c_fast", "d2c_fast.*"]))
@@ -95,10 +96,14 @@ setup(
     # Triton kernels live in the top-level folder kernels/ but are only ever installed and
     # imported as d2c_fast.kernels (never as a top-level `kernels`).
     package_dir={"d2c_fast.kernels": "kernels"},
-    package_data={"d2c_fast": ["assets/*", "assets/attributes/*", "configs/*.json", "ops/schemas.def"]},
+    package_data={"d2c_fast": ["assets/*", "assets/attributes/*", "configs/*.json",
+                               "ops/schemas.def", "serve/static/*"]},
     include_package_data=False,
     install_requires=["numpy", "pyyaml", "safetensors", "pillow", "tqdm", "torch>=2.4"],
-    extras_require={"test": ["pytest", "pytest-benchmark"]},
+    # serve: `d2c-fast serve` (HTTP API, web editor); test: its API and browser tests too
+    # (the browser itself is Debian's chromium + chromium-driver, installed by .ci/run).
+    extras_require={"serve": SERVE,
+                    "test": ["pytest", "pytest-benchmark", "httpx", "selenium"] + SERVE},
     entry_points={"console_scripts": ["d2c-fast = d2c_fast.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -26,7 +26,7 @@ LAYERS = [
     ["d2c_fast.runtime"],
     ["d2c_fast.attributes", "d2c_fast.edit", "d2c_fast.conditional", "d2c_fast.projector"],
     ["d2c_fast.sampler", "d2c_fast.gpu"],
-    ["d2c_fast.demo", "d2c_fast.train", "d2c_fast.eval", "d2c_fast.jobs"],
+    ["d2c_fast.demo", "d2c_fast.train", "d2c_fast.eval", "d2c_fast.jobs", "d2c_fast.serve"],
     ["d2c_fast.cli", "d2c_fast.__main__"],
 ]
 # The package's face: `import d2c_fast` stays light, so Sampler / Attribute / load_config are
@@ -42,6 +42,8 @@ ALLOWED_LOCAL = {
     ("d2c_fast.ops", "d2c_fast._C"): "the compiled library is optional (reference fallback)",
     ("d2c_fast.ops.group_norm_silu", "d2c_fast.kernels"):
         "Triton kernels: optional, imported only where triton is installed",
+    ("d2c_fast.cli.serve", "d2c_fast.serve"):
+        "the serve extra (fastapi, uvicorn): optional, imported only by `d2c-fast serve`",
 }
 MAX_LOCAL = 15
 MAX_FOREIGN_PRIVATE = 10

@@ -56,6 +56,7 @@ SLOW = {
                   "tests/test_counterfactual_eval.py runs it small",
     "demo": "fits five attributes (about a minute on 2 shared cores; tests/test_builtin_model.py "
             "runs it)",
+    "serve": "serves until stopped (tests/test_serve_api.py runs it on a loopback port)",
 }
 #: Smallest mean absolute pixel change (images in [0, 1]) between an edit and the same
 #: command without the edit that counts as visible: 0.03, 7.7 grey levels on average over the

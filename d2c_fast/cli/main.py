@@ -6,7 +6,7 @@ import sys
 import warnings
 
 from ..errors import D2CError
-from . import edit, evaluation, fit, jobs, model, sample, train
+from . import edit, evaluation, fit, jobs, model, sample, serve, train
 from .options import Parser, cli_message
 
 DESCRIPTION = ("D2C models from the command line: convert, sample, edit, train, evaluate, "
@@ -16,7 +16,7 @@ DESCRIPTION = ("D2C models from the command line: convert, sample, edit, train, 
 def build_parser() -> Parser:
     ap = Parser(prog="d2c-fast", description=DESCRIPTION)
     sub = ap.add_subparsers(dest="command", required=True)
-    for m in (model, sample, edit, fit, jobs, train, evaluation):
+    for m in (model, sample, edit, fit, jobs, train, evaluation, serve):
         m.add_parser(sub)
     return ap
 
