@@ -115,7 +115,7 @@ class Sampler(Runtime):
         ``postprocess_latent``): ``zm = z - step * boundary``; noise ``mod(zm)`` to ``t0``
         (default 50); DDIM over ``range(0, t0 + 1, skip)`` (``skip`` default 50); ``unmod``.
         Otherwise the default method is ``"local"``: the same clean-up confined to where the
-        edit lives, regenerated from ``t0`` 400 with the classifier holding the target (the
+        edit lives, regenerated from ``t0`` 300 with the classifier holding the target (the
         better edit against the built-in faces' true counterfactuals,
         docs/quality/README.md). With none of ``step``/``strength``/``target``, a fitted
         attribute is added up to ``target="typical"``.

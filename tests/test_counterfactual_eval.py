@@ -57,7 +57,7 @@ def test_local_edit_leaves_the_latent_outside_its_mask_alone(s):
     assert 0 < m.mean() < 0.5
     with torch.inference_mode():
         out = local_edit(s, z, delta, attrs, eps=torch.randn_like(z), guidance=s.guidance,
-                         t0=400, skip=100)
+                         t0=300, skip=150)
     outside = (m == 0).expand_as(z)
     assert torch.allclose(out[outside], z[outside], atol=1e-5)
     assert (out - z)[~outside].abs().mean() > 0.05

@@ -84,8 +84,8 @@ def add_edit_args(p, *, sweeps: bool = True, official: bool = False) -> None:
                        "With none of --strength/--step/--target a fitted attribute is added "
                        "up to --target typical")
     p.add_argument("--t0", type=int, default=None, help="noise level of the clean-up "
-                   "(local: 400, d2c: 50 by default)")
-    p.add_argument("--skip", type=int, default=None, help="DDIM stride (local: 100, d2c: 50, "
+                   "(local: 300, d2c: 50 by default)")
+    p.add_argument("--skip", type=int, default=None, help="DDIM stride (local: 150, d2c: 50, "
                    "ddim: 100 by default)")
     add_guidance(p, help=EDIT_GUIDANCE_HELP)
     p.add_argument("--seed", type=int, default=0)
