@@ -68,6 +68,12 @@ class LinearClassifier:
     def score(self, z: torch.Tensor) -> torch.Tensor:
         return self.standardise(z) @ self.weight.to(z.device) + self.bias
 
+    def gradient(self, latent_shape) -> torch.Tensor:
+        """``d logit / d z`` ``(C, H, W)`` float64 for raw latents of ``latent_shape`` (the
+        logit is affine in ``z``: ``weight / std``, the same everywhere)."""
+        return (self.weight.reshape(tuple(latent_shape)) / self.std.double()).reshape(
+            tuple(latent_shape))
+
     def logit(self, z: torch.Tensor) -> torch.Tensor:
         return self.score(z) + self.offset
 
