@@ -11,7 +11,7 @@ errors). The paper's rule also accepts the model's ambiguous samples in proporti
 probability; with 100 labels that costs precision and fidelity to the class (judged by an
 independent classifier on the built-in faces, docs/quality/README.md: blond / lipstick / beard
 precision 0.895 / 0.825 / 0.835 with the paper's rule, 0.990 / 0.970 / 0.980 at 0.9, and
-FD_oracle to real faces of the class 43.7 / 49.4 / 57.5 vs 22.9 / 25.9 / 37.1), so 0.9 is
+FD_oracle to real faces of the class 42.8 / 49.4 / 57.5 vs 21.7 / 25.9 / 37.1), so 0.9 is
 the default. Image ``k`` therefore depends only on ``(seed, k)``, not on
 the batch size, on the other images, or on which process of a sharded job produced it.
 
