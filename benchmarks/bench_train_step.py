@@ -93,7 +93,7 @@ def step_rate(tc, batch: int, seconds: float, compiled: bool = False,
 
 
 def main(argv=None) -> int:
-    from d2c_fast.train.engine import TrainConfig
+    from d2c_fast.train.config import TrainConfig
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="d2c_fast/configs/builtin_train.json",
                     help="training config JSON (its model and diffusion settings are used)")

@@ -81,7 +81,8 @@ def split_conv(ops):
 
 def train_step(steps):
     from d2c_fast.train.diffusion import DiffusionTrainer
-    from d2c_fast.train.engine import DistInfo, TrainConfig
+    from d2c_fast.train.engine import DistInfo
+    from d2c_fast.train.config import TrainConfig
     tc = TrainConfig.load(os.path.join(os.path.dirname(__file__), "..", "d2c_fast", "configs",
                                        "builtin_train.json"))
     tc.diffusion.batch_size = 64

@@ -39,7 +39,8 @@ def run(tc, latents, steps: int, compiled: bool) -> tuple[list[float], float, fl
 
 
 def main(argv=None) -> int:
-    from d2c_fast.train.engine import TrainConfig, load_checkpoint
+    from d2c_fast.train.engine import load_checkpoint
+    from d2c_fast.train.config import TrainConfig
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="d2c_fast/configs/builtin_train.json")
     ap.add_argument("--latents", default=None, help="a stage-2 latents.pt")

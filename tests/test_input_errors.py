@@ -205,7 +205,7 @@ def test_cli_argument_checks_before_work(tmp_path, capsys):
 def test_train_config_types_are_checked():
     import copy
     from d2c_fast.errors import ConfigError
-    from d2c_fast.train.engine import TrainConfig
+    from d2c_fast.train.config import TrainConfig
     base = json.load(open("d2c_fast/configs/builtin_train.json"))
     base["model"] = "d2c_fast/configs/builtin.json"
     TrainConfig.from_dict(base)

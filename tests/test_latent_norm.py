@@ -122,7 +122,8 @@ def test_classifier_standardisation_shapes_are_checked():
 def test_tiny_training_run_exports_a_per_position_model(tmp_path):
     """``diffusion.latent_norm = "position"`` end to end: the run's export carries the
     per-position statistics of its latents, and a Sampler loads and samples it."""
-    from d2c_fast.train.engine import TrainConfig, load_checkpoint
+    from d2c_fast.train.engine import load_checkpoint
+    from d2c_fast.train.config import TrainConfig
     from d2c_fast.train.pipeline import train
     from d2c_fast.train.testing import tiny_train_dict
     d = tiny_train_dict(ae_steps=2, diffusion_steps=2)

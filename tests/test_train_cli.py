@@ -124,7 +124,8 @@ def test_a_slower_machine_cuts_the_plan_and_says_so(tmp_path):
     ``time_budget_cut``."""
     import time
 
-    from d2c_fast.train.engine import StageTrainer, TrainConfig
+    from d2c_fast.train.engine import StageTrainer
+    from d2c_fast.train.config import TrainConfig
 
     class Slowing(StageTrainer):
         stage = "toy"

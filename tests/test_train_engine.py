@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from d2c_fast.errors import ConfigError
-from d2c_fast.train.engine import (EMA, DataOrder, TrainConfig, load_checkpoint, lr_at,
-                                   make_adam, rng_state, save_checkpoint, set_rng_state)
+from d2c_fast.train.engine import (EMA, DataOrder, load_checkpoint, lr_at, make_adam, rng_state,
+                                   save_checkpoint, set_rng_state)
+from d2c_fast.train.config import TrainConfig
 from d2c_fast.train.testing import tiny_train_dict
 
 

@@ -14,7 +14,8 @@ from d2c_fast.train.diffusion import (DiffusionTrainer, alphas_cumprod, antithet
                                       encode_latents, latent_stats, logit_normal_timesteps,
                                       noise_estimation_loss, sample_timesteps)
 from d2c_fast.train.data import SyntheticShapes, dataset_to_uint8
-from d2c_fast.train.engine import AugmentConfig, DistInfo, TrainConfig
+from d2c_fast.train.engine import DistInfo
+from d2c_fast.train.config import AugmentConfig, TrainConfig
 from d2c_fast.train.testing import tiny_model_dict, tiny_train_dict
 
 

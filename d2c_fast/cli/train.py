@@ -11,7 +11,7 @@ import sys
 
 from ..checkpoint import UNET_DTYPES
 from ..images import check_output_file
-from ..train.engine import TrainConfig
+from ..train.config import TrainConfig
 from ..train.pipeline import export_run, train
 from .options import add_threads
 

@@ -7,8 +7,8 @@ to the native ``.safetensors`` that :class:`d2c_fast.Sampler` loads.
 Data-parallel: ``torchrun --nproc_per_node=N -m d2c_fast train CONFIG -o OUT`` (gloo on CPU,
 NCCL on GPUs).
 """
-from .engine import (AEStageConfig, AugmentConfig, DataConfig, DiffusionStageConfig, EMA,
-                     TrainConfig)
+from .engine import EMA
+from .config import AEStageConfig, AugmentConfig, DataConfig, DiffusionStageConfig, TrainConfig
 from .pipeline import export_run, train
 
 __all__ = ["train", "export_run", "TrainConfig", "DataConfig", "AEStageConfig",

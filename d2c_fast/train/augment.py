@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .engine import AugmentConfig
+from .config import AugmentConfig
 
 
 def _u(g, n, lo, hi, device):

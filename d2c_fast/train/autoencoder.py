@@ -44,9 +44,10 @@ import torch.nn.functional as F
 from ..models.autoencoder import AutoEncoder, quantize_input
 from ..models.mixture import log_prob
 from .augment import augment
-from .engine import (DataOrder, DistInfo, StageTrainer, TrainConfig, autocast,
-                     concat_all_gather, load_checkpoint, lr_at, make_adam, save_checkpoint,
-                     set_lr, step_generator, step_seed)
+from .engine import (DataOrder, DistInfo, StageTrainer, autocast, concat_all_gather,
+                     load_checkpoint, lr_at, make_adam, save_checkpoint, set_lr, step_generator,
+                     step_seed)
+from .config import TrainConfig
 
 
 class MoCoAE(nn.Module):

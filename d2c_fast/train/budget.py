@@ -28,8 +28,8 @@ from ..models.autoencoder import AutoEncoder
 from .autoencoder import AETrainer
 from .data import dataset_to_uint8, make_dataset
 from .diffusion import DiffusionTrainer, encode_latents
-from .engine import (DistInfo, TrainConfig, broadcast_object, load_checkpoint, rng_state,
-                     set_rng_state)
+from .engine import DistInfo, broadcast_object, load_checkpoint, rng_state, set_rng_state
+from .config import TrainConfig
 
 #: at most this many seconds of a total budget are kept back for the stages' last
 #: checkpoints and the export (:func:`export_reserve`)

@@ -13,7 +13,8 @@ import torch
 from ..data import CelebADataset, FacesDataset, ImageFolderDataset
 from ..data.faces import RENDER_VERSION
 from ..errors import ConfigError
-from .engine import DataConfig, DistInfo, barrier, save_checkpoint
+from .engine import DistInfo, barrier, save_checkpoint
+from .config import DataConfig
 
 
 class SyntheticShapes(torch.utils.data.Dataset):

@@ -28,9 +28,10 @@ from ..checkpoint import latent_norm_kind
 from ..diffusion import beta_schedule
 from ..errors import ConfigError
 from ..models.unet import UNet
-from .engine import (EMA, DataOrder, DistInfo, StageTrainer, TrainConfig, autocast, barrier,
-                     copy_shadow, load_checkpoint, lr_at, make_adam, save_checkpoint, set_lr,
-                     step_generator, step_seed)
+from .engine import (EMA, DataOrder, DistInfo, StageTrainer, autocast, barrier, copy_shadow,
+                     load_checkpoint, lr_at, make_adam, save_checkpoint, set_lr, step_generator,
+                     step_seed)
+from .config import TrainConfig
 
 
 @torch.no_grad()

@@ -39,8 +39,9 @@ from .budget import (check_budget, checkpoint_state, describe, export_reserve, p
                      required_steps)
 from .data import cache_path, load_images
 from .diffusion import DiffusionTrainer, load_ema_unet, prepare_latents
-from .engine import (DistInfo, TrainConfig, as_train_config, barrier, init_distributed,
-                     load_checkpoint, log_event, save_checkpoint)
+from .engine import (DistInfo, barrier, init_distributed, load_checkpoint, log_event,
+                     save_checkpoint)
+from .config import TrainConfig, as_train_config
 
 LATENT_STATS = "latent-stats.pt"
 
