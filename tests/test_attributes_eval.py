@@ -124,3 +124,19 @@ def test_rel_error():
     with pytest.raises(ValueError, match="shapes"):
         rel_error(torch.zeros(2, 3), torch.zeros(3, 2))
 
+
+
+def test_eval_attributes_scores_the_local_edit(tmp_path):
+    """The default edit (method "local") is scored like the others, with its own t0/skip."""
+    torch.set_num_threads(1)
+    s = Sampler(random_model(CFG, seed=3))
+    torch.manual_seed(0)
+    oracle = Oracle(resolution=32, width=8).eval()
+    r = evaluate_attributes(s, oracle, attributes=("beard",), n_fit=8, n_unlabelled=12,
+                            n_eval=4, n_real=4, strength_factors=(1.0,), target_offsets=(),
+                            methods=("local",), n_cond=0, n_naive=4, cond_adapt_prior=0,
+                            projector_steps=0, latency_repeats=1, batch_size=4,
+                            out_dir=tmp_path, progress=False, grid_n=2, n_population=0,
+                            positive_only=False, preserve_others=False)
+    edits = [e for e in r["attributes"]["beard"]["edits"] if e["method"] == "local"]
+    assert edits and all(0 <= e["success"] <= 1 for e in edits)

@@ -62,7 +62,7 @@ import torch
 
 from ..conditional import RareAttributeError, adapt_to, pilot_latents
 from ..data import ATTRIBUTES, FacesDataset
-from ..edit import apply_delta, edit_delta, invert, target_strengths
+from ..edit import NOISED, apply_delta, edit_delta, invert, target_strengths
 from ..images import save_grid
 from ..projector import project
 from ..sampler import Sampler
@@ -270,13 +270,16 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
 
                     def one(b, i):
                         rng = s.rng(b.shape[0], None, seed + i)
-                        eps = rng.randn(*s.latent_shape) if m == "d2c" else None
+                        eps = rng.randn(*s.latent_shape) if m in NOISED else None
                         d = delta if delta.shape[0] == 1 else delta[i:i + b.shape[0]]
-                        return apply_delta(s, b, d, method=m, t0=t0,
-                                           skip=d2c_skip if m == "d2c" else ddim_skip,
+                        # local: its own t0 and skip (the library's defaults)
+                        return apply_delta(s, b, d, method=m,
+                                           t0=None if m == "local" else t0,
+                                           skip={"d2c": d2c_skip, "local": None}.get(m, ddim_skip),
                                            eps=eps, rng=rng,
                                            inverted=None if inv is None else inv[i:i + b.shape[0]],
-                                           guidance=edit_guidance if m == "d2c" else 1.0)
+                                           guidance=edit_guidance if m in NOISED else 1.0,
+                                           attrs=[at], preserve=preserve or ())
                     with torch.inference_mode():
                         zp = _batched(one, z_ev, batch_size)
                         x1 = dec(zp)
