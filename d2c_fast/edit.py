@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 
 from . import diffusion as D
-from .diffusion import BatchRNG, chunks
+from .diffusion import chunks
 from .attributes import as_attribute
 from .errors import AttributeFileError
 
@@ -402,14 +402,7 @@ def manipulate(sampler, images, attr, *, step=None, strength=None, target=None, 
     if target is not None:
         delta = edit_delta(sampler, attrs, strength=target_strengths(sampler, attrs, z, target),
                            preserve=pres)
-    if seeds is not None:
-        if generator is not None or seed is not None:
-            raise ValueError("give seeds=, seed= or generator=, not several")
-        if len(seeds) != n:
-            raise ValueError(f"seeds: {len(seeds)} seeds for {n} images")
-        rng = BatchRNG.from_seeds(seeds, sampler.device)
-    else:
-        rng = sampler.rng(n, generator, seed)
+    rng = sampler.rng(n, generator, seed, seeds)
     if noise is not None:
         noise = sampler.noise(noise, n, rng)
     out = []

@@ -84,10 +84,11 @@ class Sampler(Runtime):
                seed: int | None = None, noise: torch.Tensor | None = None, mode: str = "sample",
                batch_size: int | None = None, progress: bool = False,
                eps_scale: float = 1.0, guidance: float | None = None,
-               output_type: str = "pt"):
+               output_type: str = "pt", seeds: Sequence[int] | None = None):
         """Unconditional images ``(n, C, H, W)`` in [0, 1]: :meth:`sample_latents` then decode
         (``mode`` as in :meth:`decode`). With ``seed``, each image's decode draws continue its
-        own generator, so image ``i`` depends only on ``seed + i``. ``eps_scale`` and
+        own generator, so image ``i`` depends only on ``seed + i``; ``seeds``: explicit
+        per-image seeds instead (image ``i`` as ``sample(1, seed=seeds[i])``). ``eps_scale`` and
         ``guidance`` as in :meth:`sample_latents`; ``output_type`` ``"pt"``, ``"np"`` or
         ``"pil"`` (module docstring)."""
         if not isinstance(n, int) or n < 1:
@@ -96,12 +97,11 @@ class Sampler(Runtime):
         eps_scale = self.check_eps_scale(eps_scale)
         guidance = self.resolve_guidance(guidance)
         seq = self.sequence(skip, steps, timesteps)
-        rng = self.rng(n, generator, seed)
+        rng = self.rng(n, generator, seed, seeds)
         z = self.sample_latents_from(n, seq, eta, rng, noise, batch_size, progress, eps_scale,
                                      guidance)
         return to_output(self.decode_with(z, mode, rng, batch_size), output_type)
 
-    # ------------------------------------------------------------------ editing
     # ------------------------------------------------------------------ editing
     @torch.inference_mode()
     def manipulate_latents(self, z: torch.Tensor, attr, *, step=None, strength=None,
@@ -142,7 +142,8 @@ class Sampler(Runtime):
                    mode: str = "sample", noise=None, generator=None, seed: int | None = None,
                    resize: bool = False, batch_size: int | None = None, strength=None,
                    target=None, method: str | None = None, preserve=None,
-                   guidance: float | None = None, output_type: str = "pt"):
+                   guidance: float | None = None, output_type: str = "pt",
+                   seeds: Sequence[int] | None = None):
         """Edit images along attribute(s): encode, :meth:`manipulate_latents`, decode.
         ``attr``: an :class:`Attribute`, a file, or a built-in attribute name (with the
         built-in model: ``s.manipulate(img, "blond_hair")`` adds blond hair).
@@ -153,15 +154,16 @@ class Sampler(Runtime):
         attribute) needs an attribute fitted with a classifier (:meth:`fit_attribute`) and is
         not available for plain boundary files; ``target`` (fitted attributes) takes each
         image's logit to a value, e.g. ``"typical"``. ``t0``/``skip``/``method``/``preserve``/
-        ``guidance`` as in :meth:`manipulate_latents`."""
+        ``guidance`` as in :meth:`manipulate_latents`. ``seed``: image ``i`` draws from
+        ``seed + i``; ``seeds``: explicit per-image seeds instead."""
         check_output_type(output_type)
         return to_output(E.manipulate(self, images, attr, step=step, strength=strength,
                                       target=target, t0=t0, skip=skip, method=method,
                                       preserve=preserve, mode=mode, noise=noise,
-                                      generator=generator, seed=seed, resize=resize,
-                                      batch_size=batch_size, guidance=guidance), output_type)
+                                      generator=generator, seed=seed, seeds=seeds,
+                                      resize=resize, batch_size=batch_size,
+                                      guidance=guidance), output_type)
 
-    # ------------------------------------------------------------------ attributes
     # ------------------------------------------------------------------ attributes
     def fit_attribute(self, positives, negatives=None, *, unlabelled=None, name=None,
                       prior=None, l2_grid=None, folds: int = 5, seed: int = 0,

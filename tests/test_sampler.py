@@ -133,6 +133,22 @@ def test_manipulate_per_image_seed_and_position(s):
     assert torch.allclose(a, c, rtol=1e-4, atol=1e-4)
 
 
+def test_explicit_per_image_seeds(s):
+    """seeds=[...]: image i as a one-image call with seed=seeds[i] (sample and manipulate)."""
+    a = s.sample(2, skip=250, seeds=[5, 9])
+    assert torch.allclose(a[1], s.sample(1, skip=250, seed=9)[0], rtol=1e-4, atol=1e-4)
+    assert torch.allclose(a[0], s.sample(1, skip=250, seed=5)[0], rtol=1e-4, atol=1e-4)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    attr = Attribute(torch.randn(s.latent_shape, generator=torch.Generator().manual_seed(6)))
+    e = s.manipulate(x, attr, step=1.0, seeds=[40, 3])
+    assert torch.allclose(e[1], s.manipulate(x[1:], attr, step=1.0, seed=3)[0],
+                          rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="not several"):
+        s.sample(2, seeds=[1, 2], seed=1)
+    with pytest.raises(ValueError, match="2 seeds for 3 images"):
+        s.sample(3, seeds=[1, 2])
+
+
 def test_manipulate_t0_zero_is_one_denoising_step(s, model):
     # t0 = 0: noise to t=0, then one DDIM step to t=-1 (abar = 1), i.e. the x0 prediction
     z = s.encode(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2)))

@@ -149,9 +149,17 @@ class Runtime:
             raise ValueError(f"{name} must have batch size {n}, got {tuple(noise.shape)}")
         return noise
 
-    def rng(self, n: int, generator=None, seed: int | None = None) -> BatchRNG:
-        """The batch RNG of ``n`` images on the device (``seed``, ``generator`` or global)."""
-        return BatchRNG(n, self.device, generator, seed)
+    def rng(self, n: int, generator=None, seed: int | None = None,
+            seeds=None) -> BatchRNG:
+        """The batch RNG of ``n`` images on the device: ``seed`` (image ``i`` seeded
+        ``seed + i``), explicit per-image ``seeds``, one ``generator``, or the global one."""
+        if seeds is None:
+            return BatchRNG(n, self.device, generator, seed)
+        if generator is not None or seed is not None:
+            raise ValueError("give seeds=, seed= or generator=, not several")
+        if len(seeds) != n:
+            raise ValueError(f"seeds: {len(seeds)} seeds for {n} images")
+        return BatchRNG.from_seeds(seeds, self.device)
 
     def standardise(self, z: torch.Tensor) -> torch.Tensor:
         """Raw latents -> the prior's standardised space ``(z - mean) / std``."""

@@ -26,8 +26,7 @@ from PIL import Image
 from ..attributes import Attribute, builtin_attribute_names, resolve_attribute
 from ..conditional import PAPER_RULE
 from ..data.faces import FacesDataset
-from ..diffusion import BatchRNG
-from ..edit import METHODS, default_method, manipulate
+from ..edit import METHODS, default_method
 from ..errors import D2CError, ImageError
 from ..images import load_images, to_pil
 from ..sampler import Sampler
@@ -348,9 +347,9 @@ class Service:
         """One engine call for a group of edits with the same key: one image ``(C, H, W)``
         per request (PNG-encoded by the caller, outside the engine thread)."""
         images = torch.cat([p[0] for p in payloads])
-        with torch.inference_mode():
-            out = manipulate(self.sampler, images, seeds=[p[1] for p in payloads],
-                             **self.edit_kwargs(key))
+        kw = self.edit_kwargs(key)
+        out = self.sampler.manipulate(images, kw.pop("attr"), seeds=[p[1] for p in payloads],
+                                      **kw)
         return list(out)
 
     # ------------------------------------------------------------------ samples
@@ -388,14 +387,8 @@ class Service:
     def run_samples(self, mode: str, payloads: Sequence[tuple]) -> list[torch.Tensor]:
         """One engine call for a group of sample requests ``(n, seed)``: request ``k``'s image
         ``i`` draws from seed ``seed_k + i`` as ``Sampler.sample(n_k, seed=seed_k)`` does."""
-        s = self.sampler
         seeds = [seed + i for n, seed in payloads for i in range(n)]
-        with torch.inference_mode():
-            rng = BatchRNG.from_seeds(seeds, s.device)
-            seq = s.sequence()
-            z = s.sample_latents_from(len(seeds), seq, 0.0, rng,
-                                      guidance=s.resolve_guidance(None))
-            imgs = s.decode_with(z, mode, rng)
+        imgs = self.sampler.sample(len(seeds), seeds=seeds, mode=mode)
         out, a = [], 0
         for n, _ in payloads:
             out.append(imgs[a:a + n])
