@@ -46,12 +46,13 @@ def fit_builtin_attribute(s, name: str, n_fit: int = 100):
                            torch.stack([ds[j][0] for j in neg]), name=name)
 
 
-def builtin_attributes(s) -> dict:
-    """The built-in attributes by name: the shipped files (``d2c_fast/assets/attributes``),
-    or fitted now (a few seconds each) where a file is missing."""
+def builtin_attributes(s, names=ATTRIBUTES, refit: bool = False) -> dict:
+    """The built-in attributes ``names`` by name: the shipped files
+    (``d2c_fast/assets/attributes``), or fitted now (a few seconds each) where a file is
+    missing or with ``refit``."""
     out = {}
-    for name in ATTRIBUTES:
-        path = builtin_attribute_path(name)
+    for name in names:
+        path = None if refit else builtin_attribute_path(name)
         out[name] = (resolve_attribute(path, s) if path is not None
                      else fit_builtin_attribute(s, name))
     return out

@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 import os
 
-from ..attributes import builtin_attribute_path, resolve_attribute
 from ..data import ATTRIBUTES
-from ..demo import fit_builtin_attribute
+from ..demo import builtin_attributes
 from ..edit import METHODS
 from ..eval.attributes_eval import evaluate_attributes, markdown
 from ..eval.counterfactual import evaluate_edits, markdown_table
@@ -128,13 +127,7 @@ def cmd_eval_edits(args) -> int:
         raise ValueError(f"--methods: unknown {bad}; choose from default, {', '.join(METHODS)}")
     apply_threads(args)
     s = open_sampler(args)
-    attrs = {}
-    for name in args.attributes:
-        path = builtin_attribute_path(name)
-        if path is not None and not args.refit:
-            attrs[name] = resolve_attribute(path, s)
-        else:
-            attrs[name] = fit_builtin_attribute(s, name)
+    attrs = builtin_attributes(s, args.attributes, refit=args.refit)
     settings = {m: ({} if m == "default" else {"method": m}) for m in args.methods}
     oracle = Oracle.load(args.oracle) if args.oracle else None
     os.makedirs(args.output, exist_ok=True)
