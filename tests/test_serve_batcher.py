@@ -15,6 +15,16 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def hold_engine(b):
+    """Occupy ``b``'s engine thread until the returned event is set, so that what is submitted
+    next is queued before the consumer looks. Returns ``(gate, the holding request)``."""
+    gate = threading.Event()
+    hold = asyncio.ensure_future(b.submit("hold", lambda ps: [gate.wait(10)], None))
+    while b.running == 0:
+        await asyncio.sleep(0.001)
+    return gate, hold
+
+
 def test_groups_by_key_up_to_max_batch():
     calls = []
 
@@ -25,11 +35,7 @@ def test_groups_by_key_up_to_max_batch():
     async def go():
         b = Batcher(max_batch=4, max_wait=5.0, max_queue=100)
         b.start()
-        gate = threading.Event()
-        # hold the engine so that everything below is queued before the consumer looks
-        hold = asyncio.ensure_future(b.submit("hold", lambda ps: [gate.wait(10)], None))
-        while b.running == 0:
-            await asyncio.sleep(0.001)
+        gate, hold = await hold_engine(b)
         futs = [asyncio.ensure_future(b.submit("a" if i % 3 else "b", fn, i)) for i in range(10)]
         await asyncio.sleep(0.01)
         gate.set()
@@ -53,10 +59,7 @@ def test_lone_request_does_not_wait_and_errors_stay_with_their_request():
         b = Batcher(max_batch=8, max_wait=30.0, max_queue=10)   # a wait nobody should see
         b.start()
         alone = await asyncio.wait_for(b.submit("k", fn, "x"), 10)
-        gate = threading.Event()
-        hold = asyncio.ensure_future(b.submit("hold", lambda ps: [gate.wait(10)], None))
-        while b.running == 0:
-            await asyncio.sleep(0.001)
+        gate, hold = await hold_engine(b)
         futs = [asyncio.ensure_future(b.submit("k", fn, p)) for p in ("a", "bad", "c")]
         await asyncio.sleep(0.01)
         gate.set()
@@ -80,10 +83,7 @@ def test_queue_limit_and_abandoned_requests():
     async def go():
         b = Batcher(max_batch=8, max_wait=0.0, max_queue=2)
         b.start()
-        gate = threading.Event()
-        hold = asyncio.ensure_future(b.submit("hold", lambda ps: [gate.wait(10)], None))
-        while b.running == 0:
-            await asyncio.sleep(0.001)
+        gate, hold = await hold_engine(b)
         f1 = asyncio.ensure_future(b.submit("k", fn, 1))
         f2 = asyncio.ensure_future(b.submit("k", fn, 2))
         await asyncio.sleep(0.01)
