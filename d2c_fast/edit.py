@@ -207,12 +207,10 @@ def edit_delta(sampler, attr, *, step=None, strength=None, preserve=None) -> tor
     return (std * d.reshape(-1, *shape)).float().to(sampler.device)
 
 
-def _edit_for(sampler, attr, z, *, step, strength, target, preserve):
+def _edit_for(sampler, attrs, pres, z, *, step, strength, target):
     """``edit_delta`` for ``step``/``strength``, or the per-image edit of ``target`` for the
-    raw latents ``z``. Attribute files are read once here (resolved objects pass through
-    :func:`resolve` again as they are)."""
+    raw latents ``z``; ``attrs``/``pres`` already resolved (:func:`resolve`)."""
     _check_edit_args(step, strength, target)
-    attrs, pres = resolve(sampler, attr, preserve)
     if target is not None:
         strength = target_strengths(sampler, attrs, z, target)
     return edit_delta(sampler, attrs, step=step, strength=strength, preserve=pres)
@@ -372,8 +370,7 @@ def manipulate_latents(sampler, z, attr, *, step=None, strength=None, target=Non
     n = z.shape[0]
     attrs, pres = resolve(sampler, attr, preserve)
     target = default_amount(attrs, step, strength, target)
-    delta = _edit_for(sampler, attrs, z, step=step, strength=strength, target=target,
-                      preserve=pres)
+    delta = _edit_for(sampler, attrs, pres, z, step=step, strength=strength, target=target)
     if rng is None:
         rng = sampler.rng(n, generator, seed)
     eps = sampler.noise(noise, n, rng) if method in NOISED else None
