@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from d2c_fast.serve import Batcher, QueueFull
+from d2c_fast.serve import Batcher, QueueFull, engine_thread
 
 
 def run(coro):
@@ -99,3 +99,29 @@ def test_queue_limit_and_abandoned_requests():
         await b.stop()
     run(go())
     assert seen == [2]
+
+
+def test_a_given_engine_runs_batches_and_calls_and_stays_with_its_owner():
+    """The server loads its model with the engine thread and gives it to the batcher: batches
+    and call() run in that one thread, and stop() leaves it to its owner."""
+    engine = engine_thread()
+    where = []
+
+    def here(x):
+        where.append(threading.current_thread().name)
+        return x
+
+    async def go():
+        b = Batcher(max_batch=4, max_wait=0.0, max_queue=10, engine=engine)
+        b.start()
+        r = await b.submit("k", lambda ps: [here(p) * 2 for p in ps], 7)
+        c = await b.call(here, "called")
+        await b.stop()
+        return r, c
+    try:
+        assert run(go()) == (14, "called")
+        owner = engine.submit(here, None).result()   # still running after stop()
+        assert owner is None and len(set(where)) == 1
+        assert where[0].startswith("d2c-engine")
+    finally:
+        engine.shutdown()

@@ -15,7 +15,7 @@ from .options import add_model_args, check_counts, open_sampler
 
 def cmd_serve(args) -> int:
     try:   # the serve extra is optional: every other command works without it
-        from ..serve import Service, check_bind, create_app, run_server
+        from ..serve import Service, check_bind, create_app, engine_thread, run_server
     except ImportError as e:
         raise D2CError(f"d2c-fast serve needs the serve extra ({e.name or e}): pip install "
                        "'d2c_fast[serve]' (fastapi, uvicorn, python-multipart)") from None
@@ -27,14 +27,15 @@ def cmd_serve(args) -> int:
         raise ValueError(f"--port must be in [0, 65535], got {args.port}")
     if args.attr_dir and os.path.exists(args.attr_dir) and not os.path.isdir(args.attr_dir):
         raise ValueError(f"--attr-dir {args.attr_dir} is not a directory")
-    s = open_sampler(args)
+    engine = engine_thread()   # loads the model and then runs every torch op of the server
+    s = engine.submit(open_sampler, args).result()
     builtin = args.ckpt == "builtin" or (os.path.exists(args.ckpt) and os.path.exists(BUILTIN_PATH)
                                          and os.path.samefile(args.ckpt, BUILTIN_PATH))
-    service, skipped = Service.open(s, args.attr_dir, builtin=builtin)
+    service, skipped = engine.submit(Service.open, s, args.attr_dir, builtin=builtin).result()
     for line in skipped:
         print(f"d2c-fast: warning: --attr-dir: skipped {line}", file=sys.stderr)
     app = create_app(service, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                     queue=args.queue, token=args.token, cors=args.cors)
+                     queue=args.queue, token=args.token, cors=args.cors, engine=engine)
     names = ", ".join(sorted(service.attributes)) or "none"
     print(f"d2c-fast serve: {args.ckpt} (resolution {s.resolution}), attributes: {names}; "
           f"http://{args.host}:{args.port}/", flush=True)

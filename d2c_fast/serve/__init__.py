@@ -10,9 +10,9 @@
 An application layer (as demo, train, eval): imported only by the CLI.
 """
 from .app import check_bind, create_app, is_loopback, run_server
-from .batcher import Batcher, QueueFull
+from .batcher import Batcher, QueueFull, engine_thread
 from .metrics import Metrics
 from .service import Limits, RequestError, Service
 
-__all__ = ["create_app", "check_bind", "is_loopback", "run_server", "Batcher", "QueueFull",
+__all__ = ["create_app", "check_bind", "is_loopback", "run_server", "Batcher", "QueueFull", "engine_thread",
            "Metrics", "Limits", "RequestError", "Service"]

@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import D2CError
 from .batcher import Batcher, QueueFull
 from .metrics import Metrics
-from .service import RequestError, Service, b64_png, png_bytes
+from .service import PARALLEL_GRAIN, RequestError, Service, b64_png, png_bytes
 
 __all__ = ["create_app", "check_bind", "is_loopback", "run_server", "STATIC_DIR"]
 
@@ -176,13 +176,18 @@ async def _fields(request: Request, lists=("attr", "strength", "target", "step",
 
 
 def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.0,
-               queue: int = 256, token: str | None = None, cors: str | None = None) -> FastAPI:
+               queue: int = 256, token: str | None = None, cors: str | None = None,
+               engine: ThreadPoolExecutor | None = None) -> FastAPI:
     """The FastAPI app serving ``service`` (see the module docstring). One batcher per app,
-    started and stopped with it (use it as ``with TestClient(app)`` or under uvicorn)."""
+    started and stopped with it (use it as ``with TestClient(app)`` or under uvicorn).
+    ``engine``: the thread that loaded the model (:func:`~d2c_fast.serve.batcher.engine_thread`),
+    which then runs every torch op of the app (why: :mod:`d2c_fast.serve.batcher`)."""
     metrics = Metrics()
     batcher = Batcher(max_batch=max_batch, max_wait=max_wait_ms / 1000.0, max_queue=queue,
-                      on_batch=lambda key, nr, ni, sec: metrics.batch(nr, ni, sec))
+                      on_batch=lambda key, nr, ni, sec: metrics.batch(nr, ni, sec),
+                      engine=engine)
     pools = {}   # the I/O threads, made per run of the app (lifespan)
+    out_elements = service.torch_elements()   # of one output image
     metrics.gauge("queue_depth", "Requests waiting for the engine.", lambda: batcher.depth)
     metrics.gauge("queue_limit", "Most requests that may wait (--queue).",
                   lambda: batcher.max_queue)
@@ -205,10 +210,14 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
                   description="Edit, sample and fit attributes with one D2C model.")
     app.state.service, app.state.batcher, app.state.metrics = service, batcher, metrics
 
-    async def io(fn, *args):
-        """``fn(*args)`` in the I/O threads (image decoding and PNG encoding: off the event
-        loop, and off the engine thread, which only computes)."""
-        return await asyncio.get_running_loop().run_in_executor(pools["io"], fn, *args)
+    async def io(elements: int, fn, *args):
+        """``fn(*args)`` (image decoding, PNG encoding) off the event loop: in the I/O threads
+        while its torch work (about ``elements`` elements) stays serial, else in the engine
+        thread between batches (torch must not start parallel work in a second thread:
+        :mod:`d2c_fast.serve.batcher`)."""
+        if elements < PARALLEL_GRAIN:
+            return await asyncio.get_running_loop().run_in_executor(pools["io"], fn, *args)
+        return await batcher.call(fn, *args)
 
     def admit():
         # requests being read count against the queue too: at most `queue` requests are
@@ -265,7 +274,7 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
 
     @app.get("/v1/faces", summary="Built-in procedural test faces (base64 PNG)")
     async def faces():
-        return {"images": await io(service.faces)}
+        return {"images": await io(out_elements, service.faces)}
 
     @app.post("/v1/edit", summary="Edit one image along attribute(s)",
               responses={200: {"content": {"image/png": {}}}})
@@ -273,10 +282,11 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
         admit()
         with batcher.arrival():
             fields = await _fields(request)
-            key, payload = await io(service.parse_edit, fields)
+            key, payload = await io(service.torch_elements(fields.get("image")),
+                                    service.parse_edit, fields)
             del fields   # the upload's bytes are not kept while the request waits
         image = await batcher.submit(key, lambda ps: service.run_edits(key, ps), payload)
-        png = await io(png_bytes, image)
+        png = await io(out_elements, png_bytes, image)
         if _wants_json(request):
             return {"image": b64_png(png)}
         return Response(png, media_type="image/png")
@@ -289,7 +299,8 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
         if payload is not None:
             images = await batcher.submit(key, lambda ps: service.run_samples(key[1], ps),
                                           payload, size=payload[0])
-            return {"images": await io(lambda: [b64_png(png_bytes(x)) for x in images])}
+            return {"images": await io(out_elements,
+                                       lambda: [b64_png(png_bytes(x)) for x in images])}
         # conditional: identical requests share one call; others run alone
         return await batcher.submit(key, lambda ps: [service.run_conditional(key)] * len(ps),
                                     None, size=service.limits.max_n)
@@ -308,7 +319,8 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
                 if not 2 <= len(files) <= service.limits.max_fit_images:
                     raise RequestError(f"{k}: give 2 to {service.limits.max_fit_images} image "
                                        f"files, got {len(files)}")
-                sets.append(await io(lambda fs=files, k=k: torch.cat(
+                sets.append(await io(service.torch_elements(*files),
+                                     lambda fs=files, k=k: torch.cat(
                     [service.decode_image(f, f"{k}[{i}]", True) for i, f in enumerate(fs)])))
             del fields, files
         key = ("fit", next(unique))

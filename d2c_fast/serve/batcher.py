@@ -17,6 +17,15 @@ is bounded by the queue and never grows with the offered load.
 A request whose client went away is still computed if its batch has already started (the
 other requests of that batch are not disturbed; its slice is dropped); one still waiting is
 skipped.
+
+One thread runs every parallel torch op of the process (:func:`engine_thread`;
+:meth:`Batcher.call` for such work outside a batch, e.g. decoding a large upload): with GNU
+OpenMP (torch's CPU wheels), once parallel regions have been started from two threads, every
+op of both runs slower. On a 2-core CPU a batch-1 edit took 184 ms in a worker thread after
+the model had been loaded in the main thread, 69-76 ms when one thread did both (a 1x32x16x16
+group norm: 12 -> 120 us). So ``d2c-fast serve`` loads its model in the engine thread, and
+other threads touch only tensors too small for torch to parallelise
+(:data:`~d2c_fast.serve.service.PARALLEL_GRAIN`).
 """
 from __future__ import annotations
 
@@ -27,7 +36,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
 
-__all__ = ["Batcher", "QueueFull", "Job"]
+__all__ = ["Batcher", "QueueFull", "Job", "engine_thread"]
+
+
+def _barrier() -> None:
+    """Nothing, run in the engine thread: awaiting it waits for the work queued before it."""
+
+
+def engine_thread() -> ThreadPoolExecutor:
+    """The one-thread executor that runs every torch op of a server (see the module
+    docstring): load the model with it, then give it to :class:`Batcher`."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="d2c-engine")
 
 
 class QueueFull(Exception):
@@ -59,11 +78,15 @@ class Batcher:
     """Groups concurrent requests of the same key into one call (see the module docstring).
 
     ``on_batch(key, n_requests, n_images, seconds)``: called after each engine call (metrics).
+    ``engine``: the one-thread executor the calls run in (:func:`engine_thread`; the caller
+    keeps it, and should have loaded the model with it); without it the batcher makes its own
+    at :meth:`start` and shuts it down at :meth:`stop`.
     Create and use it from one running event loop; :meth:`start` before the first
     :meth:`submit`, :meth:`stop` at shutdown."""
 
     def __init__(self, *, max_batch: int = 32, max_wait: float = 0.005, max_queue: int = 256,
-                 on_batch: Callable[[Hashable, int, int, float], None] | None = None):
+                 on_batch: Callable[[Hashable, int, int, float], None] | None = None,
+                 engine: ThreadPoolExecutor | None = None):
         if max_batch < 1 or max_queue < 1 or not max_wait >= 0:
             raise ValueError(f"max_batch and max_queue must be >= 1 and max_wait >= 0, got "
                              f"{max_batch}, {max_queue}, {max_wait}")
@@ -72,6 +95,7 @@ class Batcher:
         self._waiting: list[Job] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._given = engine
         self._engine: ThreadPoolExecutor | None = None
         self.running = 0              # requests in the batch being computed
         self.arriving = 0             # requests being read and checked (see arrival())
@@ -88,7 +112,7 @@ class Batcher:
     # ------------------------------------------------------------------ life
     def start(self) -> None:
         if self._task is None:
-            self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="d2c-engine")
+            self._engine = self._given or engine_thread()
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._consume())
 
@@ -105,10 +129,18 @@ class Batcher:
                 job.future.cancel()
         self._waiting.clear()
         if self._engine is not None:
-            self._engine.shutdown(wait=True)
+            if self._engine is not self._given:
+                self._engine.shutdown(wait=True)
             self._engine = None
 
     # ------------------------------------------------------------------ requests
+    async def call(self, fn: Callable, *args):
+        """``fn(*args)`` alone in the engine thread, after the calls already given to it
+        (torch work outside a batch: decoding an upload, encoding a PNG)."""
+        if self._engine is None:
+            raise RuntimeError("Batcher.start() was not called")
+        return await asyncio.get_running_loop().run_in_executor(self._engine, fn, *args)
+
     @contextmanager
     def arrival(self):
         """Around the reading and checking of a request that will be submitted: while any
@@ -163,6 +195,13 @@ class Batcher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if self.arriving > 0:
+                # requests being read may be queued in the engine thread behind the batch
+                # that just ran (their decoding, see call()): let them finish first, so that
+                # they join this batch instead of splitting the load into small batches
+                await self.call(_barrier)
+                if not self._waiting:
+                    continue
             first = self._waiting[0]
             # wait for company while the batch is not full and requests are arriving, at
             # most max_wait after the first request of the group was queued

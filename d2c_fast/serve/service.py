@@ -31,13 +31,17 @@ from ..errors import D2CError, ImageError
 from ..images import load_images, to_pil
 from ..sampler import Sampler
 
-__all__ = ["RequestError", "Limits", "Service", "ATTR_NAME", "png_bytes", "b64_png",
+__all__ = ["RequestError", "Limits", "Service", "ATTR_NAME", "PARALLEL_GRAIN", "png_bytes", "b64_png",
            "load_attribute_dir"]
 
 #: Names of attributes the server stores and serves: no path separators, no leading dot.
 ATTR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 MODES = ("sample", "mode")
 SEED_MAX = 2 ** 63 - 1
+#: Torch runs an op on its OpenMP threads only past this many elements (ATen's grain size);
+#: below it the op stays in the calling thread. Torch work past it is done in the server's
+#: engine thread, never in a second thread (why: :mod:`d2c_fast.serve.batcher`).
+PARALLEL_GRAIN = 32768
 
 
 class RequestError(D2CError, ValueError):
@@ -241,9 +245,9 @@ class Service:
         return a
 
     # ------------------------------------------------------------------ images
-    def decode_image(self, data, where: str = "image", resize: bool = False) -> torch.Tensor:
-        """Uploaded bytes (or base64 text) -> ``(1, C, R, R)`` float32. The header is read and
-        the pixel count checked before any pixel is decoded."""
+    def open_upload(self, data, where: str = "image") -> Image.Image:
+        """Uploaded bytes (or base64 text) -> the lazily opened PIL image: only its header is
+        read, and its pixel count checked, before any pixel is decoded."""
         if isinstance(data, str):
             s = data.split(",", 1)[1] if data.startswith("data:") and "," in data else data
             if len(s) > self.limits.max_body_bytes * 4 // 3 + 4:
@@ -272,6 +276,27 @@ class Service:
             raise RequestError(f"{where}: image is {w}x{h} (WxH) = {w * h} pixels, more than "
                                f"the limit of {self.limits.max_pixels}; send a smaller image",
                                413)
+        return im
+
+    def torch_elements(self, *uploads) -> int:
+        """About how many elements the torch work of decoding ``uploads`` (and of the
+        model's own images) touches at once: compared with :data:`PARALLEL_GRAIN` to choose
+        the thread it runs in. Headers only; an upload that is not an image counts as
+        nothing (decoding it then reports why)."""
+        n = self.sampler.resolution ** 2 * max(self.sampler.image_channels, 4)
+        for data in uploads:
+            try:
+                w, h = self.open_upload(data).size
+            except (RequestError, TypeError, ValueError):
+                continue
+            n = max(n, w * h * 4)
+        return n
+
+    def decode_image(self, data, where: str = "image", resize: bool = False) -> torch.Tensor:
+        """Uploaded bytes (or base64 text) -> ``(1, C, R, R)`` float32 (:meth:`open_upload`,
+        then :func:`~d2c_fast.images.load_images`)."""
+        im = self.open_upload(data, where)
+        w, h = im.size
         s = self.sampler
         try:
             return load_images(im, size=s.resolution, resize=resize,
