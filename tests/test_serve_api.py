@@ -27,7 +27,7 @@ from d2c_fast.data.faces import FacesDataset
 from d2c_fast.images import to_pil
 from d2c_fast.sampler import Sampler
 from d2c_fast.serve import Limits, Service, check_bind, create_app, engine_thread
-from d2c_fast.serve.service import PARALLEL_GRAIN
+from d2c_fast.serve import app as app_module
 
 from serve_helpers import Server, assert_close_uint8, face_png, pixels, png_tensor, uint8
 
@@ -315,10 +315,10 @@ def test_queue_limit_503_and_client_leaving_mid_batch(sampler, service):
     assert m.batch_images.sum == 6     # the left request was computed with its batch
 
 
-def test_parallel_torch_work_runs_in_the_engine_thread_only(sampler, service):
-    """Batches, and the decoding of an upload large enough for torch to parallelise, run in
-    the engine thread the model was loaded with; a small upload is decoded in an I/O thread
-    (torch parallel work from two threads slows both: d2c_fast.serve.batcher)."""
+def test_torch_runs_in_the_engine_thread_only(sampler, service):
+    """Batches, and the making of the input tensors, run in the engine thread the model was
+    loaded with; reading uploads and writing PNGs (PIL) in the I/O threads (torch work from
+    two threads slows both: d2c_fast.serve.batcher)."""
     from PIL import Image
     engine = engine_thread()
     svc = Service(sampler, service.attributes)
@@ -329,27 +329,31 @@ def test_parallel_torch_work_runs_in_the_engine_thread_only(sampler, service):
             seen.append((name, threading.current_thread().name))
             return fn(*a, **k)
         return wrapped
-    svc.decode_image = spy("decode", svc.decode_image)
-    svc.run_edits = spy("edit", svc.run_edits)
+    for name in ("read_image", "image_tensor", "run_edits", "run_samples", "faces"):
+        setattr(svc, name, spy(name, getattr(svc, name)))
+    app_module.png_bytes, png = spy("png", app_module.png_bytes), app_module.png_bytes
     buf = io.BytesIO()
     Image.open(io.BytesIO(face_png(1))).resize((128, 128)).save(buf, format="PNG")
-    assert svc.torch_elements(buf.getvalue()) >= PARALLEL_GRAIN > svc.torch_elements(face_png(0))
     app = create_app(svc, engine=engine)
 
     async def go(c):
-        small = await c.post("/v1/edit", **edit_form(0))
-        large = await c.post("/v1/edit", files={"image": ("big.png", buf.getvalue(), "image/png")},
-                             data={"attr": "smiling", "strength": "3", "resize": "true"})
-        return small, large
+        return [await c.post("/v1/edit", **edit_form(0)),
+                await c.post("/v1/edit", files={"image": ("big.png", buf.getvalue())},
+                             data={"attr": "smiling", "strength": "3", "resize": "true"}),
+                await c.post("/v1/sample", json={"n": 2, "seed": 0}),
+                await c.get("/v1/faces")]
     try:
-        small, large = run_app(app, go)
+        rs = run_app(app, go)
         name = engine.submit(lambda: threading.current_thread().name).result()
     finally:
         engine.shutdown()
-    assert small.status_code == 200 and large.status_code == 200, (small.text, large.text)
-    assert [w for w, _ in seen] == ["decode", "edit", "decode", "edit"]
-    assert seen[0][1].startswith("d2c-io")
-    assert [t for _, t in seen[1:]] == [name] * 3 and name.startswith("d2c-engine")
+        app_module.png_bytes = png
+    assert all(r.status_code == 200 for r in rs), [r.text for r in rs]
+    assert name.startswith("d2c-engine")
+    torch_work = {"image_tensor", "run_edits", "run_samples", "faces"}
+    assert {w for w, _ in seen} == torch_work | {"read_image", "png"}
+    for what, thread in seen:
+        assert (thread == name) == (what in torch_work), (what, thread)
 
 
 def test_token_cors_and_host_rule(service, capsys):

@@ -33,7 +33,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-import torch
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import D2CError
 from .batcher import Batcher, QueueFull
 from .metrics import Metrics
-from .service import PARALLEL_GRAIN, RequestError, Service, b64_png, png_bytes
+from .service import RequestError, Service, b64_png, png_bytes
 
 __all__ = ["create_app", "check_bind", "is_loopback", "run_server", "STATIC_DIR"]
 
@@ -187,7 +186,6 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
                       on_batch=lambda key, nr, ni, sec: metrics.batch(nr, ni, sec),
                       engine=engine)
     pools = {}   # the I/O threads, made per run of the app (lifespan)
-    out_elements = service.torch_elements()   # of one output image
     metrics.gauge("queue_depth", "Requests waiting for the engine.", lambda: batcher.depth)
     metrics.gauge("queue_limit", "Most requests that may wait (--queue).",
                   lambda: batcher.max_queue)
@@ -210,14 +208,10 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
                   description="Edit, sample and fit attributes with one D2C model.")
     app.state.service, app.state.batcher, app.state.metrics = service, batcher, metrics
 
-    async def io(elements: int, fn, *args):
-        """``fn(*args)`` (image decoding, PNG encoding) off the event loop: in the I/O threads
-        while its torch work (about ``elements`` elements) stays serial, else in the engine
-        thread between batches (torch must not start parallel work in a second thread:
-        :mod:`d2c_fast.serve.batcher`)."""
-        if elements < PARALLEL_GRAIN:
-            return await asyncio.get_running_loop().run_in_executor(pools["io"], fn, *args)
-        return await batcher.call(fn, *args)
+    async def io(fn, *args):
+        """``fn(*args)`` in the I/O threads: reading uploads and writing PNGs with PIL, never
+        torch (torch work runs in the engine thread only: :mod:`d2c_fast.serve.batcher`)."""
+        return await asyncio.get_running_loop().run_in_executor(pools["io"], fn, *args)
 
     def admit():
         # requests being read count against the queue too: at most `queue` requests are
@@ -274,7 +268,7 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
 
     @app.get("/v1/faces", summary="Built-in procedural test faces (base64 PNG)")
     async def faces():
-        return {"images": await io(out_elements, service.faces)}
+        return {"images": await batcher.call(service.faces)}
 
     @app.post("/v1/edit", summary="Edit one image along attribute(s)",
               responses={200: {"content": {"image/png": {}}}})
@@ -282,11 +276,10 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
         admit()
         with batcher.arrival():
             fields = await _fields(request)
-            key, payload = await io(service.torch_elements(fields.get("image")),
-                                    service.parse_edit, fields)
+            key, payload = await io(service.parse_edit, fields)
             del fields   # the upload's bytes are not kept while the request waits
         image = await batcher.submit(key, lambda ps: service.run_edits(key, ps), payload)
-        png = await io(out_elements, png_bytes, image)
+        png = await io(png_bytes, image)
         if _wants_json(request):
             return {"image": b64_png(png)}
         return Response(png, media_type="image/png")
@@ -299,8 +292,7 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
         if payload is not None:
             images = await batcher.submit(key, lambda ps: service.run_samples(key[1], ps),
                                           payload, size=payload[0])
-            return {"images": await io(out_elements,
-                                       lambda: [b64_png(png_bytes(x)) for x in images])}
+            return {"images": await io(lambda: [b64_png(png_bytes(x)) for x in images])}
         # conditional: identical requests share one call; others run alone
         return await batcher.submit(key, lambda ps: [service.run_conditional(key)] * len(ps),
                                     None, size=service.limits.max_n)
@@ -319,9 +311,8 @@ def create_app(service: Service, *, max_batch: int = 32, max_wait_ms: float = 5.
                 if not 2 <= len(files) <= service.limits.max_fit_images:
                     raise RequestError(f"{k}: give 2 to {service.limits.max_fit_images} image "
                                        f"files, got {len(files)}")
-                sets.append(await io(service.torch_elements(*files),
-                                     lambda fs=files, k=k: torch.cat(
-                    [service.decode_image(f, f"{k}[{i}]", True) for i, f in enumerate(fs)])))
+                sets.append(await io(lambda fs=files, k=k: [
+                    service.read_image(f, f"{k}[{i}]", True) for i, f in enumerate(fs)]))
             del fields, files
         key = ("fit", next(unique))
         return await batcher.submit(key, lambda ps: [service.fit(name, *sets)], None,

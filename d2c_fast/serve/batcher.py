@@ -18,14 +18,14 @@ A request whose client went away is still computed if its batch has already star
 other requests of that batch are not disturbed; its slice is dropped); one still waiting is
 skipped.
 
-One thread runs every parallel torch op of the process (:func:`engine_thread`;
-:meth:`Batcher.call` for such work outside a batch, e.g. decoding a large upload): with GNU
-OpenMP (torch's CPU wheels), once parallel regions have been started from two threads, every
-op of both runs slower. On a 2-core CPU a batch-1 edit took 184 ms in a worker thread after
-the model had been loaded in the main thread, 69-76 ms when one thread did both (a 1x32x16x16
-group norm: 12 -> 120 us). So ``d2c-fast serve`` loads its model in the engine thread, and
-other threads touch only tensors too small for torch to parallelise
-(:data:`~d2c_fast.serve.service.PARALLEL_GRAIN`).
+One thread runs every torch op of the server (:func:`engine_thread`: it loads the model,
+runs the batches, and :meth:`Batcher.call` for torch work outside a batch); other threads
+use PIL and numpy only. With GNU OpenMP (torch's CPU wheels), once parallel regions have been
+started from two threads, every op of both runs slower, and which ops go parallel is not
+simply a matter of size (``round`` of one 1x3x32x32 image does). On a 2-core CPU a batch-1
+edit took 184 ms in a worker thread after the model had been loaded in the main thread, 69-76
+ms when one thread did both (a 1x32x16x16 group norm: 12 -> 120 us); one ``round`` of a
+1x3x32x32 image in a second thread was enough to do the same.
 """
 from __future__ import annotations
 
@@ -37,10 +37,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
 
 __all__ = ["Batcher", "QueueFull", "Job", "engine_thread"]
-
-
-def _barrier() -> None:
-    """Nothing, run in the engine thread: awaiting it waits for the work queued before it."""
 
 
 def engine_thread() -> ThreadPoolExecutor:
@@ -136,7 +132,7 @@ class Batcher:
     # ------------------------------------------------------------------ requests
     async def call(self, fn: Callable, *args):
         """``fn(*args)`` alone in the engine thread, after the calls already given to it
-        (torch work outside a batch: decoding an upload, encoding a PNG)."""
+        (torch work outside a batch)."""
         if self._engine is None:
             raise RuntimeError("Batcher.start() was not called")
         return await asyncio.get_running_loop().run_in_executor(self._engine, fn, *args)
@@ -195,13 +191,6 @@ class Batcher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if self.arriving > 0:
-                # requests being read may be queued in the engine thread behind the batch
-                # that just ran (their decoding, see call()): let them finish first, so that
-                # they join this batch instead of splitting the load into small batches
-                await self.call(_barrier)
-                if not self._waiting:
-                    continue
             first = self._waiting[0]
             # wait for company while the batch is not full and requests are arriving, at
             # most max_wait after the first request of the group was queued

@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -27,21 +28,17 @@ from ..attributes import Attribute, builtin_attribute_names, resolve_attribute
 from ..conditional import PAPER_RULE
 from ..data.faces import FacesDataset
 from ..edit import METHODS, default_method
-from ..errors import D2CError, ImageError
-from ..images import load_images, to_pil
+from ..errors import D2CError
+from ..images import load_images, to_uint8
 from ..sampler import Sampler
 
-__all__ = ["RequestError", "Limits", "Service", "ATTR_NAME", "PARALLEL_GRAIN", "png_bytes", "b64_png",
+__all__ = ["RequestError", "Limits", "Service", "ATTR_NAME", "uint8_arrays", "png_bytes", "b64_png",
            "load_attribute_dir"]
 
 #: Names of attributes the server stores and serves: no path separators, no leading dot.
 ATTR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 MODES = ("sample", "mode")
 SEED_MAX = 2 ** 63 - 1
-#: Torch runs an op on its OpenMP threads only past this many elements (ATen's grain size);
-#: below it the op stays in the calling thread. Torch work past it is done in the server's
-#: engine thread, never in a second thread (why: :mod:`d2c_fast.serve.batcher`).
-PARALLEL_GRAIN = 32768
 
 
 class RequestError(D2CError, ValueError):
@@ -64,11 +61,18 @@ class Limits:
     max_draws: int = 1024                    # prior draws of one conditional request
 
 
-def png_bytes(image: torch.Tensor) -> bytes:
-    """One image ``(C, H, W)`` in [0, 1] -> PNG bytes (rounded as every output of
-    :mod:`d2c_fast.images`)."""
+def uint8_arrays(images: torch.Tensor) -> list[np.ndarray]:
+    """Images ``(B, C, H, W)`` in [0, 1] -> one uint8 ``(H, W, C)`` array each, rounded as every
+    output of :mod:`d2c_fast.images` (torch work: the engine thread's)."""
+    return list(to_uint8(images).cpu().permute(0, 2, 3, 1).contiguous().numpy())
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """One uint8 ``(H, W, C)`` array (:func:`uint8_arrays`) -> PNG bytes (PIL only, no torch:
+    safe in any thread)."""
     buf = io.BytesIO()
-    to_pil(image.unsqueeze(0))[0].save(buf, format="PNG")
+    Image.fromarray(np.ascontiguousarray(image[:, :, 0] if image.shape[2] == 1 else image)
+                    ).save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -228,10 +232,12 @@ class Service:
                            "max_abs_strength": self.limits.max_abs_value}}
 
     def faces(self, n: int = 8) -> list[str]:
-        """``n`` built-in procedural test faces at the model's resolution, base64 PNG."""
+        """``n`` built-in procedural test faces at the model's resolution, base64 PNG (torch
+        work: call it in the engine thread)."""
         if self._faces is None:
             ds = FacesDataset(n, resolution=self.sampler.resolution, seed=1, split="test")
-            self._faces = [b64_png(png_bytes(ds[i][0])) for i in range(n)]
+            faces = uint8_arrays(torch.stack([ds[i][0] for i in range(n)]))
+            self._faces = [b64_png(png_bytes(f)) for f in faces]
         return self._faces
 
     def attribute(self, name) -> Attribute:
@@ -278,39 +284,38 @@ class Service:
                                413)
         return im
 
-    def torch_elements(self, *uploads) -> int:
-        """About how many elements the torch work of decoding ``uploads`` (and of the
-        model's own images) touches at once: compared with :data:`PARALLEL_GRAIN` to choose
-        the thread it runs in. Headers only; an upload that is not an image counts as
-        nothing (decoding it then reports why)."""
-        n = self.sampler.resolution ** 2 * max(self.sampler.image_channels, 4)
-        for data in uploads:
-            try:
-                w, h = self.open_upload(data).size
-            except (RequestError, TypeError, ValueError):
-                continue
-            n = max(n, w * h * 4)
-        return n
-
-    def decode_image(self, data, where: str = "image", resize: bool = False) -> torch.Tensor:
-        """Uploaded bytes (or base64 text) -> ``(1, C, R, R)`` float32 (:meth:`open_upload`,
-        then :func:`~d2c_fast.images.load_images`)."""
+    def read_image(self, data, where: str = "image", resize: bool = False) -> Image.Image:
+        """Uploaded bytes (or base64 text) -> a decoded PIL image whose size the model takes
+        (as it is, or with ``resize``): PIL only, no torch (the I/O threads' part; the engine
+        thread makes the tensor, :meth:`image_tensor`)."""
         im = self.open_upload(data, where)
         w, h = im.size
-        s = self.sampler
+        R = self.sampler.resolution
+        if not resize and (w, h) != (R, R):
+            raise RequestError(f"{where}: image is {h}x{w} (HxW) but the model expects "
+                               f"{R}x{R}; send resize=true to resize it")
         try:
-            return load_images(im, size=s.resolution, resize=resize,
-                               channels=s.image_channels, max_pixels=self.limits.max_pixels)
-        except ImageError as e:
-            if "expects" in str(e) and not resize:
-                raise RequestError(f"{where}: image is {h}x{w} (HxW) but the model expects "
-                                   f"{s.resolution}x{s.resolution}; send resize=true to "
-                                   "resize it") from None
-            raise
+            im.load()
+        except (OSError, ValueError, SyntaxError) as e:
+            raise RequestError(f"{where}: not an image file PIL can read (PNG, JPEG, ...) "
+                               f"({_one_line(e)[:120]})", 415) from None
+        return im
+
+    def image_tensor(self, im: Image.Image, resize: bool = False) -> torch.Tensor:
+        """A :meth:`read_image` image -> ``(1, C, R, R)`` float32, exactly as the direct call
+        (:func:`~d2c_fast.images.load_images`) makes it."""
+        s = self.sampler
+        return load_images(im, size=s.resolution, resize=resize, channels=s.image_channels,
+                           max_pixels=self.limits.max_pixels)
+
+    def decode_image(self, data, where: str = "image", resize: bool = False) -> torch.Tensor:
+        """Uploaded bytes (or base64 text) -> ``(1, C, R, R)`` float32 (:meth:`read_image`,
+        then :meth:`image_tensor`; one thread)."""
+        return self.image_tensor(self.read_image(data, where, resize), resize)
 
     # ------------------------------------------------------------------ edits
     def parse_edit(self, fields: Mapping[str, Any]):
-        """Checked edit request -> ``(EditKey, (image, seed))``. ``fields``: ``image``
+        """Checked edit request -> ``(EditKey, (PIL image, resize, seed))`` (no torch). ``fields``: ``image``
         (bytes or base64 text), ``attr`` (name or list), ``strength``, ``target`` or ``step``
         (one value or one per attribute; none: ``target="typical"``), ``method`` (default:
         the library's), ``mode``, ``seed``, ``resize``: the arguments of
@@ -355,9 +360,9 @@ class Service:
         if fields.get("image") in (None, "", b""):
             raise RequestError("image is required: an image file (multipart field image, or "
                                "base64 in JSON)")
-        image = self.decode_image(fields["image"], "image", resize)
+        image = self.read_image(fields["image"], "image", resize)
         key = EditKey(tuple(names), which, vals, method, mode)
-        return key, (image, seed)
+        return key, (image, resize, seed)
 
     def edit_kwargs(self, key: EditKey) -> dict:
         """The keywords of ``Sampler.manipulate`` that the key stands for (one attribute:
@@ -368,14 +373,14 @@ class Service:
         return {"attr": attr[0] if one else attr, "method": key.method, "mode": key.mode,
                 key.amount: v[0] if len(v) == 1 else list(v)}
 
-    def run_edits(self, key: EditKey, payloads: Sequence[tuple]) -> list[torch.Tensor]:
-        """One engine call for a group of edits with the same key: one image ``(C, H, W)``
-        per request (PNG-encoded by the caller, outside the engine thread)."""
-        images = torch.cat([p[0] for p in payloads])
+    def run_edits(self, key: EditKey, payloads: Sequence[tuple]) -> list[np.ndarray]:
+        """One engine call for a group of edits with the same key: one uint8 ``(H, W, C)``
+        image per request (PNG-encoded by the caller, outside the engine thread)."""
+        images = torch.cat([self.image_tensor(im, resize) for im, resize, _ in payloads])
         kw = self.edit_kwargs(key)
-        out = self.sampler.manipulate(images, kw.pop("attr"), seeds=[p[1] for p in payloads],
+        out = self.sampler.manipulate(images, kw.pop("attr"), seeds=[p[2] for p in payloads],
                                       **kw)
-        return list(out)
+        return uint8_arrays(out)
 
     # ------------------------------------------------------------------ samples
     def parse_sample(self, body: Mapping[str, Any]):
@@ -409,11 +414,12 @@ class Service:
             thr = _number(f"threshold (a probability, or {PAPER_RULE!r})", thr, 0.0, 1.0)
         return ("conditional", tuple(names), thr, mode, n, seed), None
 
-    def run_samples(self, mode: str, payloads: Sequence[tuple]) -> list[torch.Tensor]:
+    def run_samples(self, mode: str, payloads: Sequence[tuple]) -> list[list[np.ndarray]]:
         """One engine call for a group of sample requests ``(n, seed)``: request ``k``'s image
-        ``i`` draws from seed ``seed_k + i`` as ``Sampler.sample(n_k, seed=seed_k)`` does."""
+        ``i`` draws from seed ``seed_k + i`` as ``Sampler.sample(n_k, seed=seed_k)`` does
+        (uint8 ``(H, W, C)`` arrays, PNG-encoded by the caller)."""
         seeds = [seed + i for n, seed in payloads for i in range(n)]
-        imgs = self.sampler.sample(len(seeds), seeds=seeds, mode=mode)
+        imgs = uint8_arrays(self.sampler.sample(len(seeds), seeds=seeds, mode=mode))
         out, a = [], 0
         for n, _ in payloads:
             out.append(imgs[a:a + n])
@@ -427,7 +433,7 @@ class Service:
         imgs, probs = self.sampler.sample_conditional(
             attrs, n, seed=seed, mode=mode, return_probs=True, **kw,
             max_draws=min(100 * n + 1000, self.limits.max_draws))
-        return {"images": [b64_png(png_bytes(x)) for x in imgs],
+        return {"images": [b64_png(png_bytes(x)) for x in uint8_arrays(imgs)],
                 "probs": [[float(p) for p in row] for row in probs]}
 
     # ------------------------------------------------------------------ fitting
@@ -445,10 +451,14 @@ class Service:
             raise RequestError(f"name {name!r} leaves the attribute folder")
         return path
 
-    def fit(self, name: str, positives: torch.Tensor, negatives: torch.Tensor) -> dict:
-        """Fit ``name`` from labelled images (engine thread), store it atomically under the
-        attribute folder and serve it."""
+    def fit(self, name: str, positives, negatives) -> dict:
+        """Fit ``name`` from labelled images (tensors, or lists of :meth:`read_image` images
+        read with ``resize``) in the engine thread, store it atomically under the attribute
+        folder and serve it."""
         path = self.check_fit_name(name)
+        positives, negatives = (x if torch.is_tensor(x) else
+                                torch.cat([self.image_tensor(im, True) for im in x])
+                                for x in (positives, negatives))
         a = self.sampler.fit_attribute(positives, negatives, name=name)
         a.save(path)   # atomic (d2c_fast.utils.atomic_write)
         # a new dict, not an insertion: the event loop may be reading the old one right now
