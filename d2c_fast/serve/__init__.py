@@ -14,5 +14,5 @@ from .batcher import Batcher, QueueFull, engine_thread
 from .metrics import Metrics
 from .service import Limits, RequestError, Service
 
-__all__ = ["create_app", "check_bind", "is_loopback", "run_server", "Batcher", "QueueFull", "engine_thread",
-           "Metrics", "Limits", "RequestError", "Service"]
+__all__ = ["create_app", "check_bind", "is_loopback", "run_server", "Batcher", "QueueFull",
+           "engine_thread", "Metrics", "Limits", "RequestError", "Service"]

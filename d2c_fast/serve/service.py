@@ -32,8 +32,8 @@ from ..errors import D2CError
 from ..images import load_images, to_uint8
 from ..sampler import Sampler
 
-__all__ = ["RequestError", "Limits", "Service", "ATTR_NAME", "uint8_arrays", "png_bytes", "b64_png",
-           "load_attribute_dir"]
+__all__ = ["RequestError", "Limits", "Service", "ATTR_NAME", "uint8_arrays", "png_bytes",
+           "b64_png", "load_attribute_dir"]
 
 #: Names of attributes the server stores and serves: no path separators, no leading dot.
 ATTR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -315,10 +315,10 @@ class Service:
 
     # ------------------------------------------------------------------ edits
     def parse_edit(self, fields: Mapping[str, Any]):
-        """Checked edit request -> ``(EditKey, (PIL image, resize, seed))`` (no torch). ``fields``: ``image``
-        (bytes or base64 text), ``attr`` (name or list), ``strength``, ``target`` or ``step``
-        (one value or one per attribute; none: ``target="typical"``), ``method`` (default:
-        the library's), ``mode``, ``seed``, ``resize``: the arguments of
+        """Checked edit request -> ``(EditKey, (PIL image, resize, seed))``, without torch.
+        ``fields``: ``image`` (bytes or base64 text), ``attr`` (name or list), ``strength``,
+        ``target`` or ``step`` (one value or one per attribute; none: ``target="typical"``),
+        ``method`` (default: the library's), ``mode``, ``seed``, ``resize``: the arguments of
         ``Sampler.manipulate``, with the same defaults."""
         known = {"image", "attr", "strength", "target", "step", "method", "mode", "seed",
                  "resize"}
