@@ -6,7 +6,9 @@ Same run, one after the other (never two at once), for each ``--threads`` value 
 threads of the direct calls and of the servers):
 
 1. direct sequential Python calls: ``Sampler.manipulate`` of one face at a time (batch 1),
-   and one batch-32 call for the engine's own batched rate;
+   and one batch-32 call for the engine's own batched rate; measured before the servers and
+   again after them, the ratio taken against the faster of the two (a busy moment on a
+   shared machine makes the baseline slow, and the ratio flattering);
 2. ``d2c-fast serve builtin --max-batch 1`` and with the defaults (``--max-batch 32
    --max-wait-ms 5``): 1, 8 and 32 concurrent clients, each sending edits (one face, the
    ``smiling`` attribute, strength 3, its own seed) in a closed loop for ``--duration``
@@ -14,7 +16,7 @@ threads of the direct calls and of the servers):
    latency, failures;
 
 (1 and 2 for each of ``--methods``: ``d2c``, the paper's edit, 2 U-Net + 2 guide calls, and
-``local``, the library's default since 2026-12-07, 5 + 5);
+``local``, the library's default since 2026-12-07, 3 + 3);
 3. overload: a server with ``--queue Q`` gets 4 Q requests at once: every answer must be 200
    or 503 (no other status, no connection error), the server must still answer /healthz,
    and its peak RSS (VmHWM) is read before and after.
@@ -205,16 +207,20 @@ def one_pass(args, threads: int, methods) -> dict:
     """Direct calls, both servers, overload: all with ``threads`` torch threads."""
     torch.set_num_threads(threads)
     print(f"{threads} torch thread(s): direct calls and servers", flush=True)
-    res = {"direct": {}, "load_before": os.getloadavg()}
-    s = Sampler("builtin")
-    for m in methods:
-        res["direct"][m] = d = direct(s, m, args.duration)
-        print(f"  {m:>5} direct batch 1: {d['edits_per_s']:.1f} edits/s  p50 {d['p50_ms']:.1f} ms"
-              f"  p99 {d['p99_ms']:.1f} ms  cpu/edit {d['cpu_ms_per_edit']:.1f} ms; one batch-32 "
-              f"call: {d['batch32_edits_per_s']:.1f} edits/s", flush=True)
-    del s
+    res = {"direct": {}, "direct_after": {}, "load_before": os.getloadavg()}
+
+    def directs(where):
+        s = Sampler("builtin")
+        for m in methods:
+            res[where][m] = d = direct(s, m, args.duration)
+            print(f"  {m:>5} direct batch 1{' (again)' if where == 'direct_after' else ''}: "
+                  f"{d['edits_per_s']:.1f} edits/s  p50 {d['p50_ms']:.1f} ms  p99 "
+                  f"{d['p99_ms']:.1f} ms  cpu/edit {d['cpu_ms_per_edit']:.1f} ms; one batch-32 "
+                  f"call: {d['batch32_edits_per_s']:.1f} edits/s", flush=True)
+    directs("direct")
     res["max_batch_1"] = serve_levels(args, threads, ["--max-batch", "1"], methods)
     res["default"] = serve_levels(args, threads, [], methods)
+    directs("direct_after")   # the ratio takes the faster of the two direct measurements
     res["overload"] = o = overload(args, threads)
     res["load_after"] = os.getloadavg()
     print(f"  overload: {o['sent']} at once on --queue {o['queue']}: {o['answers']}, healthz "
@@ -222,7 +228,8 @@ def one_pass(args, threads: int, methods) -> dict:
           f"{o['rss_kb_after']['VmHWM'] / 1024:.0f} MiB", flush=True)
     res["targets"] = {}
     for m in methods:
-        d, d32 = res["direct"][m], res["default"][m][-1]
+        d32 = res["default"][m][-1]
+        d = max(res["direct"][m], res["direct_after"][m], key=lambda r: r["edits_per_s"])
         res["targets"][m] = {
             "ratio_32_clients_vs_direct_batch1": d32["edits_per_s"] / d["edits_per_s"],
             "ratio_ok": d32["edits_per_s"] >= 3 * d["edits_per_s"],
