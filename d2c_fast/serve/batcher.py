@@ -21,11 +21,10 @@ skipped.
 One thread runs every torch op of the server (:func:`engine_thread`: it loads the model,
 runs the batches, and :meth:`Batcher.call` for torch work outside a batch); other threads
 use PIL and numpy only. With GNU OpenMP (torch's CPU wheels), once parallel regions have been
-started from two threads, every op of both runs slower, and which ops go parallel is not
-simply a matter of size (``round`` of one 1x3x32x32 image does). On a 2-core CPU a batch-1
-edit took 184 ms in a worker thread after the model had been loaded in the main thread, 69-76
-ms when one thread did both (a 1x32x16x16 group norm: 12 -> 120 us); one ``round`` of a
-1x3x32x32 image in a second thread was enough to do the same.
+started from two threads, every op of both runs slower: on a 2-core CPU a batch-1 edit took
+184 ms in a worker thread after the model had been loaded in the main thread, 69-76 ms when
+one thread did both (a 1x32x16x16 group norm: 12 -> 120 us). Which ops go parallel is not
+simply a matter of size: one ``round`` of a 1x3x32x32 image in a second thread was enough.
 """
 from __future__ import annotations
 

@@ -4,10 +4,12 @@ of every request field, and the engine calls that serve a batch of requests.
 Each request is checked here (a :class:`RequestError` with an HTTP status, or the library's
 own :class:`~d2c_fast.errors.D2CError` / ``ValueError`` with the one-line message the CLI
 prints) and turned into a batch *key* (everything that is not per image) and a *payload*
-(the image and its seed). ``run_edits`` / ``run_samples`` serve a whole group of requests
-with one key in ONE engine call, with per-image seeds, so each image equals the direct call
-``Sampler.manipulate(image, attr, strength=..., seed=seed)`` / ``Sampler.sample(n,
-seed=seed)`` made alone (up to the float rounding of batch-size dependent kernels).
+(the decoded upload, with PIL only, and its seed). ``run_edits`` / ``run_samples`` serve a
+whole group of requests with one key in ONE engine call, with per-image seeds, so each image
+equals the direct call ``Sampler.manipulate(image, attr, strength=..., seed=seed)`` /
+``Sampler.sample(n, seed=seed)`` made alone (up to the float rounding of batch-size
+dependent kernels); they make the tensors and round the results to uint8 arrays, so torch
+runs only in the engine thread (:mod:`d2c_fast.serve.batcher`).
 """
 from __future__ import annotations
 
@@ -251,9 +253,11 @@ class Service:
         return a
 
     # ------------------------------------------------------------------ images
-    def open_upload(self, data, where: str = "image") -> Image.Image:
-        """Uploaded bytes (or base64 text) -> the lazily opened PIL image: only its header is
-        read, and its pixel count checked, before any pixel is decoded."""
+    def read_image(self, data, where: str = "image", resize: bool = False) -> Image.Image:
+        """Uploaded bytes (or base64 text) -> a decoded PIL image whose size the model takes
+        (as it is, or with ``resize``). The header is read and the pixel count checked before
+        any pixel is decoded. PIL only, no torch (the I/O threads' part; the engine thread
+        makes the tensor, :meth:`image_tensor`)."""
         if isinstance(data, str):
             s = data.split(",", 1)[1] if data.startswith("data:") and "," in data else data
             if len(s) > self.limits.max_body_bytes * 4 // 3 + 4:
@@ -282,14 +286,6 @@ class Service:
             raise RequestError(f"{where}: image is {w}x{h} (WxH) = {w * h} pixels, more than "
                                f"the limit of {self.limits.max_pixels}; send a smaller image",
                                413)
-        return im
-
-    def read_image(self, data, where: str = "image", resize: bool = False) -> Image.Image:
-        """Uploaded bytes (or base64 text) -> a decoded PIL image whose size the model takes
-        (as it is, or with ``resize``): PIL only, no torch (the I/O threads' part; the engine
-        thread makes the tensor, :meth:`image_tensor`)."""
-        im = self.open_upload(data, where)
-        w, h = im.size
         R = self.sampler.resolution
         if not resize and (w, h) != (R, R):
             raise RequestError(f"{where}: image is {h}x{w} (HxW) but the model expects "
@@ -307,11 +303,6 @@ class Service:
         s = self.sampler
         return load_images(im, size=s.resolution, resize=resize, channels=s.image_channels,
                            max_pixels=self.limits.max_pixels)
-
-    def decode_image(self, data, where: str = "image", resize: bool = False) -> torch.Tensor:
-        """Uploaded bytes (or base64 text) -> ``(1, C, R, R)`` float32 (:meth:`read_image`,
-        then :meth:`image_tensor`; one thread)."""
-        return self.image_tensor(self.read_image(data, where, resize), resize)
 
     # ------------------------------------------------------------------ edits
     def parse_edit(self, fields: Mapping[str, Any]):
