@@ -77,20 +77,25 @@ def _pil_mode(c: int) -> str:
     return {1: "L", 3: "RGB", 4: "RGBA"}[c]
 
 
+def uint8_arrays(images: Any) -> List[np.ndarray]:
+    """Images (see :func:`to_uint8`) -> one uint8 ``(H, W, C)`` numpy array each (the torch
+    part of :func:`to_pil`)."""
+    return list(to_uint8(images).cpu().permute(0, 2, 3, 1).contiguous().numpy())
+
+
+def array_to_pil(a: np.ndarray) -> Image.Image:
+    """One uint8 ``(H, W, C)`` array -> a PIL image ("L", "RGB" or "RGBA" by channels): PIL
+    and numpy only, no torch (the PIL part of :func:`to_pil`)."""
+    mode = _pil_mode(a.shape[2])
+    im = Image.fromarray(np.ascontiguousarray(a[:, :, 0] if mode == "L" else a))
+    if im.mode != mode:  # pragma: no cover - fromarray infers L / RGB / RGBA for uint8
+        im = im.convert(mode)
+    return im
+
+
 def to_pil(images: Any) -> List[Image.Image]:
     """Images (see :func:`to_uint8`) -> list of PIL images ("L", "RGB" or "RGBA" by channels)."""
-    u = to_uint8(images).cpu()
-    mode = _pil_mode(u.shape[1])
-    arr = u.permute(0, 2, 3, 1).contiguous().numpy()
-    out = []
-    for a in arr:
-        if mode == "L":
-            a = a[:, :, 0]
-        im = Image.fromarray(np.ascontiguousarray(a))
-        if im.mode != mode:  # pragma: no cover - fromarray infers L / RGB / RGBA for uint8
-            im = im.convert(mode)
-        out.append(im)
-    return out
+    return [array_to_pil(a) for a in uint8_arrays(images)]
 
 
 #: The forms image-returning API calls give (``output_type=``), as diffusers' pipelines.

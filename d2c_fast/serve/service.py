@@ -31,11 +31,11 @@ from ..conditional import PAPER_RULE
 from ..data.faces import FacesDataset
 from ..edit import METHODS, default_method
 from ..errors import D2CError
-from ..images import load_images, to_uint8
+from ..images import array_to_pil, load_images, uint8_arrays
 from ..sampler import Sampler
 
-__all__ = ["RequestError", "Limits", "Service", "ATTR_NAME", "uint8_arrays", "png_bytes",
-           "b64_png", "load_attribute_dir"]
+__all__ = ["RequestError", "Limits", "Service", "ATTR_NAME", "png_bytes", "b64_png",
+           "load_attribute_dir"]
 
 #: Names of attributes the server stores and serves: no path separators, no leading dot.
 ATTR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -63,18 +63,11 @@ class Limits:
     max_draws: int = 1024                    # prior draws of one conditional request
 
 
-def uint8_arrays(images: torch.Tensor) -> list[np.ndarray]:
-    """Images ``(B, C, H, W)`` in [0, 1] -> one uint8 ``(H, W, C)`` array each, rounded as every
-    output of :mod:`d2c_fast.images` (torch work: the engine thread's)."""
-    return list(to_uint8(images).cpu().permute(0, 2, 3, 1).contiguous().numpy())
-
-
 def png_bytes(image: np.ndarray) -> bytes:
-    """One uint8 ``(H, W, C)`` array (:func:`uint8_arrays`) -> PNG bytes (PIL only, no torch:
-    safe in any thread)."""
+    """One uint8 ``(H, W, C)`` array (:func:`~d2c_fast.images.uint8_arrays`) -> PNG bytes (PIL
+    only, no torch: safe in any thread)."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image[:, :, 0] if image.shape[2] == 1 else image)
-                    ).save(buf, format="PNG")
+    array_to_pil(image).save(buf, format="PNG")
     return buf.getvalue()
 
 
