@@ -435,13 +435,12 @@ class Service:
             raise RequestError(f"name {name!r} leaves the attribute folder")
         return path
 
-    def fit(self, name: str, positives, negatives) -> dict:
-        """Fit ``name`` from labelled images (tensors, or lists of :meth:`read_image` images
-        read with ``resize``) in the engine thread, store it atomically under the attribute
-        folder and serve it."""
+    def fit(self, name: str, positives: Sequence[Image.Image],
+            negatives: Sequence[Image.Image]) -> dict:
+        """Fit ``name`` from labelled images (:meth:`read_image` images read with ``resize``)
+        in the engine thread, store it atomically under the attribute folder and serve it."""
         path = self.check_fit_name(name)
-        positives, negatives = (x if torch.is_tensor(x) else
-                                torch.cat([self.image_tensor(im, True) for im in x])
+        positives, negatives = (torch.cat([self.image_tensor(im, True) for im in x])
                                 for x in (positives, negatives))
         a = self.sampler.fit_attribute(positives, negatives, name=name)
         a.save(path)   # atomic (d2c_fast.utils.atomic_write)
