@@ -15,7 +15,7 @@ from .attributes import Attribute, builtin_attribute_path, resolve_attribute
 from .checkpoint.random_init import random_model
 from .data.faces import ATTRIBUTES, FacesDataset
 from .diffusion import manip_sequence
-from .edit import LOCAL_SKIP, LOCAL_T0
+from .edit import D2C_SKIP, D2C_T0, LOCAL_SKIP, LOCAL_T0
 from .images import save_grid
 from .runtime import BUILTIN_PATH
 from .sampler import Sampler
@@ -105,11 +105,12 @@ def run_demo(output: str = "demo.png", *, device: str = "cpu", impl: str = "fast
     print(f"d2c_fast demo ({note})")
     print(f"  model load {t_load:.2f} s, impl={impl}, device={device}, "
           f"resolution {s.resolution}")
-    steps = len(manip_sequence(LOCAL_T0, LOCAL_SKIP, s.num_timesteps)) if builtin else 2
+    t0, skip = (LOCAL_T0, LOCAL_SKIP) if builtin else (D2C_T0, D2C_SKIP)
+    steps = len(manip_sequence(t0, skip, s.num_timesteps))
     calls = f"{steps} U-Net calls + decode" if s.guidance == 1 else \
         f"{steps} U-Net + {steps} guide calls + decode; autoguidance {s.guidance:g}"
-    how = (f"the default edit: to the typical logit, masked regeneration from t0 {LOCAL_T0}"
-           if builtin else "a raw step, t0 50")
+    how = (f"the default edit: to the typical logit, masked regeneration from t0 {t0}"
+           if builtin else f"a raw step, t0 {t0}")
     print(f"  edits ({how}; encode + {calls}): {t_edit / n_edit * 1000:.1f} ms per image at "
           f"batch {n}")
     print(f"  wrote {os.path.abspath(output)}")

@@ -75,6 +75,8 @@ METHODS = ("local", "d2c", "nvae", "ddim")
 
 # The local edit's settings: one setting for every attribute (docs/quality/README.md,
 # "Edits against the true counterfactual", measures them and the alternatives tried).
+D2C_T0 = 50              # the paper's edit (method "d2c"): noise level ...
+D2C_SKIP = 50            # ... and DDIM stride: steps 50, 0 (the official defaults)
 LOCAL_T0 = 300           # noise level of the masked regeneration
 LOCAL_SKIP = 150         # DDIM stride: steps 300, 150, 0 (3 steps; d2c takes 2)
 MASK_FRACTION = 0.25     # latent positions whose edit energy is >= this fraction of the max
@@ -262,7 +264,7 @@ def apply_delta(sampler, z, delta, *, method="d2c", t0=None, skip=None, eps=None
     (from :func:`invert`, same ``skip``) to reuse across strengths; ``guidance``: the ``d2c``
     clean-up's autoguidance weight (a number, 1 = unguided; see :func:`edit_guidance`).
     ``attrs``/``preserve``: the resolved attributes of the edit (the ``local`` method holds
-    their logits). ``t0`` default: 50 (``d2c``), ``LOCAL_T0`` (``local``)."""
+    their logits). ``t0`` default: ``D2C_T0`` (``d2c``), ``LOCAL_T0`` (``local``)."""
     _check_method(method)
     if method not in ("d2c", "local") and guidance != 1:
         raise ValueError(f"guidance={guidance!r}: method {method!r} is unguided")
@@ -273,7 +275,7 @@ def apply_delta(sampler, z, delta, *, method="d2c", t0=None, skip=None, eps=None
                          t0=LOCAL_T0 if t0 is None else t0,
                          skip=LOCAL_SKIP if skip is None else skip)
     elif method == "d2c":
-        seq = D.manip_sequence(50 if t0 is None else t0, 50 if skip is None else skip,
+        seq = D.manip_sequence(D2C_T0 if t0 is None else t0, D2C_SKIP if skip is None else skip,
                                sampler.num_timesteps)
         zn = D.add_noise(sampler.standardise(z + delta), seq[-1], eps, sampler.schedule)
         out = sampler.unstandardise(sampler.denoise(zn, seq, eta, rng, guidance=guidance))
@@ -449,4 +451,4 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method=None, t0=
 __all__ = ["METHODS", "edit_delta", "target_strengths", "apply_delta", "invert",
            "manipulate", "manipulate_latents", "sweep", "resolve", "edit_guidance",
            "default_method", "default_amount", "local_edit", "edit_mask", "logit_gradient",
-           "LOCAL_T0", "LOCAL_SKIP", "MASK_FRACTION", "MASK_DILATE"]
+           "D2C_T0", "D2C_SKIP", "LOCAL_T0", "LOCAL_SKIP", "MASK_FRACTION", "MASK_DILATE"]
