@@ -70,6 +70,7 @@ from . import diffusion as D
 from .diffusion import chunks
 from .attributes import as_attribute
 from .errors import AttributeFileError
+from .images import load_images
 
 METHODS = ("local", "d2c", "nvae", "ddim")
 
@@ -303,6 +304,25 @@ def edit_mask(sampler, delta: torch.Tensor) -> torch.Tensor:
     return m
 
 
+def pixel_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """A latent-resolution 0/1 mask ``(B, 1, h, w)`` -> ``(B, 1, size, size)`` in [0, 1]: each
+    latent cell covers its block of pixels, and the edge is feathered by a box filter one cell
+    (plus a pixel, to keep it odd) wide, so the paste leaves no seam."""
+    m = F.interpolate(mask, size=(size, size), mode="nearest")
+    f = max(size // mask.shape[-1], 1)
+    k = f + 1 if f % 2 == 0 else f
+    if k > 1:
+        m = F.avg_pool2d(F.pad(m, (k // 2,) * 4, mode="replicate"), k, 1)
+    return m
+
+
+def paste(images: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The ``local`` method's last step: ``edited`` images where the latent ``mask``
+    (:func:`edit_mask`) is set, the input ``images`` elsewhere (:func:`pixel_mask`)."""
+    m = pixel_mask(mask.to(edited.dtype), edited.shape[-1])
+    return m * edited + (1 - m) * images.to(edited.dtype)
+
+
 def logit_gradient(sampler, attr) -> torch.Tensor:
     """The gradient ``(C, H, W)`` float64 of a fitted attribute's logit with respect to the
     model's *standardised* latent (the logit is affine in the latent: exact)."""
@@ -396,7 +416,9 @@ def manipulate(sampler, images, attr, *, step=None, strength=None, target=None, 
         delta = edit_delta(sampler, attrs, step=step, strength=strength, preserve=pres)
     else:
         _need_fitted(attrs, "target=")
-    z = sampler.encode(images, resize=resize, batch_size=batch_size)
+    x = load_images(images, size=sampler.resolution, resize=resize,
+                    channels=sampler.image_channels, device=sampler.device)
+    z = sampler.encode(x, batch_size=batch_size)
     n = z.shape[0]
     if target is not None:
         delta = edit_delta(sampler, attrs, strength=target_strengths(sampler, attrs, z, target),
@@ -410,10 +432,13 @@ def manipulate(sampler, images, attr, *, step=None, strength=None, target=None, 
         eps = None
         if method in NOISED:
             eps = noise[a:b] if noise is not None else sub.randn(*sampler.latent_shape)
-        zp = apply_delta(sampler, z[a:b], delta if delta.shape[0] == 1 else delta[a:b],
-                         method=method, t0=t0, skip=skip, eps=eps, rng=sub, guidance=w,
-                         attrs=attrs, preserve=pres)
-        out.append(sampler.logits_to_images(sampler.logits(zp), mode, sub))
+        d = delta if delta.shape[0] == 1 else delta[a:b]
+        zp = apply_delta(sampler, z[a:b], d, method=method, t0=t0, skip=skip, eps=eps, rng=sub,
+                         guidance=w, attrs=attrs, preserve=pres)
+        img = sampler.logits_to_images(sampler.logits(zp), mode, sub)
+        if method == "local":
+            img = paste(x[a:b], img, edit_mask(sampler, d))
+        out.append(img)
     return torch.cat(out)
 
 
@@ -424,7 +449,8 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method=None, t0=
     """Interpolation grid: ``(len(strengths), B, C, H, W)``. Row ``k`` edits every image with
     ``strengths[k]`` (or raw ``steps[k]``); image ``i`` uses the same noise and decode draws
     (generator ``seed + i``, restarted for every row), so rows differ only by the strength and
-    strength 0 is the method's reconstruction. The ``ddim`` inversion is computed once."""
+    strength 0 is the method's reconstruction (for ``local``, whose mask is then empty: the
+    input images). The ``ddim`` inversion is computed once."""
     if mode not in ("sample", "mode"):
         raise ValueError(f"mode must be 'sample' or 'mode', got {mode!r}")
     if (strengths is None) == (steps is None):
@@ -433,7 +459,9 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method=None, t0=
     method = default_method(method, steps)
     w = edit_guidance(sampler, method, guidance)
     attrs, pres = resolve(sampler, attr, preserve)
-    z = sampler.encode(images, resize=resize, batch_size=batch_size)
+    x = load_images(images, size=sampler.resolution, resize=resize,
+                    channels=sampler.image_channels, device=sampler.device)
+    z = sampler.encode(x, batch_size=batch_size)
     inv = invert(sampler, z, skip=skip) if method == "ddim" else None
     rows = []
     for v in vals:
@@ -443,12 +471,14 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method=None, t0=
         eps = rng.randn(*sampler.latent_shape) if method in NOISED else None
         zp = apply_delta(sampler, z, delta, method=method, t0=t0, skip=skip, eps=eps, rng=rng,
                          inverted=inv, guidance=w, attrs=attrs, preserve=pres)
-        rows.append(sampler.decode(zp, mode=mode, seed=seed) if mode == "sample"
-                    else sampler.decode(zp, mode=mode))
+        img = (sampler.decode(zp, mode=mode, seed=seed) if mode == "sample"
+               else sampler.decode(zp, mode=mode))
+        rows.append(paste(x, img, edit_mask(sampler, delta)) if method == "local" else img)
     return torch.stack(rows)
 
 
 __all__ = ["METHODS", "edit_delta", "target_strengths", "apply_delta", "invert",
            "manipulate", "manipulate_latents", "sweep", "resolve", "edit_guidance",
-           "default_method", "default_amount", "local_edit", "edit_mask", "logit_gradient",
+           "default_method", "default_amount", "local_edit", "edit_mask", "pixel_mask", "paste",
+           "logit_gradient",
            "D2C_T0", "D2C_SKIP", "LOCAL_T0", "LOCAL_SKIP", "MASK_FRACTION", "MASK_DILATE"]

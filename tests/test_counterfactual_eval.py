@@ -11,7 +11,8 @@ import torch
 
 from d2c_fast import Sampler
 from d2c_fast.cli.main import main as cli_main
-from d2c_fast.edit import edit_delta, edit_mask, local_edit, logit_gradient, resolve
+from d2c_fast.edit import (edit_delta, edit_mask, local_edit, logit_gradient, paste,
+                           pixel_mask, resolve, target_strengths)
 from d2c_fast.eval.counterfactual import counterfactual_pairs, edit_scores, evaluate_edits
 
 
@@ -64,6 +65,35 @@ def test_local_edit_leaves_the_latent_outside_its_mask_alone(s):
     # the classifier's logit reaches the raw edit's (up to float32 rounding of the last step,
     # whose eps is recovered through sqrt(1 - abar_0) ~ 0.01)
     assert (attrs[0].logit(out) >= attrs[0].logit(z + delta) - 0.05).all()
+
+
+def test_pixel_mask_covers_each_cell_and_feathers_its_edge():
+    m = torch.zeros(1, 1, 8, 8)
+    m[0, 0, 2:5, 2:5] = 1                             # a 3x3 block of latent cells
+    p = pixel_mask(m, 16)
+    assert p.shape == (1, 1, 16, 16)
+    assert (p[0, 0, 5:9, 5:9] == 1).all()             # inside: the edit, whole
+    assert 0 < p[0, 0, 4, 4] < 1 and 0 < p[0, 0, 3, 3] < 1   # a pixel of feather each side
+    assert p[0, 0, 2, 2] == 0 and p[0, 0, 11, 11] == 0 and p[0, 0, 10, 10] > 0
+    assert p.max() <= 1 and p.min() >= 0
+    assert torch.equal(pixel_mask(torch.ones(2, 1, 4, 4), 8), torch.ones(2, 1, 8, 8))
+    x, e = torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)
+    assert torch.equal(paste(x, e, torch.zeros(1, 1, 4, 4)), x)
+
+
+def test_local_edit_keeps_the_input_pixels_outside_its_mask(s):
+    x, _ = counterfactual_pairs("smiling", "add", 3, s.resolution)
+    out = s.manipulate(x, "smiling", seed=0)          # the default: local, sampled decode
+    a = resolve(s, "smiling")[0]
+    with torch.inference_mode():
+        z = s.encode(x)
+        m = pixel_mask(edit_mask(s, edit_delta(s, a, strength=target_strengths(
+            s, a, z, "typical"))), s.resolution).expand_as(x)
+        rx = s.decode(z, mode="mode")
+    assert 0 < (m > 0).float().mean() < 0.6
+    assert torch.equal(out[m == 0], x[m == 0])        # the input's own pixels, not rx's
+    assert not torch.allclose(rx[m == 0], x[m == 0], atol=1e-3)
+    assert (out - x)[m == 1].abs().mean() > 0.02       # and an edit inside
 
 
 def test_default_edit_is_local_to_typical(s):
