@@ -125,9 +125,10 @@ class Sampler(Runtime):
         calibrated units (fitted attributes): the classifier's logit changes by ``strength``
         (before the clean-up). ``target``: a logit (or ``"typical"``) each image is taken to,
         its own strength per image (see :mod:`d2c_fast.edit`). ``preserve``: fitted
-        attributes whose logits the edit must not change. ``method``: ``"d2c"`` (default),
-        ``"nvae"`` (step only), ``"ddim"`` (DDIM inversion over the sampling sequence with
-        ``skip`` default 100, step in noise space, regenerate) or ``"local"``. ``guidance``: the d2c
+        attributes whose logits the edit must not change. ``method``: ``None`` (the default
+        above), ``"local"``, ``"d2c"``, ``"nvae"`` (the step only) or ``"ddim"`` (DDIM
+        inversion over the sampling sequence with ``skip`` default 100, step in noise space,
+        regenerate). ``guidance``: the d2c
         clean-up's autoguidance weight for models with a guide prior (default ``None``: the
         model's recommended weight, as :meth:`sample_latents`; 1: unguided, the official edit;
         the other methods are unguided). See :mod:`d2c_fast.edit`."""
@@ -154,8 +155,10 @@ class Sampler(Runtime):
         attribute) needs an attribute fitted with a classifier (:meth:`fit_attribute`) and is
         not available for plain boundary files; ``target`` (fitted attributes) takes each
         image's logit to a value, e.g. ``"typical"``. ``t0``/``skip``/``method``/``preserve``/
-        ``guidance`` as in :meth:`manipulate_latents`. ``seed``: image ``i`` draws from
-        ``seed + i``; ``seeds``: explicit per-image seeds instead."""
+        ``guidance`` as in :meth:`manipulate_latents`; with the ``local`` method (the default
+        without ``step=``) the decoded edit is pasted into the input image through its mask,
+        so outside the edit the output keeps the input's own pixels. ``seed``: image ``i``
+        draws from ``seed + i``; ``seeds``: explicit per-image seeds instead."""
         check_output_type(output_type)
         return to_output(E.manipulate(self, images, attr, step=step, strength=strength,
                                       target=target, t0=t0, skip=skip, method=method,
