@@ -28,9 +28,10 @@ Methods (``method=``; default ``None``: ``"local"`` unless ``step=`` is given, t
 ``"d2c"``, so the official edit stays exactly the release's):
 
 * ``"local"`` (the default edit): D2C's clean-up confined to where the edit lives, with the
-  classifier holding the target. The mask ``m`` (per image, latent resolution) keeps the
-  latent positions where the edit's standardised energy ``sum_c (delta / std)^2`` is at least
-  ``MASK_FRACTION`` of its maximum, grown by ``MASK_DILATE``. ``z + delta`` is standardised
+  classifier holding the target. The mask ``m`` (per image, latent resolution) is the
+  fewest latent positions that hold ``MASK_ENERGY`` (half) of the edit's standardised energy
+  ``sum_c (delta / std)^2`` (largest first), grown by ``MASK_DILATE``: a share of the total,
+  so a direction spread over several places keeps each of them. ``z + delta`` is standardised
   and noised to ``LOCAL_T0`` (fresh noise ``eps``), then DDIM over ``range(0, t0 + 1,
   LOCAL_SKIP)`` (autoguided as sampling) where, at every step, (a) the predicted clean latent
   is moved along ``m * g`` (``g`` each fitted classifier's gradient) until its logit reaches
@@ -80,7 +81,7 @@ D2C_T0 = 50              # the paper's edit (method "d2c"): noise level ...
 D2C_SKIP = 50            # ... and DDIM stride: steps 50, 0 (the official defaults)
 LOCAL_T0 = 300           # noise level of the masked regeneration
 LOCAL_SKIP = 150         # DDIM stride: steps 300, 150, 0 (3 steps; d2c takes 2)
-MASK_FRACTION = 0.25     # latent positions whose edit energy is >= this fraction of the max
+MASK_ENERGY = 0.5        # the fewest latent positions holding this share of the edit's energy
 MASK_DILATE = 1          # ... grown by this many positions
 NOISED = ("d2c", "local")  # the methods that draw noise (one draw per image)
 
@@ -296,9 +297,12 @@ def edit_mask(sampler, delta: torch.Tensor) -> torch.Tensor:
     """Where an edit lives: ``(B, 1, H, W)`` 0/1 at latent resolution (the ``local``
     method's mask, see the module docstring). An all-zero edit has an all-zero mask."""
     e = ((delta / sampler.std) ** 2).sum(1, keepdim=True)
-    peak = e.amax(dim=(2, 3), keepdim=True)
-    m = (e > MASK_FRACTION * peak) & (peak > 0)
-    m = m.to(delta.dtype)
+    flat = e.flatten(1)
+    total = flat.sum(1, keepdim=True)
+    v, order = flat.sort(1, descending=True)
+    # a position is kept while the energy of the larger ones is still short of the share
+    keep = ((v.cumsum(1) - v) < MASK_ENERGY * total) & (total > 0)
+    m = torch.zeros_like(flat).scatter(1, order, keep.to(flat.dtype)).view_as(e)
     if MASK_DILATE:
         m = F.max_pool2d(m, 2 * MASK_DILATE + 1, 1, MASK_DILATE)
     return m
@@ -481,4 +485,4 @@ __all__ = ["METHODS", "edit_delta", "target_strengths", "apply_delta", "invert",
            "manipulate", "manipulate_latents", "sweep", "resolve", "edit_guidance",
            "default_method", "default_amount", "local_edit", "edit_mask", "pixel_mask", "paste",
            "logit_gradient",
-           "D2C_T0", "D2C_SKIP", "LOCAL_T0", "LOCAL_SKIP", "MASK_FRACTION", "MASK_DILATE"]
+           "D2C_T0", "D2C_SKIP", "LOCAL_T0", "LOCAL_SKIP", "MASK_ENERGY", "MASK_DILATE"]

@@ -67,6 +67,24 @@ def test_local_edit_leaves_the_latent_outside_its_mask_alone(s):
     assert (attrs[0].logit(out) >= attrs[0].logit(z + delta) - 0.05).all()
 
 
+def test_edit_mask_keeps_the_fewest_positions_holding_half_the_energy(s, monkeypatch):
+    import d2c_fast.edit as E
+    C, H, W = s.latent_shape
+    d = torch.zeros(2, C, H, W)
+    for (i, j), energy in zip([(2, 3), (8, 8), (12, 1), (5, 14)], [4.0, 3.0, 2.0, 1.0]):
+        d[0, 0, i, j] = energy ** 0.5                   # standardised energy 4, 3, 2, 1 of 10
+    d[1, 1, 0, 0] = 1.0                                 # all of the second image's at one place
+    delta = d * s.std.detach()[0]
+    monkeypatch.setattr(E, "MASK_DILATE", 0)
+    m = edit_mask(s, delta)
+    assert m.shape == (2, 1, H, W)
+    assert set(map(tuple, m[0, 0].nonzero().tolist())) == {(2, 3), (8, 8)}   # 4 + 3 >= 5
+    assert set(map(tuple, m[1, 0].nonzero().tolist())) == {(0, 0)}
+    assert edit_mask(s, torch.zeros(1, C, H, W)).sum() == 0
+    monkeypatch.setattr(E, "MASK_DILATE", 1)
+    assert edit_mask(s, delta)[0, 0].sum() == 18         # two 3x3 blocks
+
+
 def test_pixel_mask_covers_each_cell_and_feathers_its_edge():
     m = torch.zeros(1, 1, 8, 8)
     m[0, 0, 2:5, 2:5] = 1                             # a 3x3 block of latent cells
