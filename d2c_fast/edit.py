@@ -71,7 +71,6 @@ from . import diffusion as D
 from .diffusion import chunks
 from .attributes import as_attribute
 from .errors import AttributeFileError
-from .images import load_images
 
 METHODS = ("local", "d2c", "nvae", "ddim")
 
@@ -420,8 +419,7 @@ def manipulate(sampler, images, attr, *, step=None, strength=None, target=None, 
         delta = edit_delta(sampler, attrs, step=step, strength=strength, preserve=pres)
     else:
         _need_fitted(attrs, "target=")
-    x = load_images(images, size=sampler.resolution, resize=resize,
-                    channels=sampler.image_channels, device=sampler.device)
+    x = sampler.load_images(images, resize=resize)
     z = sampler.encode(x, batch_size=batch_size)
     n = z.shape[0]
     if target is not None:
@@ -463,8 +461,7 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method=None, t0=
     method = default_method(method, steps)
     w = edit_guidance(sampler, method, guidance)
     attrs, pres = resolve(sampler, attr, preserve)
-    x = load_images(images, size=sampler.resolution, resize=resize,
-                    channels=sampler.image_channels, device=sampler.device)
+    x = sampler.load_images(images, resize=resize)
     z = sampler.encode(x, batch_size=batch_size)
     inv = invert(sampler, z, skip=skip) if method == "ddim" else None
     rows = []

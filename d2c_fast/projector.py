@@ -28,7 +28,6 @@ import time
 import torch
 
 from .edit import apply_delta, edit_delta
-from .images import load_images
 from .models import mixture
 
 
@@ -59,8 +58,7 @@ def project(sampler, images, *, steps: int = 1000, lr: float = 0.05, loss: str =
         raise ValueError(f"init must be 'prior' or 'encoder', got {init!r}")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    x = load_images(images, size=sampler.resolution, resize=resize,
-                    channels=sampler.image_channels, device=sampler.device).float()
+    x = sampler.load_images(images, resize=resize)
     B = x.shape[0]
     if init == "encoder":
         x0 = sampler.standardise(sampler.encode(x))

@@ -279,6 +279,14 @@ class Runtime:
         return torch.cat(out)
 
     # ------------------------------------------------------------------ networks
+    def load_images(self, images, *, resize: bool = False) -> torch.Tensor:
+        """Images as this model takes them: float32 ``(B, C, R, R)`` in [0, 1] on its device,
+        ``C`` and ``R`` the model's (:func:`d2c_fast.images.load_images` with the model's
+        size and channels). A size other than the model's resolution is an ``ImageError``
+        unless ``resize=True``."""
+        return load_images(images, size=self.resolution, resize=resize,
+                           channels=self.image_channels, device=self.device)
+
     @torch.inference_mode()
     def encode(self, images, *, resize: bool = False, batch_size: int | None = None) -> torch.Tensor:
         """Images -> raw latents ``(B, C, d, d)`` float32.
@@ -287,8 +295,7 @@ class Runtime:
         file path(s), or a list of these (see :func:`d2c_fast.images.load_images`). A size other
         than the model's resolution is an ``ImageError`` unless ``resize=True``.
         """
-        x = load_images(images, size=self.resolution, resize=resize,
-                        channels=self.image_channels, device=self.device)
+        x = self.load_images(images, resize=resize)
         out = [self.autoencoder.encode(x[a:b].to(self.dtype)).float()
                for a, b in chunks(x.shape[0], batch_size)]
         return torch.cat(out)
