@@ -39,9 +39,12 @@ Methods (``method=``; default ``None``: ``"local"`` unless ``step=`` is given, t
   and (b) outside ``m`` the state is replaced by the unedited latent noised with the same
   ``eps`` (as blended / inpainting samplers do); the result is ``z`` outside ``m``. The
   prior regenerates the masked region at a noise level high enough to draw the attribute
-  rather than a tint of it, and the rest of the face is the input's. Plain directions (no
-  classifier) get the mask and no projection. Measured against the built-in faces' true
-  counterfactuals in docs/quality/README.md.
+  rather than a tint of it. (c) :func:`manipulate` and :func:`sweep` paste the decoded edit
+  into the input image through ``m`` (:func:`paste`: each latent cell's pixels, the edge
+  feathered over about a cell each side), so outside the mask the output is the input's own
+  pixels, not the autoencoder's reconstruction of them (:func:`manipulate_latents` returns
+  (b)'s latents). Plain directions (no classifier) get the mask and no projection.
+  Measured against the built-in faces' true counterfactuals in docs/quality/README.md.
 * ``"d2c"`` (the paper's, the default with ``step=``): ``z + delta`` -> standardise -> noise to ``t0`` ->
   deterministic DDIM over ``range(0, t0 + 1, skip)`` (``skip`` default 50) -> unstandardise.
   ``guidance`` (default ``None``: the model's recommended weight, as in sampling; 1 for
@@ -309,14 +312,12 @@ def edit_mask(sampler, delta: torch.Tensor) -> torch.Tensor:
 
 def pixel_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
     """A latent-resolution 0/1 mask ``(B, 1, h, w)`` -> ``(B, 1, size, size)`` in [0, 1]: each
-    latent cell covers its block of pixels, and the edge is feathered by a box filter one cell
-    (plus a pixel, to keep it odd) wide, so the paste leaves no seam."""
+    latent cell covers its block of pixels, and the edge is feathered by a box filter two
+    cells and a pixel wide (a ramp of about a cell on each side of it), so the paste leaves
+    no seam (docs/quality/log-2026-12-07.md measures one cell against two)."""
     m = F.interpolate(mask, size=(size, size), mode="nearest")
-    f = max(size // mask.shape[-1], 1)
-    k = f + 1 if f % 2 == 0 else f
-    if k > 1:
-        m = F.avg_pool2d(F.pad(m, (k // 2,) * 4, mode="replicate"), k, 1)
-    return m
+    k = 2 * max(size // mask.shape[-1], 1) + 1
+    return F.avg_pool2d(F.pad(m, (k // 2,) * 4, mode="replicate"), k, 1)
 
 
 def paste(images: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -90,9 +90,11 @@ def test_pixel_mask_covers_each_cell_and_feathers_its_edge():
     m[0, 0, 2:5, 2:5] = 1                             # a 3x3 block of latent cells
     p = pixel_mask(m, 16)
     assert p.shape == (1, 1, 16, 16)
-    assert (p[0, 0, 5:9, 5:9] == 1).all()             # inside: the edit, whole
-    assert 0 < p[0, 0, 4, 4] < 1 and 0 < p[0, 0, 3, 3] < 1   # a pixel of feather each side
-    assert p[0, 0, 2, 2] == 0 and p[0, 0, 11, 11] == 0 and p[0, 0, 10, 10] > 0
+    # the cells' pixels are 4..9; a 5-pixel box ramps 1/5, 2/5, ... across 2..11
+    assert (p[0, 0, 6:8, 6:8] == 1).all()             # inside: the edit, whole
+    assert torch.allclose(p[0, 0, 6, 2:6], torch.tensor([1, 2, 3, 4]) / 5.0)
+    assert torch.allclose(p[0, 0, 6, 8:12], torch.tensor([4, 3, 2, 1]) / 5.0)
+    assert p[0, 0, 1, 1] == 0 and p[0, 0, 12, 12] == 0 and p[0, 0, 2, 2] > 0
     assert p.max() <= 1 and p.min() >= 0
     assert torch.equal(pixel_mask(torch.ones(2, 1, 4, 4), 8), torch.ones(2, 1, 8, 8))
     x, e = torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)
