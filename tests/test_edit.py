@@ -159,6 +159,7 @@ def test_sweep_grid(s):
     assert not torch.allclose(g[0], g[3])
     g2 = sweep(s, x, a, [0.0], seed=0)
     assert torch.allclose(g2[0], g[1])
+    assert torch.equal(g[1], x)      # the local method at strength 0: nothing pasted, the input
     assert sweep(s, x, a, [0.0, 1.0], method="ddim", skip=500, mode="mode").shape == (2, 2, 3, 64, 64)
 
 
