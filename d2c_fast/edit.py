@@ -261,14 +261,16 @@ def edit_guidance(sampler, method: str, guidance) -> float:
 
 
 def apply_delta(sampler, z, delta, *, method="d2c", t0=None, skip=None, eps=None, rng=None,
-                eta=0.0, inverted=None, guidance: float = 1.0, attrs=(), preserve=()
+                eta=0.0, inverted=None, guidance: float = 1.0, attrs=(), preserve=(), mask=None
                 ) -> torch.Tensor:
     """Apply a raw edit ``delta`` to raw latents ``z`` with ``method``. ``eps``: the noise of
     the ``d2c`` method ``(B, C, H, W)``; ``inverted``: precomputed ``ddim`` inversion of ``z``
     (from :func:`invert`, same ``skip``) to reuse across strengths; ``guidance``: the ``d2c``
     clean-up's autoguidance weight (a number, 1 = unguided; see :func:`edit_guidance`).
     ``attrs``/``preserve``: the resolved attributes of the edit (the ``local`` method holds
-    their logits). ``t0`` default: ``D2C_T0`` (``d2c``), ``LOCAL_T0`` (``local``)."""
+    their logits); ``mask``: the ``local`` method's mask when the caller already has it
+    (:func:`edit_mask` of ``delta``, computed here otherwise). ``t0`` default: ``D2C_T0``
+    (``d2c``), ``LOCAL_T0`` (``local``)."""
     _check_method(method)
     if method not in ("d2c", "local") and guidance != 1:
         raise ValueError(f"guidance={guidance!r}: method {method!r} is unguided")
@@ -277,7 +279,7 @@ def apply_delta(sampler, z, delta, *, method="d2c", t0=None, skip=None, eps=None
     elif method == "local":
         out = local_edit(sampler, z, delta, attrs, preserve, eps=eps, guidance=guidance,
                          t0=LOCAL_T0 if t0 is None else t0,
-                         skip=LOCAL_SKIP if skip is None else skip)
+                         skip=LOCAL_SKIP if skip is None else skip, mask=mask)
     elif method == "d2c":
         seq = D.manip_sequence(D2C_T0 if t0 is None else t0, D2C_SKIP if skip is None else skip,
                                sampler.num_timesteps)
@@ -335,14 +337,15 @@ def logit_gradient(sampler, attr) -> torch.Tensor:
 
 
 def local_edit(sampler, z, delta, attrs, preserve=(), *, eps, guidance: float, t0: int,
-               skip: int) -> torch.Tensor:
+               skip: int, mask=None) -> torch.Tensor:
     """The ``local`` method (module docstring): raw latents ``z`` + raw edit ``delta`` ->
-    edited raw latents; ``eps`` the noise ``(B, C, H, W)``."""
+    edited raw latents; ``eps`` the noise ``(B, C, H, W)``; ``mask`` :func:`edit_mask` of
+    ``delta`` if the caller has it."""
     seq = D.manip_sequence(t0, skip, sampler.num_timesteps)
     sched = sampler.schedule
     if delta.shape[0] == 1 and z.shape[0] > 1:
         delta = delta.expand_as(z)
-    m = edit_mask(sampler, delta)
+    m = edit_mask(sampler, delta) if mask is None else mask
     x_orig = sampler.standardise(z)
     x_edit = sampler.standardise(z + delta)
     # Per fitted attribute: (mask * gradient, gradient, goal, role); logits are counted
@@ -436,11 +439,12 @@ def manipulate(sampler, images, attr, *, step=None, strength=None, target=None, 
         if method in NOISED:
             eps = noise[a:b] if noise is not None else sub.randn(*sampler.latent_shape)
         d = delta if delta.shape[0] == 1 else delta[a:b]
+        m = edit_mask(sampler, d) if method == "local" else None
         zp = apply_delta(sampler, z[a:b], d, method=method, t0=t0, skip=skip, eps=eps, rng=sub,
-                         guidance=w, attrs=attrs, preserve=pres)
+                         guidance=w, attrs=attrs, preserve=pres, mask=m)
         img = sampler.logits_to_images(sampler.logits(zp), mode, sub)
-        if method == "local":
-            img = paste(x[a:b], img, edit_mask(sampler, d))
+        if m is not None:
+            img = paste(x[a:b], img, m)
         out.append(img)
     return torch.cat(out)
 
@@ -471,11 +475,12 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method=None, t0=
         delta = edit_delta(sampler, attrs, preserve=pres, **kw)
         rng = sampler.rng(z.shape[0], None, seed)
         eps = rng.randn(*sampler.latent_shape) if method in NOISED else None
+        m = edit_mask(sampler, delta) if method == "local" else None
         zp = apply_delta(sampler, z, delta, method=method, t0=t0, skip=skip, eps=eps, rng=rng,
-                         inverted=inv, guidance=w, attrs=attrs, preserve=pres)
+                         inverted=inv, guidance=w, attrs=attrs, preserve=pres, mask=m)
         img = (sampler.decode(zp, mode=mode, seed=seed) if mode == "sample"
                else sampler.decode(zp, mode=mode))
-        rows.append(paste(x, img, edit_mask(sampler, delta)) if method == "local" else img)
+        rows.append(img if m is None else paste(x, img, m))
     return torch.stack(rows)
 
 
