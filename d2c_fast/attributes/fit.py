@@ -10,7 +10,6 @@ import warnings
 import torch
 
 from ..errors import D2CError
-from ..images import load_images
 from .attribute import Attribute
 from .classifier import LinearClassifier
 from .logistic import DEFAULT_L2_GRID, balanced_weights, fit_linear_cv, platt_firth
@@ -36,8 +35,7 @@ def _as_latents(sampler, items, what: str, batch_size: int = 256, flip=None, res
                              "(pass the images, or flip=None / False)")
         return z, None
     try:
-        x = load_images(items, size=sampler.resolution, channels=sampler.image_channels,
-                        resize=resize)
+        x = sampler.load_images(items, resize=resize)
         z = sampler.encode(x, batch_size=batch_size).cpu()
         zf = sampler.encode(x.flip(-1), batch_size=batch_size).cpu() if flip is not False \
             else None

@@ -25,7 +25,7 @@ import time
 import torch
 
 from ..edit import METHODS, default_method, edit_guidance, sweep
-from ..images import (IMAGE_EXTENSIONS, is_gray, load_images, output_paths, save_grid, save_png,
+from ..images import (IMAGE_EXTENSIONS, is_gray, output_paths, save_grid, save_png,
                       to_channels)
 from .options import (EDIT_GUIDANCE_HELP, add_guidance, add_image_output, add_mode,
                       add_model_args, check_grid, check_one_file, expand_images, is_image_file,
@@ -142,7 +142,7 @@ def _edit(args, official: bool) -> int:
     attrs = load_attributes(args.attr, s)
     pres = load_attributes(args.preserve or [], s) or None
     attr = one_or_many(attrs)
-    x0 = load_images(inputs, size=s.resolution, resize=args.resize, channels=s.image_channels)
+    x0 = s.load_images(inputs, resize=args.resize)
     gray = is_gray(x0) if x0.shape[1] == 3 else None
 
     def look(x):   # grayscale inputs come out gray: no colour the input did not have

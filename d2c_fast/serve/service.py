@@ -31,7 +31,7 @@ from ..conditional import PAPER_RULE
 from ..data.faces import FacesDataset
 from ..edit import METHODS, default_method
 from ..errors import D2CError
-from ..images import array_to_pil, load_images, uint8_arrays
+from ..images import array_to_pil, uint8_arrays
 from ..sampler import Sampler
 
 __all__ = ["RequestError", "Limits", "Service", "ATTR_NAME", "png_bytes", "b64_png",
@@ -292,10 +292,8 @@ class Service:
 
     def image_tensor(self, im: Image.Image, resize: bool = False) -> torch.Tensor:
         """A :meth:`read_image` image -> ``(1, C, R, R)`` float32, exactly as the direct call
-        (:func:`~d2c_fast.images.load_images`) makes it."""
-        s = self.sampler
-        return load_images(im, size=s.resolution, resize=resize, channels=s.image_channels,
-                           max_pixels=self.limits.max_pixels)
+        (``Sampler.load_images``) makes it; its pixel count was checked by :meth:`read_image`."""
+        return self.sampler.load_images(im, resize=resize)
 
     # ------------------------------------------------------------------ edits
     def parse_edit(self, fields: Mapping[str, Any]):
