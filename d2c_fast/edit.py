@@ -85,6 +85,7 @@ LOCAL_T0 = 300           # noise level of the masked regeneration
 LOCAL_SKIP = 150         # DDIM stride: steps 300, 150, 0 (3 steps; d2c takes 2)
 MASK_ENERGY = 0.5        # the fewest latent positions holding this share of the edit's energy
 MASK_DILATE = 1          # ... grown by this many positions
+LOCAL_SHARE = 0.9        # per image: the positions holding this share of its squared evidence gap
 NOISED = ("d2c", "local")  # the methods that draw noise (one draw per image)
 
 
@@ -167,10 +168,15 @@ def target_strengths(sampler, attr, z, target) -> torch.Tensor:
     return torch.stack(cols, 1)
 
 
-def edit_delta(sampler, attr, *, step=None, strength=None, preserve=None) -> torch.Tensor:
+def edit_delta(sampler, attr, *, step=None, strength=None, preserve=None, weights=None
+               ) -> torch.Tensor:
     """The raw-space edit ``(1, C, H, W)`` float32 on ``sampler.device`` (module docstring).
     ``strength`` may also be a ``(B, k)`` tensor of per-image strengths (from
-    :func:`target_strengths`): the edit is then ``(B, C, H, W)``."""
+    :func:`target_strengths`): the edit is then ``(B, C, H, W)``. ``weights`` (with
+    ``strength``): per-image, per-position weights ``(B, 1, H, W)`` >= 0 of the minimum-norm
+    solve, i.e. the edit of least ``sum (d / weight)^2`` (none where the weight is 0):
+    ``d = L M^T (M L M^T)^+ r`` with ``L = diag(weights)``; an image whose weights cannot
+    meet its strengths gets the unweighted edit."""
     _check_edit_args(step, strength)
     attrs, pres = resolve(sampler, attr, preserve)
     shape = sampler.latent_shape
@@ -203,23 +209,83 @@ def edit_delta(sampler, attr, *, step=None, strength=None, preserve=None) -> tor
         s = torch.tensor([_values(strength, len(attrs), "strength")], dtype=torch.float64)
     m = torch.stack([a.normal_std for a in attrs] + [p.normal_std for p in pres])
     r = torch.cat([s, s.new_zeros(s.shape[0], len(pres))], 1)       # (B, k + p)
+    atol = 1e-6 * (1 + float(r.abs().max()))
     gram = m @ m.T
     coef = r @ torch.linalg.pinv(gram, hermitian=True)                # gram is symmetric
-    if not torch.allclose(coef @ gram, r, atol=1e-6 * (1 + float(r.abs().max()))):
+    if not torch.allclose(coef @ gram, r, atol=atol):
         raise ValueError("the requested strengths cannot be met together: the classifiers of "
                          "the edited and preserved attributes are linearly dependent (the same "
                          "attribute given twice?)")
     d = coef @ m
+    if weights is not None:
+        lam = weights.detach().to("cpu", torch.float64).expand(-1, shape[0], -1, -1)
+        lam = lam.reshape(lam.shape[0], -1)                           # (B, D)
+        if lam.shape[0] != r.shape[0] or (lam < 0).any() or not torch.isfinite(lam).all():
+            raise ValueError(f"weights: {lam.shape[0]} rows of finite values >= 0 needed for "
+                             f"{r.shape[0]} strengths")
+        gw = torch.einsum("kd,bd,ld->bkl", m, lam, m)
+        cw = torch.einsum("bk,bkl->bl", r, torch.linalg.pinv(gw, hermitian=True))
+        met = (torch.einsum("bk,bkl->bl", cw, gw) - r).abs().amax(1) <= atol
+        dw = torch.einsum("bk,kd,bd->bd", cw, m, lam)
+        d = torch.where(met[:, None], dw, d.expand_as(dw))
     return (std * d.reshape(-1, *shape)).float().to(sampler.device)
 
 
-def _edit_for(sampler, attrs, pres, z, *, step, strength, target):
-    """``edit_delta`` for ``step``/``strength``, or the per-image edit of ``target`` for the
-    raw latents ``z``; ``attrs``/``pres`` already resolved (:func:`resolve`)."""
+def edit_plan(sampler, attrs, pres, z, *, method, step=None, strength=None, target=None):
+    """The edit of raw latents ``z`` (``attrs``/``pres`` resolved by :func:`resolve`):
+    ``(delta, mask)``, ``delta`` from :func:`edit_delta` (per image for ``target``), ``mask``
+    the ``local`` method's (``None`` for the others). For ``local`` with fitted attributes
+    that carry :attr:`~d2c_fast.attributes.Attribute.typical_evidence`, the calibrated edit
+    goes where each image falls short of the class (:func:`local_plan`); otherwise the mask
+    is :func:`edit_mask` of the delta."""
     _check_edit_args(step, strength, target)
     if target is not None:
         strength = target_strengths(sampler, attrs, z, target)
-    return edit_delta(sampler, attrs, step=step, strength=strength, preserve=pres)
+    if method == "local" and step is None and all(
+            a.is_fitted and a.typical_evidence is not None for a in attrs):
+        if not isinstance(strength, torch.Tensor) or strength.dim() != 2:
+            strength = torch.tensor([_values(strength, len(attrs), "strength")],
+                                    dtype=torch.float64).expand(z.shape[0], -1)
+        return local_plan(sampler, attrs, pres, z, strength)
+    delta = edit_delta(sampler, attrs, step=step, strength=strength, preserve=pres)
+    return delta, (edit_mask(sampler, delta) if method == "local" else None)
+
+
+def local_plan(sampler, attrs, pres, z, strengths):
+    """The ``local`` edit of raw latents ``z`` by per-image strengths ``(B, k)``: ``(delta,
+    mask)`` (module docstring, "where the edit goes"). For each edited attribute and image,
+    the evidence gap ``g`` per latent position: how far the image's share of the classifier's
+    score (:meth:`~d2c_fast.attributes.classifier.LinearClassifier.evidence`) falls short of
+    the typical member's of the class it is taken to (:attr:`Attribute.typical_evidence`;
+    0 where it is already there). The mask is where the attribute's direction lives
+    (:func:`edit_mask` of it) and, within it, where this image needs the change: the fewest
+    positions holding ``LOCAL_SHARE`` of ``sum g^2``, grown by ``MASK_DILATE``. The edit is
+    :func:`edit_delta`'s with position weights ``g / |w|^2`` on the mask (``w`` the
+    standardised weights at the position: a position is asked for logit in proportion to
+    its gap), so the logits move by exactly the strengths, as without weights."""
+    shape = sampler.latent_shape
+    dev = sampler.device
+    z = sampler.check_latents(z, "z")
+    s = strengths.detach().to("cpu", torch.float64)
+    lam = torch.zeros(z.shape[0], 1, *shape[1:], dtype=torch.float64)
+    mask = torch.zeros_like(lam)
+    for i, a in enumerate(attrs):
+        sgn = torch.sign(s[:, i]).view(-1, 1, 1)
+        ev = a.require_classifier("local_plan").evidence(z.detach().cpu())
+        typ = a.typical_evidence.double()
+        gap = (sgn * (torch.where(sgn > 0, typ[1], typ[0]) - ev)).clamp(min=0)
+        w2 = a.normal_std.reshape(shape).square().sum(0)
+        where = edit_mask(sampler, a.edit_direction.to(dev).unsqueeze(0)).cpu().double()
+        m = _dilate(share_mask(gap.square().unsqueeze(1), LOCAL_SHARE)) * where
+        li = m * torch.where(w2 > 0, gap / w2.clamp(min=1e-30), torch.zeros_like(gap)).unsqueeze(1)
+        # nothing short anywhere in the mask, but the logit still is: the direction's own mask
+        empty = (li.flatten(1).amax(1) <= 0) & (sgn.flatten() != 0)
+        li = torch.where(empty.view(-1, 1, 1, 1), where.expand_as(li), li)
+        m = torch.where(empty.view(-1, 1, 1, 1), where.expand_as(m), m)
+        lam = lam + li / li.flatten(1).amax(1).clamp(min=1e-300).view(-1, 1, 1, 1)
+        mask = torch.maximum(mask, m * (sgn != 0).view(-1, 1, 1, 1))
+    delta = edit_delta(sampler, attrs, strength=s, preserve=pres, weights=lam)
+    return delta, mask.to(dev, torch.float32)
 
 
 def _check_method(method):
@@ -300,16 +366,22 @@ def apply_delta(sampler, z, delta, *, method="d2c", t0=None, skip=None, eps=None
 def edit_mask(sampler, delta: torch.Tensor) -> torch.Tensor:
     """Where an edit lives: ``(B, 1, H, W)`` 0/1 at latent resolution (the ``local``
     method's mask, see the module docstring). An all-zero edit has an all-zero mask."""
-    e = ((delta / sampler.std) ** 2).sum(1, keepdim=True)
-    flat = e.flatten(1)
+    return _dilate(share_mask(((delta / sampler.std) ** 2).sum(1, keepdim=True), MASK_ENERGY))
+
+
+def share_mask(energy: torch.Tensor, share: float) -> torch.Tensor:
+    """``(B, 1, H, W)`` 0/1: per image, the fewest positions of ``energy`` (>= 0) that hold
+    ``share`` of its total, largest first (none for an all-zero image)."""
+    flat = energy.flatten(1)
     total = flat.sum(1, keepdim=True)
     v, order = flat.sort(1, descending=True)
     # a position is kept while the energy of the larger ones is still short of the share
-    keep = ((v.cumsum(1) - v) < MASK_ENERGY * total) & (total > 0)
-    m = torch.zeros_like(flat).scatter(1, order, keep.to(flat.dtype)).view_as(e)
-    if MASK_DILATE:
-        m = F.max_pool2d(m, 2 * MASK_DILATE + 1, 1, MASK_DILATE)
-    return m
+    keep = ((v.cumsum(1) - v) < share * total) & (total > 0)
+    return torch.zeros_like(flat).scatter(1, order, keep.to(flat.dtype)).view_as(energy)
+
+
+def _dilate(m: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(m, 2 * MASK_DILATE + 1, 1, MASK_DILATE) if MASK_DILATE else m
 
 
 def pixel_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
@@ -322,11 +394,15 @@ def pixel_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
     return F.avg_pool2d(F.pad(m, (k // 2,) * 4, mode="replicate"), k, 1)
 
 
-def paste(images: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The ``local`` method's last step: ``edited`` images where the latent ``mask``
-    (:func:`edit_mask`) is set, the input ``images`` elsewhere (:func:`pixel_mask`)."""
+def paste(images: torch.Tensor, edited: torch.Tensor, reconstructed: torch.Tensor,
+          mask: torch.Tensor) -> torch.Tensor:
+    """The ``local`` method's last step: the input ``images`` plus the change the edit made
+    to their decoding (``edited - reconstructed``, both decoded with the same draws) where
+    the latent ``mask`` is set (:func:`pixel_mask`), clipped to [0, 1]. Outside the mask the
+    output is the input; inside, the input's own detail stays wherever the edit did not
+    change the decoding."""
     m = pixel_mask(mask.to(edited.dtype), edited.shape[-1])
-    return m * edited + (1 - m) * images.to(edited.dtype)
+    return (images.to(edited.dtype) + m * (edited - reconstructed)).clamp(0, 1)
 
 
 def logit_gradient(sampler, attr) -> torch.Tensor:
@@ -399,12 +475,13 @@ def manipulate_latents(sampler, z, attr, *, step=None, strength=None, target=Non
     n = z.shape[0]
     attrs, pres = resolve(sampler, attr, preserve)
     target = default_amount(attrs, step, strength, target)
-    delta = _edit_for(sampler, attrs, pres, z, step=step, strength=strength, target=target)
+    delta, m = edit_plan(sampler, attrs, pres, z, method=method, step=step, strength=strength,
+                         target=target)
     if rng is None:
         rng = sampler.rng(n, generator, seed)
     eps = sampler.noise(noise, n, rng) if method in NOISED else None
     return apply_delta(sampler, z, delta, method=method, t0=t0, skip=skip, eps=eps, rng=rng,
-                       eta=eta, guidance=w, attrs=attrs, preserve=pres)
+                       eta=eta, guidance=w, attrs=attrs, preserve=pres, mask=m)
 
 
 def manipulate(sampler, images, attr, *, step=None, strength=None, target=None, t0=None,
@@ -420,15 +497,14 @@ def manipulate(sampler, images, attr, *, step=None, strength=None, target=None, 
     target = default_amount(attrs, step, strength, target)
     _check_edit_args(step, strength, target)
     if target is None:  # bad attributes / strengths fail before the encoder runs
-        delta = edit_delta(sampler, attrs, step=step, strength=strength, preserve=pres)
+        edit_delta(sampler, attrs, step=step, strength=strength, preserve=pres)
     else:
         _need_fitted(attrs, "target=")
     x = sampler.load_images(images, resize=resize)
     z = sampler.encode(x, batch_size=batch_size)
     n = z.shape[0]
-    if target is not None:
-        delta = edit_delta(sampler, attrs, strength=target_strengths(sampler, attrs, z, target),
-                           preserve=pres)
+    delta, mask = edit_plan(sampler, attrs, pres, z, method=method, step=step,
+                            strength=strength, target=target)
     rng = sampler.rng(n, generator, seed, seeds)
     if noise is not None:
         noise = sampler.noise(noise, n, rng)
@@ -439,12 +515,14 @@ def manipulate(sampler, images, attr, *, step=None, strength=None, target=None, 
         if method in NOISED:
             eps = noise[a:b] if noise is not None else sub.randn(*sampler.latent_shape)
         d = delta if delta.shape[0] == 1 else delta[a:b]
-        m = edit_mask(sampler, d) if method == "local" else None
+        m = None if mask is None else (mask if mask.shape[0] == 1 else mask[a:b])
         zp = apply_delta(sampler, z[a:b], d, method=method, t0=t0, skip=skip, eps=eps, rng=sub,
                          guidance=w, attrs=attrs, preserve=pres, mask=m)
-        img = sampler.logits_to_images(sampler.logits(zp), mode, sub)
+        draws = sampler.decode_draws(sub) if mode == "sample" else None
+        img = sampler.logits_to_images(sampler.logits(zp), mode, sub, draws)
         if m is not None:
-            img = paste(x[a:b], img, m)
+            rec = sampler.logits_to_images(sampler.logits(z[a:b]), mode, sub, draws)
+            img = paste(x[a:b], img, rec, m)
         out.append(img)
     return torch.cat(out)
 
@@ -469,23 +547,27 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method=None, t0=
     x = sampler.load_images(images, resize=resize)
     z = sampler.encode(x, batch_size=batch_size)
     inv = invert(sampler, z, skip=skip) if method == "ddim" else None
+    rec = None
+    if method == "local":   # the paste's reference: the same decode draws as every row
+        rec = (sampler.decode(z, mode=mode, seed=seed) if mode == "sample"
+               else sampler.decode(z, mode=mode))
     rows = []
     for v in vals:
         kw = {"strength": v} if strengths is not None else {"step": v}
-        delta = edit_delta(sampler, attrs, preserve=pres, **kw)
+        delta, m = edit_plan(sampler, attrs, pres, z, method=method, **kw)
         rng = sampler.rng(z.shape[0], None, seed)
         eps = rng.randn(*sampler.latent_shape) if method in NOISED else None
-        m = edit_mask(sampler, delta) if method == "local" else None
         zp = apply_delta(sampler, z, delta, method=method, t0=t0, skip=skip, eps=eps, rng=rng,
                          inverted=inv, guidance=w, attrs=attrs, preserve=pres, mask=m)
         img = (sampler.decode(zp, mode=mode, seed=seed) if mode == "sample"
                else sampler.decode(zp, mode=mode))
-        rows.append(img if m is None else paste(x, img, m))
+        rows.append(img if m is None else paste(x, img, rec, m))
     return torch.stack(rows)
 
 
 __all__ = ["METHODS", "edit_delta", "target_strengths", "apply_delta", "invert",
            "manipulate", "manipulate_latents", "sweep", "resolve", "edit_guidance",
            "default_method", "default_amount", "local_edit", "edit_mask", "pixel_mask", "paste",
-           "logit_gradient",
-           "D2C_T0", "D2C_SKIP", "LOCAL_T0", "LOCAL_SKIP", "MASK_ENERGY", "MASK_DILATE"]
+           "logit_gradient", "edit_plan", "local_plan", "share_mask",
+           "D2C_T0", "D2C_SKIP", "LOCAL_T0", "LOCAL_SKIP", "MASK_ENERGY", "MASK_DILATE",
+           "LOCAL_SHARE"]

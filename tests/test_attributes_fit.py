@@ -54,6 +54,13 @@ def test_fit_separates_planted_signal(s):
     assert abs((pos - neg) - a.info["logit_gap"]) < 1e-9
     zl = a.logit(z[y > 0])
     assert abs(float(zl.median()) - pos) < 0.5 * a.info["logit_gap"]  # in-sample ~ out-of-fold
+    # per-position evidence sums to the score; the typical evidence is each class's median
+    ev = a.classifier.evidence(z)
+    assert ev.shape == (z.shape[0], *s.latent_shape[1:])
+    assert torch.allclose(ev.flatten(1).sum(1) + a.classifier.bias, a.score(z), atol=1e-6)
+    assert torch.allclose(a.typical_evidence[1].double(), ev[y > 0].median(0).values, atol=1e-5)
+    assert torch.allclose(a.typical_evidence[0].double(), ev[y < 1].median(0).values, atol=1e-5)
+    assert torch.equal(a.with_prior(0.3).typical_evidence, a.typical_evidence)
     # direction: unit raw norm, collinear with the edit direction (positive class side)
     assert abs(float(a.direction.norm()) - 1) < 1e-5
     e = a.edit_direction

@@ -11,8 +11,8 @@ import torch
 
 from d2c_fast import Sampler
 from d2c_fast.cli.main import main as cli_main
-from d2c_fast.edit import (edit_delta, edit_mask, local_edit, logit_gradient, paste,
-                           pixel_mask, resolve, target_strengths)
+from d2c_fast.edit import (edit_delta, edit_mask, edit_plan, local_edit, local_plan,
+                           logit_gradient, paste, pixel_mask, resolve, target_strengths)
 from d2c_fast.eval.counterfactual import counterfactual_pairs, edit_scores, evaluate_edits
 
 
@@ -98,7 +98,19 @@ def test_pixel_mask_covers_each_cell_and_feathers_its_edge():
     assert p.max() <= 1 and p.min() >= 0
     assert torch.equal(pixel_mask(torch.ones(2, 1, 4, 4), 8), torch.ones(2, 1, 8, 8))
     x, e = torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)
-    assert torch.equal(paste(x, e, torch.zeros(1, 1, 4, 4)), x)
+    assert torch.equal(paste(x, e, 0.5 * e, torch.zeros(1, 1, 4, 4)), x)
+
+
+def test_paste_adds_the_change_of_the_decoding_to_the_input():
+    g = torch.Generator().manual_seed(0)
+    x, e, r = (torch.rand(2, 3, 8, 8, generator=g) for _ in range(3))
+    m = torch.zeros(2, 1, 4, 4)
+    m[:, :, 1:3, 1:3] = 1
+    p = pixel_mask(m, 8)
+    out = paste(x, e, r, m)
+    assert torch.allclose(out, (x + p * (e - r)).clamp(0, 1))
+    assert torch.equal(paste(x, e, e, m), x)        # no change where the decoding is the same
+    assert out.min() >= 0 and out.max() <= 1
 
 
 def test_local_edit_keeps_the_input_pixels_outside_its_mask(s):
@@ -107,13 +119,88 @@ def test_local_edit_keeps_the_input_pixels_outside_its_mask(s):
     a = resolve(s, "smiling")[0]
     with torch.inference_mode():
         z = s.encode(x)
-        m = pixel_mask(edit_mask(s, edit_delta(s, a, strength=target_strengths(
-            s, a, z, "typical"))), s.resolution).expand_as(x)
+        m = pixel_mask(edit_plan(s, a, [], z, method="local", target="typical")[1],
+                       s.resolution).expand_as(x)
         rx = s.decode(z, mode="mode")
     assert 0 < (m > 0).float().mean() < 0.6
     assert torch.equal(out[m == 0], x[m == 0])        # the input's own pixels, not rx's
     assert not torch.allclose(rx[m == 0], x[m == 0], atol=1e-3)
     assert (out - x)[m == 1].abs().mean() > 0.02       # and an edit inside
+
+
+def test_local_plan_goes_where_the_image_falls_short_and_meets_the_strengths(s):
+    import d2c_fast.edit as E
+    x, _ = counterfactual_pairs("beard", "add", 4, s.resolution)
+    a = resolve(s, "beard")[0]
+    with torch.inference_mode():
+        z = s.encode(x)
+    st = target_strengths(s, a, z, "typical")
+    assert (st > 0).all()
+    delta, m = local_plan(s, a, [], z, st)
+    # the logit moves by exactly the strength (up to float32 rounding), as the unweighted edit
+    assert torch.allclose(a[0].logit(z + delta) - a[0].logit(z), st[:, 0], atol=1e-3)
+    # ... and its change lies in the mask, which lies in the direction's own mask
+    where = edit_mask(s, a[0].edit_direction.unsqueeze(0))
+    assert (m <= where).all() and 0 < m.mean() < where.mean() + 1e-6
+    assert (delta.abs().sum(1, keepdim=True)[m == 0] == 0).all()
+    # no change where the face already has the typical positive's evidence: the gap
+    ev = a[0].classifier.evidence(z)
+    gap = (a[0].typical_evidence[1].double() - ev).clamp(min=0)
+    moved = delta.abs().sum(1) > 0
+    assert moved.any() and (gap[moved] > 0).all()
+    # each position moves its share of the logit in proportion to its gap:
+    # evidence(z + delta) - evidence(z) = strength * gap / (sum of the gaps it moves)
+    asked = a[0].classifier.evidence(z + delta) - ev
+    for i in range(z.shape[0]):
+        mv = moved[i]
+        want = st[i, 0] * gap[i][mv] / gap[i][mv].sum()
+        assert torch.allclose(asked[i][mv], want, atol=2e-3)
+    # removing goes to the negatives' evidence: strengths negative, logit down by as much
+    st2 = -st
+    d2, m2 = local_plan(s, a, [], z, st2)
+    assert torch.allclose(a[0].logit(z + d2) - a[0].logit(z), st2[:, 0], atol=1e-3)
+    # a zero strength is no edit and an empty mask
+    d0, m0 = local_plan(s, a, [], z, torch.zeros_like(st))
+    assert d0.abs().max() == 0 and m0.sum() == 0
+    assert E.LOCAL_SHARE < 1
+
+
+def test_weighted_edit_delta_keeps_the_preserved_logits(s):
+    a, pres = resolve(s, "beard", ["smiling"])
+    z = s.sample_latents(3, steps=5, seed=2)
+    st = torch.tensor([[2.0], [3.0], [4.0]], dtype=torch.float64)
+    w = torch.rand(3, 1, *s.latent_shape[1:], generator=torch.Generator().manual_seed(0))
+    d = edit_delta(s, a, strength=st, preserve=pres, weights=w)
+    assert torch.allclose(a[0].logit(z + d) - a[0].logit(z), st[:, 0], atol=1e-3)
+    assert torch.allclose(pres[0].logit(z + d), pres[0].logit(z), atol=1e-3)
+    # uniform weights are the unweighted (minimum-norm) edit
+    ones = edit_delta(s, a, strength=st, preserve=pres, weights=torch.ones_like(w))
+    assert torch.allclose(ones, edit_delta(s, a, strength=st, preserve=pres), atol=1e-6)
+    # zero weight: no change there
+    w[:, :, :8] = 0
+    d = edit_delta(s, a, strength=st, weights=w)
+    assert d[:, :, :8].abs().max() == 0
+    with pytest.raises(ValueError, match="weights"):
+        edit_delta(s, a, strength=st, weights=-w)
+
+
+def test_attributes_without_typical_evidence_keep_the_direction_mask(s, tmp_path):
+    from d2c_fast.attributes import Attribute
+    a = resolve(s, "smiling")[0][0]
+    p = a.save(tmp_path / "a.safetensors")
+    b = Attribute.load(p)
+    assert torch.equal(b.typical_evidence, a.typical_evidence)
+    old = Attribute(a.direction, name="old", classifier=a.classifier, info=a.info)
+    assert old.typical_evidence is None
+    z = s.sample_latents(2, steps=5, seed=3)
+    delta, m = edit_plan(s, [old], [], z, method="local", target="typical")
+    assert torch.equal(m, edit_mask(s, delta))
+    assert edit_plan(s, [a], [], z, method="nvae", target="typical")[1] is None
+    from d2c_fast.errors import AttributeFileError
+    with pytest.raises(AttributeFileError, match="typical_evidence must be"):
+        Attribute(a.direction, classifier=a.classifier, typical_evidence=torch.zeros(3, 16, 16))
+    with pytest.raises(AttributeFileError, match="fitted attribute"):
+        Attribute(a.direction, typical_evidence=a.typical_evidence)
 
 
 def test_default_edit_is_local_to_typical(s):

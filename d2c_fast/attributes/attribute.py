@@ -29,12 +29,18 @@ class Attribute:
 
     ``name`` is for display, ``source`` records where it came from, ``fingerprint`` the model
     it belongs to (``None``: any model with the right latent shape), ``info`` the fit's
-    record (accuracy, regularisation, counts, recommended strengths)."""
+    record (accuracy, regularisation, counts, recommended strengths). ``typical_evidence``
+    (fitted attributes; ``None`` in files fitted before it existed): ``(2, H, W)``, per latent
+    position the median share of the classifier's score of the fit's negatives (row 0; PU:
+    the unlabelled set) and positives (row 1) (:meth:`LinearClassifier.evidence`); the
+    ``local`` edit spreads its change over the positions where an image falls short of the
+    class it is taken to."""
 
     def __init__(self, direction: torch.Tensor | None = None, *, name: str | None = None,
                  source: str | None = None, classifier: LinearClassifier | None = None,
                  fingerprint: str | None = None, info: dict | None = None,
-                 latent_shape: Sequence[int] | None = None):
+                 latent_shape: Sequence[int] | None = None,
+                 typical_evidence: torch.Tensor | None = None):
         self.classifier = classifier
         if direction is None:
             if classifier is None or latent_shape is None:
@@ -55,6 +61,18 @@ class Attribute:
         if classifier is not None and classifier.weight.numel() != self.direction.numel():
             raise AttributeFileError(f"classifier has {classifier.weight.numel()} weights, the "
                                      f"direction {self.direction.numel()} elements")
+        if typical_evidence is not None:
+            if classifier is None:
+                raise AttributeFileError("typical_evidence belongs to a fitted attribute (it "
+                                         "is per-position classifier evidence)")
+            typical_evidence = typical_evidence.detach().float().cpu()
+            want = (2, *self.direction.shape[1:])
+            if tuple(typical_evidence.shape) != want:
+                raise AttributeFileError(f"typical_evidence must be {want} (negative, positive "
+                                         f"class), got {tuple(typical_evidence.shape)}")
+            if not torch.isfinite(typical_evidence).all():
+                raise AttributeFileError("typical_evidence contains NaN or Inf")
+        self.typical_evidence = typical_evidence
         self.name = name
         self.source = source
         self.fingerprint = fingerprint
@@ -147,7 +165,8 @@ class Attribute:
             if k in info:
                 info[k] = float(info[k]) + shift
         return Attribute(self.direction, name=self.name, source=self.source, classifier=new,
-                         fingerprint=self.fingerprint, info=info)
+                         fingerprint=self.fingerprint, info=info,
+                         typical_evidence=self.typical_evidence)
 
     # ------------------------------------------------------------------ model checks
     def check_latent_shape(self, latent_shape) -> None:
@@ -189,6 +208,8 @@ class Attribute:
             tensors["latent_mod.mean"] = c.mean.contiguous()
             tensors["latent_mod.std"] = c.std.contiguous()
             info.update(mode=c.mode, prior=c.prior, conventions=_CONVENTIONS)
+        if self.typical_evidence is not None:
+            tensors["evidence.typical"] = self.typical_evidence.contiguous()
         meta = {"format": ATTR_FORMAT, "version": ATTR_VERSION,
                 "info": json.dumps(info, sort_keys=True)}
         atomic_write(p, lambda tmp: save_file(tensors, tmp, metadata=meta), to_path=True)
@@ -277,7 +298,8 @@ class Attribute:
                                    prior=float(info.get("prior", 0.5)))
         name = info.get("name") or os.path.splitext(os.path.basename(p))[0]
         return cls(tensors["direction"], name=name, source=p, classifier=clf,
-                   fingerprint=info.get("fingerprint"), info=info)
+                   fingerprint=info.get("fingerprint"), info=info,
+                   typical_evidence=tensors.get("evidence.typical"))
 
     def __repr__(self) -> str:
         extra = ""

@@ -68,6 +68,12 @@ class LinearClassifier:
     def score(self, z: torch.Tensor) -> torch.Tensor:
         return self.standardise(z) @ self.weight.to(z.device) + self.bias
 
+    def evidence(self, z: torch.Tensor) -> torch.Tensor:
+        """Each latent position's share of the score of raw latents ``(B, C, H, W)``: ``(B, H,
+        W)`` float64, ``sum_c weight * standardised z`` (``score = evidence.sum() + bias``)."""
+        x = self.standardise(z).view(z.shape)
+        return (x * self.weight.to(z.device).view(z.shape[1:])).sum(1)
+
     def gradient(self, latent_shape) -> torch.Tensor:
         """``d logit / d z`` ``(C, H, W)`` float64 for raw latents of ``latent_shape`` (the
         logit is affine in ``z``: ``weight / std``, the same everywhere)."""

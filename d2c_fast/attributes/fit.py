@@ -79,7 +79,9 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
     strength that takes a typical negative to a typical positive for the ``nvae`` step; the
     ``d2c`` clean-up pulls edits back towards the data, so it usually needs the upper end),
     and those medians themselves (``logit_median_positive`` / ``_negative``, population
-    logits: :attr:`Attribute.typical_logits`, ``target="typical"``)."""
+    logits: :attr:`Attribute.typical_logits`, ``target="typical"``). The attribute also
+    keeps :attr:`Attribute.typical_evidence`: per latent position, the median of each
+    class's share of the score (:meth:`LinearClassifier.evidence`)."""
     t0 = time.perf_counter()
     if (negatives is None) == (unlabelled is None):
         raise ValueError("give negatives= (labelled mode) or unlabelled= (positive-unlabelled "
@@ -169,6 +171,10 @@ def fit_attribute(sampler, positives, negatives=None, *, unlabelled=None, name=N
                       f"{fit['cv_balanced_accuracy']:.2f} is near chance ({n1} positives, {n0} "
                       f"negatives); its direction and probabilities are unreliable: give more "
                       f"or clearer examples", stacklevel=4)   # the caller of Sampler.fit_attribute
+    # where a typical member of each class has its evidence: the local edit spreads its
+    # change over the positions where an image lacks it (d2c_fast.edit.local_plan)
+    ev = clf.evidence(torch.cat([zp, zo]))
+    typical = torch.stack([ev[n1:].median(0).values, ev[:n1].median(0).values])
     return Attribute(None, name=name, source="fit_attribute", classifier=clf,
                      fingerprint=getattr(sampler, "fingerprint", None), info=info,
-                     latent_shape=sampler.latent_shape)
+                     latent_shape=sampler.latent_shape, typical_evidence=typical)

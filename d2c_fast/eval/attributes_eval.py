@@ -62,7 +62,7 @@ import torch
 
 from ..conditional import RareAttributeError, adapt_to, pilot_latents
 from ..data import ATTRIBUTES, FacesDataset
-from ..edit import NOISED, apply_delta, edit_delta, invert, target_strengths
+from ..edit import NOISED, apply_delta, edit_delta, edit_plan, invert, target_strengths
 from ..images import save_grid
 from ..projector import project
 from ..sampler import Sampler
@@ -266,12 +266,15 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                         inv = _batched(lambda b, i: invert(s, b, skip=ddim_skip), z_ev,
                                        batch_size)
                 for k, (sv, tv) in enumerate(plans):
-                    delta = edit_delta(s, at, strength=sv, preserve=preserve)
+                    delta, mask = edit_plan(s, [at], list(preserve or ()), z_ev, method=m,
+                                            strength=sv)
 
                     def one(b, i):
                         rng = s.rng(b.shape[0], None, seed + i)
                         eps = rng.randn(*s.latent_shape) if m in NOISED else None
                         d = delta if delta.shape[0] == 1 else delta[i:i + b.shape[0]]
+                        mk = (None if mask is None else
+                              mask if mask.shape[0] == 1 else mask[i:i + b.shape[0]])
                         # local: its own t0 and skip (the library's defaults)
                         return apply_delta(s, b, d, method=m,
                                            t0=None if m == "local" else t0,
@@ -279,7 +282,7 @@ def evaluate_attributes(model, oracle, *, attributes=DEFAULT_ATTRIBUTES, n_fit: 
                                            eps=eps, rng=rng,
                                            inverted=None if inv is None else inv[i:i + b.shape[0]],
                                            guidance=edit_guidance if m in NOISED else 1.0,
-                                           attrs=[at], preserve=preserve or ())
+                                           attrs=[at], preserve=preserve or (), mask=mk)
                     with torch.inference_mode():
                         zp = _batched(one, z_ev, batch_size)
                         x1 = dec(zp)

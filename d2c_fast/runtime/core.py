@@ -314,20 +314,31 @@ class Runtime:
         """Checked raw latents -> fp32 logits in the decoder's layout."""
         return self.autoencoder.decode_logits(z.to(self.dtype)).float()
 
-    def logits_to_images(self, logits, mode, rng: BatchRNG | None) -> torch.Tensor:
-        """Decoder logits -> images in [0, 1]: the mixture's mode, or a draw from ``rng``."""
+    def decode_draws(self, rng: BatchRNG) -> tuple:
+        """The uniforms a sampled decode of ``rng.n`` images takes from ``rng`` (what
+        :meth:`logits_to_images` draws itself when not given them)."""
+        R = self.resolution
+        if self.bernoulli:
+            return (rng.rand(self.image_channels, R, R),)
+        return (rng.rand(mixture.NUM_MIX, R, R) * (1 - 2e-5) + 1e-5,
+                rng.rand(3, R, R) * (1 - 2e-5) + 1e-5)
+
+    def logits_to_images(self, logits, mode, rng: BatchRNG | None, draws=None) -> torch.Tensor:
+        """Decoder logits -> images in [0, 1]: the mixture's mode, or a draw from ``rng``
+        (``draws``: the uniforms of :meth:`decode_draws`, to decode two latents of an image
+        with the same draws)."""
         if mode not in ("sample", "mode"):
             raise ValueError(f"mode must be 'sample' or 'mode', got {mode!r}")
+        if mode == "sample" and draws is None:
+            draws = self.decode_draws(rng)
         if self.bernoulli:
             p = torch.sigmoid(logits)
             if mode == "mode":
                 return p
-            return (rng.rand(*p.shape[1:]) < p).float()
+            return (draws[0] < p).float()
         if mode == "mode":
             return mixture.mode(logits)
-        B, _, H, W = logits.shape
-        u_mix = rng.rand(mixture.NUM_MIX, H, W) * (1 - 2e-5) + 1e-5
-        u_pix = rng.rand(3, H, W) * (1 - 2e-5) + 1e-5
+        u_mix, u_pix = draws
         if self.impl == "fast":
             return mixture.sample_selected(logits, (u_mix, u_pix))
         return mixture.sample(logits, uniforms=(u_mix, u_pix))
