@@ -1,9 +1,9 @@
 """What the default edit costs against the paper's: ``Sampler.manipulate`` (encode, edit,
 decode) of built-in faces with a shipped attribute to ``target="typical"``, by method:
 ``local`` (the default without ``step=``: three guided DDIM steps from t0 300, masked, the
-classifier holding the target), ``d2c`` (the paper's: two guided steps from t0 50; the default
-before 2026-12-07) and ``nvae`` (no clean-up). Interleaved rounds in one process, medians, ms
-per call and the ratio to ``d2c``.
+classifier holding the target, and a second decode, the input's, for the paste), ``d2c``
+(the paper's: two guided steps from t0 50; the default before 2026-12-07) and ``nvae`` (no
+clean-up). Interleaved rounds in one process, medians, ms per call and the ratio to ``d2c``.
 
     python benchmarks/bench_edit_methods.py [--batch 1,32] [--rounds 15] [--threads 2]
 """

@@ -28,23 +28,33 @@ Methods (``method=``; default ``None``: ``"local"`` unless ``step=`` is given, t
 ``"d2c"``, so the official edit stays exactly the release's):
 
 * ``"local"`` (the default edit): D2C's clean-up confined to where the edit lives, with the
-  classifier holding the target. The mask ``m`` (per image, latent resolution) is the
-  fewest latent positions that hold ``MASK_ENERGY`` (half) of the edit's standardised energy
-  ``sum_c (delta / std)^2`` (largest first), grown by ``MASK_DILATE``: a share of the total,
-  so a direction spread over several places keeps each of them. ``z + delta`` is standardised
-  and noised to ``LOCAL_T0`` (fresh noise ``eps``), then DDIM over ``range(0, t0 + 1,
-  LOCAL_SKIP)`` (autoguided as sampling) where, at every step, (a) the predicted clean latent
-  is moved along ``m * g`` (``g`` each fitted classifier's gradient) until its logit reaches
-  the logit of ``z + delta`` (edited attributes: only towards it; ``preserve``: both ways),
-  and (b) outside ``m`` the state is replaced by the unedited latent noised with the same
-  ``eps`` (as blended / inpainting samplers do); the result is ``z`` outside ``m``. The
-  prior regenerates the masked region at a noise level high enough to draw the attribute
-  rather than a tint of it. (c) :func:`manipulate` and :func:`sweep` paste the decoded edit
-  into the input image through ``m`` (:func:`paste`: each latent cell's pixels, the edge
-  feathered over about a cell each side), so outside the mask the output is the input's own
-  pixels, not the autoencoder's reconstruction of them (:func:`manipulate_latents` returns
-  (b)'s latents). Plain directions (no classifier) get the mask and no projection.
-  Measured against the built-in faces' true counterfactuals in docs/quality/README.md.
+  classifier holding the target. (a) *Where the edit goes* (:func:`edit_plan`,
+  :func:`local_plan`): for fitted attributes that carry
+  :attr:`~d2c_fast.attributes.Attribute.typical_evidence` (every fit since 2026-12-07), per
+  image and latent position the evidence gap: how far the image's share of the classifier's
+  score falls short of the typical member of the class it is taken to. The mask ``m`` is the
+  positions where the attribute's direction lives (:func:`edit_mask` of it: the fewest
+  positions holding ``MASK_ENERGY``, half, of its standardised energy, grown by
+  ``MASK_DILATE``) that this image needs: within them, the fewest holding ``LOCAL_SHARE`` of
+  its squared gap, grown by ``MASK_DILATE``. The edit is the minimum-norm one weighted by
+  the gap (:func:`edit_delta` ``weights=``), so each position is asked for logit in
+  proportion to its gap and the logit moves by exactly the strength, as without weights.
+  Plain directions and attributes fitted before get the unweighted edit and its
+  :func:`edit_mask`. (b) ``z + delta`` is standardised and noised to ``LOCAL_T0`` (fresh
+  noise ``eps``), then DDIM over ``range(0, t0 + 1, LOCAL_SKIP)`` (autoguided as sampling)
+  where, at every step, the predicted clean latent is moved along ``m * g`` (``g`` each
+  fitted classifier's gradient) until its logit reaches the logit of ``z + delta`` (edited
+  attributes: only towards it; ``preserve``: both ways), and outside ``m`` the state is
+  replaced by the unedited latent noised with the same ``eps`` (as blended / inpainting
+  samplers do); the result is ``z`` outside ``m``. The prior regenerates the masked region at
+  a noise level high enough to draw the attribute rather than a tint of it. (c)
+  :func:`manipulate` and :func:`sweep` add the change the edit made to the decoding
+  (``decode(edited) - decode(z)``, the same decode draws) to the input image through ``m``
+  (:func:`paste`: each latent cell's pixels, the edge feathered over about a cell each
+  side), so outside the mask the output is the input's own pixels, and inside it the input's
+  detail stays wherever the edit did not change the decoding (:func:`manipulate_latents`
+  returns (b)'s latents). Measured against the built-in faces' true counterfactuals in
+  docs/quality/README.md.
 * ``"d2c"`` (the paper's, the default with ``step=``): ``z + delta`` -> standardise -> noise to ``t0`` ->
   deterministic DDIM over ``range(0, t0 + 1, skip)`` (``skip`` default 50) -> unstandardise.
   ``guidance`` (default ``None``: the model's recommended weight, as in sampling; 1 for

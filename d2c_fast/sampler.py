@@ -114,8 +114,9 @@ class Sampler(Runtime):
         the default method is the paper's ``"d2c"`` (official ``manipulate_latent`` +
         ``postprocess_latent``): ``zm = z - step * boundary``; noise ``mod(zm)`` to ``t0``
         (default 50); DDIM over ``range(0, t0 + 1, skip)`` (``skip`` default 50); ``unmod``.
-        Otherwise the default method is ``"local"``: the same clean-up confined to where the
-        edit lives, regenerated from ``t0`` 300 with the classifier holding the target (the
+        Otherwise the default method is ``"local"``: the edit spread over where each image
+        falls short of the class, the same clean-up confined there, regenerated from ``t0``
+        300 with the classifier holding the target (the
         better edit against the built-in faces' true counterfactuals,
         docs/quality/README.md). With none of ``step``/``strength``/``target``, a fitted
         attribute is added up to ``target="typical"``.
@@ -156,8 +157,8 @@ class Sampler(Runtime):
         not available for plain boundary files; ``target`` (fitted attributes) takes each
         image's logit to a value, e.g. ``"typical"``. ``t0``/``skip``/``method``/``preserve``/
         ``guidance`` as in :meth:`manipulate_latents`; with the ``local`` method (the default
-        without ``step=``) the decoded edit is pasted into the input image through its mask,
-        so outside the edit the output keeps the input's own pixels. ``seed``: image ``i``
+        without ``step=``) the change the edit makes to the decoding is added to the input
+        image through its mask, so outside the edit the output keeps the input's own pixels. ``seed``: image ``i``
         draws from ``seed + i``; ``seeds``: explicit per-image seeds instead."""
         check_output_type(output_type)
         return to_output(E.manipulate(self, images, attr, step=step, strength=strength,
