@@ -49,8 +49,10 @@ attribute's logit is, like a labelled one's, the posterior log-odds (same streng
 
 Files: :meth:`Attribute.save` writes one self-describing ``.safetensors`` (tensors
 ``direction``, and for fitted attributes ``classifier.weight``, ``classifier.bias``,
-``latent_mod.mean``, ``latent_mod.std``; metadata ``format=d2c_fast_attribute``, ``version``,
-``info`` (JSON: name, fingerprint, fit settings, accuracy, conventions)).
+``latent_mod.mean``, ``latent_mod.std`` and (fits since 2026-12-07; optional when reading)
+``evidence.typical`` ``(2, H, W)``, :attr:`Attribute.typical_evidence`; metadata
+``format=d2c_fast_attribute``, ``version``, ``info`` (JSON: name, fingerprint, fit settings,
+accuracy, conventions)).
 :meth:`Attribute.load` reads that and official boundary ``.ckpt`` files. A fitted attribute
 records the fingerprint of its model (:func:`d2c_fast.checkpoint.model_fingerprint`); using
 it with another model is an :class:`AttributeFileError`.
