@@ -182,6 +182,11 @@ def test_weighted_edit_delta_keeps_the_preserved_logits(s):
     assert d[:, :, :8].abs().max() == 0
     with pytest.raises(ValueError, match="weights"):
         edit_delta(s, a, strength=st, weights=-w)
+    # an image whose weights cannot meet its strength (all zero) gets the unweighted edit
+    w[1] = 0
+    d = edit_delta(s, a, strength=st, weights=w)
+    assert torch.allclose(d[1], edit_delta(s, a, strength=st)[1], atol=1e-6)
+    assert d[0, :, :8].abs().max() == 0
 
 
 def test_attributes_without_typical_evidence_keep_the_direction_mask(s, tmp_path):
