@@ -293,7 +293,7 @@ def local_plan(sampler, attrs, pres, z, strengths):
         li = torch.where(empty.view(-1, 1, 1, 1), where.expand_as(li), li)
         m = torch.where(empty.view(-1, 1, 1, 1), where.expand_as(m), m)
         lam = lam + li / li.flatten(1).amax(1).clamp(min=1e-300).view(-1, 1, 1, 1)
-        mask = torch.maximum(mask, m * (sgn != 0).view(-1, 1, 1, 1))
+        mask = torch.maximum(mask, m)    # empty where the strength is 0 (no gap, not empty)
     delta = edit_delta(sampler, attrs, strength=s, preserve=pres, weights=lam)
     return delta, mask.to(dev, torch.float32)
 
