@@ -13,7 +13,8 @@ from d2c_fast import Sampler
 from d2c_fast.cli.main import main as cli_main
 from d2c_fast.edit import (edit_delta, edit_mask, edit_plan, local_edit, local_plan,
                            logit_gradient, paste, pixel_mask, resolve, target_strengths)
-from d2c_fast.eval.counterfactual import counterfactual_pairs, edit_scores, evaluate_edits
+from d2c_fast.eval.counterfactual import (OTHER_STYLE, counterfactual_pairs, edit_scores,
+                                          evaluate_edits, restyled_counterfactuals)
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +27,15 @@ def test_pairs_differ_only_in_the_attribute():
     changed = (c - x).abs().amax(1) > 0.1
     assert x.shape == c.shape == (3, 3, 32, 32)
     assert 0 < changed.float().mean() < 0.3      # glasses: a small part of the picture
+
+
+def test_restyled_counterfactuals_change_only_what_the_face_does_not_show():
+    x, c = counterfactual_pairs("eyeglasses", "add", 3, 32)
+    c2 = restyled_counterfactuals("eyeglasses", "add", 3, 32)
+    assert c2.shape == c.shape and not torch.equal(c2, c)
+    # removing lipstick leaves nothing hidden: the restyled counterfactual is the true one
+    _, c = counterfactual_pairs("red_lipstick", "remove", 2, 32, seed=1)
+    assert torch.equal(restyled_counterfactuals("red_lipstick", "remove", 2, 32, seed=1), c)
 
 
 def test_scores_of_the_reference_points(s):
@@ -229,7 +239,7 @@ def test_evaluate_edits_rows_and_grid(s, tmp_path):
                           grid=grid)
     assert {(r["direction"], r["setting"]) for r in rows} == {
         (d, k) for d in ("add", "remove")
-        for k in ("default", "nvae", "reconstruction of the counterfactual")}
+        for k in ("default", "nvae", "reconstruction of the counterfactual", OTHER_STYLE)}
     ceiling = [r for r in rows if r["setting"].startswith("reconstruction")]
     assert all(abs(r["progress"] - 1) < 1e-5 for r in ceiling)
     assert os.path.getsize(grid) > 0
@@ -241,5 +251,5 @@ def test_cli_eval_edits(tmp_path):
                    "--faces", "2", "-o", str(out)])
     assert rc == 0
     data = json.loads((out / "edits.json").read_text())
-    assert len(data["rows"]) == 4 and (out / "edits_grid.png").exists()
+    assert len(data["rows"]) == 6 and (out / "edits_grid.png").exists()
     assert "| smiling | add | nvae |" in (out / "edits.md").read_text()

@@ -19,6 +19,7 @@ from d2c_fast.data import (
     make_grid_preview,
     render_face,
 )
+from d2c_fast.data.faces import STYLE_FIELDS
 from d2c_fast.errors import D2CError
 
 
@@ -184,6 +185,33 @@ def test_force_keeps_identity():
         x, _ = render_face(0, i, 32)
         y, _ = render_face(0, i, 32, force=lab)
         assert torch.equal(x, y)
+
+
+def test_style_from_draws_the_forced_attribute_in_another_face_style():
+    assert set(STYLE_FIELDS) == set(ATTRIBUTES)
+    i = next(k for k in range(100) if not labels_only(0, k)["eyeglasses"])
+    x = render_face(0, i, 32)[0]
+    own = render_face(0, i, 32, force={"eyeglasses": True})[0]
+    assert torch.equal(render_face(0, i, 32, force={"eyeglasses": True}, style_from=i)[0], own)
+    other = [render_face(0, i, 32, force={"eyeglasses": True}, style_from=j)
+             for j in range(i + 1, i + 4)]
+    assert all(lab["eyeglasses"] for _, lab in other)
+    assert all(not torch.equal(img, own) for img, _ in other)   # another frame / size / tint
+    for img, _ in other:   # still a small part of the picture: glasses, not another face
+        assert 0 < ((img - x).abs().amax(0) > 0.1).float().mean() < 0.3
+    # only the forced attribute is restyled: a smile in another face's style differs from the
+    # face's own smile only where the smile is drawn (the teeth), nowhere else
+    k = next(k for k in range(100) if not labels_only(0, k)["smiling"])
+    xs = render_face(0, k, 32)[0]
+    s_own = render_face(0, k, 32, force={"smiling": True})[0]
+    s_other = render_face(0, k, 32, force={"smiling": True}, style_from=k + 1)[0]
+    untouched = (s_own - xs).abs().amax(0) == 0
+    assert untouched.float().mean() > 0.5
+    assert torch.equal(s_other[:, untouched], s_own[:, untouched])
+    with pytest.raises(DatasetError, match="force="):
+        render_face(0, i, 32, style_from=1)
+    with pytest.raises(DatasetError, match="style_from"):
+        render_face(0, i, 32, force={"smiling": True}, style_from=-1)
 
 
 def test_lipstick_changes_only_the_lips():

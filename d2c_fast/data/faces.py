@@ -7,7 +7,9 @@ one for the five binary attributes and one for everything else (the "identity"),
 
 * the labels can be computed without rendering (:func:`labels_only`), and
 * an attribute can be switched on or off for the *same* identity (``force={...}``): the
-  identity generator draws the same numbers whatever the attributes are.
+  identity generator draws the same numbers whatever the attributes are. ``style_from=j``
+  draws the forced attributes in the style of face ``j`` instead (:data:`STYLE_FIELDS`: the
+  frames, beard style, shade, ... that a face does not show while it lacks the attribute).
 
 Attributes (independent Bernoulli draws, rates in :data:`ATTRIBUTE_RATES`), chosen to mirror
 the D2C paper's CelebA edits:
@@ -51,6 +53,7 @@ __all__ = [
     "landmarks",
     "RENDER_VERSION",
     "labels_tensor",
+    "STYLE_FIELDS",
 ]
 
 #: Attribute names, in the order of the label vector.
@@ -209,6 +212,20 @@ class _Draws:
         u2 = self()
         return sigma * math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
 
+
+#: Per attribute, the identity parameters that draw it and that do not show in the face while
+#: it is in the other state (the shade of blond hair on a dark-haired face, the dark shade on
+#: a blond one; the lipstick's red; the beard's style, length, darkness and strokes; the
+#: glasses' size, frame, shape and tint; the teeth of a smile, the curve of a closed mouth).
+#: ``render_face(..., force=..., style_from=j)`` takes them from face ``j``.
+STYLE_FIELDS: Dict[str, Tuple[str, ...]] = {
+    "blond_hair": ("hair_blond", "hair_dark"),
+    "red_lipstick": ("lipstick",),
+    "beard": ("beard_strokes", "beard_style", "beard_len", "beard_dark"),
+    "eyeglasses": ("glass_rx", "glass_ry", "glass_thick", "glass_frame", "glass_round",
+                   "glass_tint"),
+    "smiling": ("teeth", "mouth_curve"),
+}
 
 _HAIR_STYLES = ("short", "side_part", "bangs", "long", "curly", "bald")
 _HAIR_STYLE_P = (0.26, 0.18, 0.16, 0.26, 0.08, 0.06)
@@ -760,14 +777,17 @@ def render_face(
     split: str = "train",
     force: Optional[Mapping[str, bool]] = None,
     supersample: int = 4,
+    style_from: Optional[int] = None,
 ) -> Tuple[torch.Tensor, Dict[str, bool]]:
     """Render face ``index`` of the stream ``(seed, split)``.
 
     Returns ``(image, labels)``: a float32 ``(3, resolution, resolution)`` tensor in ``[0, 1]``
     and a dict ``{attribute: bool}`` over :data:`ATTRIBUTES`. ``force`` overrides attributes
     (e.g. ``{"smiling": True}``) while keeping everything else about the face; the returned
-    labels include the override. The face is drawn at ``supersample * resolution`` pixels
-    (2 or 4) and box-filtered down.
+    labels include the override. ``style_from``: the index of another face of the same
+    stream whose style (:data:`STYLE_FIELDS`) the attributes in ``force`` are drawn in (a
+    counterfactual as plausible as the true one, in a style this face does not show). The face
+    is drawn at ``supersample * resolution`` pixels (2 or 4) and box-filtered down.
     """
     resolution = _check_int("resolution", resolution)
     if resolution < 8:
@@ -777,6 +797,14 @@ def render_face(
     labels = _apply_force(labels_only(seed, index, split), force)
     rng = np.random.default_rng([_TAG_IDENTITY, _split_id(split), int(seed), int(index)])
     ident = _Identity(rng)
+    if style_from is not None:
+        if not force:
+            raise DatasetError("style_from= restyles the attributes in force=; give force=")
+        j = _check_int("style_from", style_from)
+        donor = _Identity(np.random.default_rng([_TAG_IDENTITY, _split_id(split), int(seed), j]))
+        for attr in force:
+            for field in STYLE_FIELDS[attr]:
+                setattr(ident, field, getattr(donor, field))
     size = resolution * supersample
     cv = _Canvas(size, ident)
     yaw = ident.yaw

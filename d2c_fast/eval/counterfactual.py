@@ -19,6 +19,14 @@ tables report medians over the faces):
   of ``e`` and ``c`` relative to that between ``rx``'s and ``c``'s (1: no closer than the
   reconstruction of the unedited face).
 
+Beside the ceiling, each table has the row **counterfactual in another face's style**: the
+reconstruction of the face drawn with the attribute switched in the style of the next face
+of the stream (``render_face(..., style_from=)``: another frame, tint, beard style, shade of
+blond, ...). A face without eyeglasses does not show which glasses it would wear, so no edit
+can know; this row is what a perfect edit that draws a plausible style other than the
+face's own scores (where the style is all visible, e.g. removing lipstick, it scores as the
+ceiling).
+
 "add" edits faces that lack the attribute up to ``target="typical"`` (the fit's median
 positive logit); "remove" edits faces that have it down to the fit's median negative logit.
 Nothing of the counterfactual reaches the edit: it only judges.
@@ -36,9 +44,25 @@ from ..images import save_grid
 PIXEL_TAU = 0.1
 DIRECTIONS = ("add", "remove")
 CEILING = "reconstruction of the counterfactual"   # the row every setting is measured against
+OTHER_STYLE = "counterfactual in another face's style"   # a perfect but style-blind edit
 
-__all__ = ["PIXEL_TAU", "DIRECTIONS", "CEILING", "counterfactual_pairs", "edit_scores", "evaluate_edits",
-           "markdown_table"]
+__all__ = ["PIXEL_TAU", "DIRECTIONS", "CEILING", "OTHER_STYLE", "counterfactual_pairs",
+           "restyled_counterfactuals", "edit_scores", "evaluate_edits", "markdown_table"]
+
+
+def _faces(attribute: str, direction: str, n: int, seed: int, split: str) -> list:
+    """The indices of the first ``n`` faces of ``(seed, split)`` to edit."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    has = direction == "remove"
+    out, i = [], 0
+    while len(out) < n:
+        if labels_only(seed, i, split)[attribute] == has:
+            out.append(i)
+        i += 1
+        if i > 100 * n + 1000:
+            raise ValueError(f"too few faces {'with' if has else 'without'} {attribute}")
+    return out
 
 
 def counterfactual_pairs(attribute: str, direction: str, n: int, resolution: int, *,
@@ -46,19 +70,22 @@ def counterfactual_pairs(attribute: str, direction: str, n: int, resolution: int
     """The first ``n`` faces of ``(seed, split)`` that lack (``"add"``) or have
     (``"remove"``) ``attribute``, and their true counterfactuals: two ``(n, 3, R, R)``
     tensors in [0, 1]."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    has = direction == "remove"
-    xs, cs, i = [], [], 0
-    while len(xs) < n:
-        if labels_only(seed, i, split)[attribute] == has:
-            xs.append(render_face(seed, i, resolution, split=split)[0])
-            cs.append(render_face(seed, i, resolution, split=split,
-                                  force={attribute: not has})[0])
-        i += 1
-        if i > 100 * n + 1000:
-            raise ValueError(f"too few faces {'with' if has else 'without'} {attribute}")
+    idx = _faces(attribute, direction, n, seed, split)
+    force = {attribute: direction == "add"}
+    xs = [render_face(seed, i, resolution, split=split)[0] for i in idx]
+    cs = [render_face(seed, i, resolution, split=split, force=force)[0] for i in idx]
     return torch.stack(xs), torch.stack(cs)
+
+
+def restyled_counterfactuals(attribute: str, direction: str, n: int, resolution: int, *,
+                             seed: int = 0, split: str = "test") -> torch.Tensor:
+    """The counterfactuals of :func:`counterfactual_pairs`' faces with the attribute drawn in
+    the style of the next face of the stream (face ``i`` in face ``i + 1``'s: module
+    docstring), ``(n, 3, R, R)``."""
+    force = {attribute: direction == "add"}
+    return torch.stack([render_face(seed, i, resolution, split=split, force=force,
+                                    style_from=i + 1)[0]
+                        for i in _faces(attribute, direction, n, seed, split)])
 
 
 def edit_scores(x, c, e, rx, rc, oracle=None) -> dict:
@@ -89,9 +116,11 @@ def evaluate_edits(sampler, attributes: Mapping[str, object], settings: Mapping[
     ``{"method": "nvae"}``) on every attribute (name -> :class:`Attribute`) and direction.
     Returns rows ``{attribute, direction, setting, n, progress, outside, rmse[, oracle]}``
     (medians), with rows ``setting=CEILING`` (the counterfactual's reconstruction) as the
-    ceiling.
+    ceiling and ``setting=OTHER_STYLE`` (the reconstruction of the counterfactual in another
+    face's style: what a perfect edit that cannot see the face's own style scores).
     ``grid``: also write a picture (per attribute and direction, ``grid_faces`` faces: face,
-    counterfactual, both reconstructions, each setting's edit)."""
+    counterfactual, the counterfactual in another style, both reconstructions, each
+    setting's edit)."""
     rows, pics, labels = [], [], []
     R = sampler.resolution
     cases = [(a, d) for a in attributes for d in DIRECTIONS]
@@ -104,6 +133,8 @@ def evaluate_edits(sampler, attributes: Mapping[str, object], settings: Mapping[
         x, c = counterfactual_pairs(name, d, n, R, seed=seed, split=split)
         rx = sampler.decode(sampler.encode(x), mode="mode")
         rc = sampler.decode(sampler.encode(c), mode="mode")
+        c2 = restyled_counterfactuals(name, d, n, R, seed=seed, split=split)
+        rc2 = sampler.decode(sampler.encode(c2), mode="mode")
         target = "typical" if d == "add" else attr.typical_logits[0]
         edits = {}
         for label, kw in settings.items():
@@ -111,15 +142,16 @@ def evaluate_edits(sampler, attributes: Mapping[str, object], settings: Mapping[
                                                           "mode": "mode", **kw})
             if bar is not None:
                 bar.update(1)
-        for label, e in {CEILING: rc, **edits}.items():
+        for label, e in {CEILING: rc, OTHER_STYLE: rc2, **edits}.items():
             sc = edit_scores(x, c, e, rx, rc, oracle)
             rows.append({"attribute": name, "direction": d, "setting": label, "n": n,
                          **{k: float(v.median()) for k, v in sc.items()}})
         if bar is not None:
             bar.update(1)
         k = min(grid_faces, n)
-        pics += [x[:k], c[:k], rx[:k], rc[:k]] + [e[:k] for e in edits.values()]
-        labels += [f"{name} {d}", "true cf", "recon", "recon cf"] + list(edits)
+        pics += [x[:k], c[:k], c2[:k], rx[:k], rc[:k]] + [e[:k] for e in edits.values()]
+        labels += [f"{name} {d}", "true cf", "cf, other style", "recon", "recon cf"] \
+            + list(edits)
     if bar is not None:
         bar.close()
     if grid:
