@@ -9,7 +9,9 @@ labelled faces of the val split); run ``k >= 3`` refits the five attributes on t
 ``k - 2``-th next 50 + 50 (the 50 + 50 after the shipped ones, then the 50 + 50 after those).
 One line per run: min / mean over the ten cells of the median progress, max / mean of the
 median outside change, the cells with outside change <= 1.5x, the cells where the default
-is ahead of ``nvae`` on both numbers, and (with an oracle) the mean oracle distance. The
+is ahead of ``nvae`` on both numbers, the worst outside change of the reconstructions of the
+true counterfactual and of the counterfactual in another face's style (the references of
+:mod:`d2c_fast.eval.counterfactual`), and (with an oracle) the mean oracle distance. The
 built-in model card and docs/quality/log-2026-12-07.md report these lines.
 """
 import argparse
@@ -20,7 +22,7 @@ from d2c_fast import Sampler
 from d2c_fast.data.faces import ATTRIBUTES, FacesDataset
 from d2c_fast.demo import builtin_attributes
 from d2c_fast.eval import Oracle
-from d2c_fast.eval.counterfactual import evaluate_edits
+from d2c_fast.eval.counterfactual import CEILING, OTHER_STYLE, evaluate_edits
 
 
 def label_draw(s, ds, labels, name, j):
@@ -61,6 +63,11 @@ def main() -> None:
         line = (f"run {k}: progress {min(p):.2f} / {sum(p) / len(p):.2f}, outside "
                 f"{max(o):.2f} / {sum(o) / len(o):.2f} (worst: {' '.join(worst)}), "
                 f"{sum(v <= 1.5 for v in o)} cells <= 1.5x, ahead of nvae in {ahead}")
+        for label, ref in (("true cf", CEILING), ("other style", OTHER_STYLE)):
+            rr = {(r["attribute"], r["direction"]): r["outside"] for r in rows
+                  if r["setting"] == ref}
+            c = max(rr, key=rr.get)
+            line += f"; {label} recon worst outside {rr[c]:.2f} ({' '.join(c)})"
         if orc is not None:
             line += f", oracle distance {sum(r['oracle'] for r in d.values()) / len(d):.3f}"
         print(line, flush=True)
