@@ -96,6 +96,13 @@ LOCAL_SKIP = 150         # DDIM stride: steps 300, 150, 0 (3 steps; d2c takes 2)
 MASK_ENERGY = 0.5        # the fewest latent positions holding this share of the edit's energy
 MASK_DILATE = 1          # ... grown by this many positions
 LOCAL_SHARE = 0.9        # per image: the positions holding this share of its squared evidence gap
+# Spreading a colour change past the mask (:func:`spread`):
+SPREAD_BIN = 0.04        # colours are compared in bins this wide (per channel, [0, 1] range)
+SPREAD_MIN = 0.1         # a pixel's change counts when a channel moves by at least this much
+SPREAD_SUPPORT = 8       # changed mask pixels of a colour needed before that colour spreads
+SPREAD_CONSISTENT = 0.1  # ... and their changes' spread, relative to the mean change's size
+SPREAD_STEP = 0.15       # the largest colour step between neighbouring pixels it crosses
+SPREAD_CELLS = 8         # how far from the mask it may reach, in latent cells
 NOISED = ("d2c", "local")  # the methods that draw noise (one draw per image)
 
 
@@ -415,6 +422,76 @@ def paste(images: torch.Tensor, edited: torch.Tensor, reconstructed: torch.Tenso
     return (images.to(edited.dtype) + m * (edited - reconstructed)).clamp(0, 1)
 
 
+def _bin_stats(key, weight, values, nbins):
+    """Per image, sums of ``values`` (B, V, N) weighted by ``weight`` (B, N) in colour bins
+    ``key`` (B, N), smoothed over each bin's 26 neighbours: (B, V, nbins**3)."""
+    B, V, _ = values.shape
+    out = torch.zeros(B, V, nbins ** 3, dtype=values.dtype, device=values.device)
+    out.scatter_add_(2, key.unsqueeze(1).expand(-1, V, -1), values * weight.unsqueeze(1))
+    out = out.view(B * V, 1, nbins, nbins, nbins)
+    return F.avg_pool3d(out, 3, 1, 1, count_include_pad=False).mul_(27).view(B, V, -1)
+
+
+def spread(images: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The ``local`` method's reach past its latent mask for colour changes (module
+    docstring): where the pasted edit ``out`` changes every pixel of a colour inside the mask
+    the same way (at least ``SPREAD_SUPPORT`` changed pixels of that colour bin and its
+    neighbours, by ``SPREAD_MIN`` or more, their changes within ``SPREAD_CONSISTENT`` of
+    their mean), the pixels of those colours connected to them through steps of less than
+    ``SPREAD_STEP`` (up to ``SPREAD_CELLS`` latent cells away) change too, by the affine
+    colour map fitted to the mask's consistently changed pixels. A change that is not one
+    colour map (glasses drawn on some skin pixels, not on others; a smile) spreads nowhere.
+    ``images``/``out`` (B, 3, R, R) in [0, 1], ``mask`` the latent mask (B, 1, h, w)."""
+    B, C, R, _ = images.shape
+    if C != 3:
+        return out
+    x = images.to(out.dtype)
+    d = out - x
+    pm = pixel_mask(mask.to(out.dtype), R)[:, 0]                    # (B, R, R)
+    inside = (pm > 0.99).flatten(1).to(out.dtype)
+    nb = int(math.ceil(1 / SPREAD_BIN))
+    q = (x / SPREAD_BIN).floor().clamp(0, nb - 1).long()
+    key = ((q[:, 0] * nb + q[:, 1]) * nb + q[:, 2]).flatten(1)      # (B, N)
+    df = d.flatten(2)                                                # (B, 3, N)
+    big = (df.abs().amax(1) >= SPREAD_MIN).to(out.dtype)             # (B, N)
+    s = _bin_stats(key, inside, torch.cat([torch.ones_like(df[:, :1]), df,
+                                           (df * df).sum(1, keepdim=True)], 1), nb)
+    sup = _bin_stats(key, inside * big, torch.ones_like(df[:, :1]), nb)[:, 0]
+    n = s[:, 0].clamp(min=1)
+    mean = s[:, 1:4] / n.unsqueeze(1)
+    m2 = (mean * mean).sum(1)
+    var = s[:, 4] / n - m2
+    ok_bin = (sup >= SPREAD_SUPPORT) & (var < SPREAD_CONSISTENT * m2) \
+        & (mean.abs().amax(1) >= SPREAD_MIN)
+    ok = torch.gather(ok_bin, 1, key)                                # (B, N)
+    seeds = ok & (inside > 0) & (big > 0)
+    # the colour map: an affine fit of the seeds' changes to their colours
+    A = torch.cat([x.flatten(2), torch.ones_like(df[:, :1])], 1)     # (B, 4, N)
+    w = seeds.to(out.dtype)
+    G = torch.einsum("bin,bn,bjn->bij", A, w, A) + 1e-3 * torch.eye(4, dtype=out.dtype,
+                                                                       device=out.device)
+    theta = torch.linalg.solve(G, torch.einsum("bin,bn,bjn->bij", A, w, df))   # (B, 4, 3)
+    region = seeds.view(B, R, R)
+    allowed = ok.view(B, R, R)
+    step = max(R // mask.shape[-1], 1)
+    for _ in range(SPREAD_CELLS * step):
+        grown = region.clone()
+        for dim, sh in ((1, 1), (1, -1), (2, 1), (2, -1)):
+            near = torch.roll(region, sh, dim)
+            close = (x - torch.roll(x, sh, dim + 1)).abs().amax(1) < SPREAD_STEP
+            edge = [slice(None)] * 3
+            edge[dim] = 0 if sh == 1 else R - 1       # no wrap-around
+            near[tuple(edge)] = False
+            grown |= near & close & allowed
+        if torch.equal(grown, region):
+            break
+        region = grown
+    few = w.sum(1) < SPREAD_SUPPORT                                  # nothing to fit a map to
+    region = region & ~few.view(B, 1, 1) & (pm < 0.99)
+    change = torch.einsum("bin,bic->bcn", A, theta).view(B, 3, R, R)
+    return (out + ((1 - pm) * region.to(out.dtype)).unsqueeze(1) * change).clamp(0, 1)
+
+
 def logit_gradient(sampler, attr) -> torch.Tensor:
     """The gradient ``(C, H, W)`` float64 of a fitted attribute's logit with respect to the
     model's *standardised* latent (the logit is affine in the latent: exact)."""
@@ -532,7 +609,7 @@ def manipulate(sampler, images, attr, *, step=None, strength=None, target=None, 
         img = sampler.logits_to_images(sampler.logits(zp), mode, sub, draws)
         if m is not None:
             rec = sampler.logits_to_images(sampler.logits(z[a:b]), mode, sub, draws)
-            img = paste(x[a:b], img, rec, m)
+            img = spread(x[a:b], paste(x[a:b], img, rec, m), m)
         out.append(img)
     return torch.cat(out)
 
@@ -571,13 +648,14 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method=None, t0=
                          inverted=inv, guidance=w, attrs=attrs, preserve=pres, mask=m)
         img = (sampler.decode(zp, mode=mode, seed=seed) if mode == "sample"
                else sampler.decode(zp, mode=mode))
-        rows.append(img if m is None else paste(x, img, rec, m))
+        rows.append(img if m is None else spread(x, paste(x, img, rec, m), m))
     return torch.stack(rows)
 
 
 __all__ = ["METHODS", "edit_delta", "target_strengths", "apply_delta", "invert",
            "manipulate", "manipulate_latents", "sweep", "resolve", "edit_guidance",
-           "default_method", "default_amount", "local_edit", "edit_mask", "pixel_mask", "paste",
+           "default_method", "default_amount", "local_edit", "edit_mask", "pixel_mask", "paste", "spread",
            "logit_gradient", "edit_plan", "local_plan", "share_mask",
            "D2C_T0", "D2C_SKIP", "LOCAL_T0", "LOCAL_SKIP", "MASK_ENERGY", "MASK_DILATE",
-           "LOCAL_SHARE"]
+           "LOCAL_SHARE", "SPREAD_BIN", "SPREAD_MIN", "SPREAD_SUPPORT", "SPREAD_CONSISTENT",
+           "SPREAD_STEP", "SPREAD_CELLS"]

@@ -11,8 +11,9 @@ import torch
 
 from d2c_fast import Sampler
 from d2c_fast.cli.main import main as cli_main
-from d2c_fast.edit import (edit_delta, edit_mask, edit_plan, local_edit, local_plan,
-                           logit_gradient, paste, pixel_mask, resolve, target_strengths)
+from d2c_fast.edit import (SPREAD_CELLS, edit_delta, edit_mask, edit_plan, local_edit,
+                           local_plan, logit_gradient, paste, pixel_mask, resolve, spread,
+                           target_strengths)
 from d2c_fast.eval.counterfactual import (OTHER_STYLE, counterfactual_pairs, edit_scores,
                                           evaluate_edits, restyled_counterfactuals)
 
@@ -121,6 +122,49 @@ def test_paste_adds_the_change_of_the_decoding_to_the_input():
     assert torch.allclose(out, (x + p * (e - r)).clamp(0, 1))
     assert torch.equal(paste(x, e, e, m), x)        # no change where the decoding is the same
     assert out.min() >= 0 and out.max() <= 1
+
+
+def _hair_picture():
+    """32x32 grey picture, a dark band (rows 0-11, all columns) and a dark blob far from it;
+    a latent (16x16) mask over the band's middle; the band recoloured inside the mask."""
+    dark, light = torch.tensor([0.1, 0.08, 0.06]), torch.tensor([0.9, 0.8, 0.5])
+    x = torch.full((1, 3, 32, 32), 0.5)
+    x[0, :, :12, :] = dark.view(3, 1, 1)
+    x[0, :, 26:30, 2:6] = dark.view(3, 1, 1)
+    m = torch.zeros(1, 1, 16, 16)
+    m[0, 0, :6, 6:10] = 1
+    inside = pixel_mask(m, 32)[0, 0] > 0.99
+    out = x.clone()
+    band = torch.zeros(32, 32, dtype=torch.bool)
+    band[:12] = True
+    out[0][:, inside & band] = light.view(3, 1)
+    return x, out, m, inside, band, light
+
+
+def test_spread_carries_a_colour_change_along_connected_pixels_of_that_colour():
+    x, out, m, inside, band, light = _hair_picture()
+    got = spread(x, out, m)
+    feather = pixel_mask(m, 32)[0, 0] > 0
+    assert 2 * SPREAD_CELLS >= 12     # the band's far ends are 12 pixels (6 cells) from the mask
+    far = band & ~feather
+    assert far.sum() > 200
+    assert torch.allclose(got[0][:, far], light.view(3, 1).expand(-1, int(far.sum())),
+                          atol=0.02)                       # the band's rest recoloured
+    assert torch.equal(got[0][:, ~band], x[0][:, ~band])     # not the grey, nor the far blob
+    assert torch.equal(got[0][:, inside], out[0][:, inside])  # the mask's own pixels as pasted
+    assert torch.equal(spread(x, x.clone(), m), x)          # no change, nothing to spread
+
+
+def test_spread_leaves_a_change_that_is_not_one_colour_map_in_its_mask():
+    # glasses drawn on some of the dark pixels only: the colour's change is not consistent
+    x, out, m, inside, band, light = _hair_picture()
+    out = x.clone()
+    some = inside & band
+    some[:, ::2] = False
+    out[0][:, some] = light.view(3, 1)
+    assert torch.equal(spread(x, out, m), out)
+    # one-channel pictures are not colour-mapped at all
+    assert torch.equal(spread(x[:, :1], out[:, :1], m), out[:, :1])
 
 
 def test_local_edit_keeps_the_input_pixels_outside_its_mask(s):
