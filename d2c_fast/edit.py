@@ -51,8 +51,12 @@ Methods (``method=``; default ``None``: ``"local"`` unless ``step=`` is given, t
   :func:`manipulate` and :func:`sweep` add the change the edit made to the decoding
   (``decode(edited) - decode(z)``, the same decode draws) to the input image through ``m``
   (:func:`paste`: each latent cell's pixels, the edge feathered over about a cell each
-  side), so outside the mask the output is the input's own pixels, and inside it the input's
-  detail stays wherever the edit did not change the decoding (:func:`manipulate_latents`
+  side), so inside the mask the input's detail stays wherever the edit did not change the
+  decoding. (d) A change that is one colour map inside the mask (every pixel of a colour
+  changed the same way: hair turned blond, not glasses drawn on some skin pixels) reaches
+  past it (:func:`spread`): along neighbouring pixels of those colours (hair that falls
+  outside the few-shot direction's mask), by the affine colour map fitted to the mask's
+  changed pixels; elsewhere the output is the input's own pixels (:func:`manipulate_latents`
   returns (b)'s latents). Measured against the built-in faces' true counterfactuals in
   docs/quality/README.md.
 * ``"d2c"`` (the paper's, the default with ``step=``): ``z + delta`` -> standardise -> noise to ``t0`` ->

@@ -8,11 +8,11 @@ default edit and ``method="nvae"``). Runs 0-2 use the shipped attributes (the fi
 labelled faces of the val split); run ``k >= 3`` refits the five attributes on the
 ``k - 2``-th next 50 + 50 (the 50 + 50 after the shipped ones, then the 50 + 50 after those).
 One line per run: min / mean over the ten cells of the median progress, max / mean of the
-median outside change, the cells with outside change <= 1.5x, the cells where the default
-is ahead of ``nvae`` on both numbers, the worst outside change of the reconstructions of the
-true counterfactual and of the counterfactual in another face's style (the references of
-:mod:`d2c_fast.eval.counterfactual`), and (with an oracle) the mean oracle distance. The
-built-in model card and docs/quality/log-2026-12-07.md report these lines.
+median outside change, the cells with outside change <= 1.5x and with progress >= 0.8, the
+cells where the default is ahead of ``nvae`` on both numbers, the worst outside change of the
+reconstructions of the true counterfactual and of the counterfactual in another face's style
+(the references of :mod:`d2c_fast.eval.counterfactual`), and (with an oracle) the mean oracle
+distance. The built-in model card and docs/quality/log-2026-12-07.md report these lines.
 """
 import argparse
 
@@ -62,7 +62,8 @@ def main() -> None:
         worst = max(d, key=lambda c: d[c]["outside"])
         line = (f"run {k}: progress {min(p):.2f} / {sum(p) / len(p):.2f}, outside "
                 f"{max(o):.2f} / {sum(o) / len(o):.2f} (worst: {' '.join(worst)}), "
-                f"{sum(v <= 1.5 for v in o)} cells <= 1.5x, ahead of nvae in {ahead}")
+                f"{sum(v <= 1.5 for v in o)} cells <= 1.5x, {sum(v >= 0.8 for v in p)} cells with "
+                f"progress >= 0.8, ahead of nvae in {ahead}")
         for label, ref in (("true cf", CEILING), ("other style", OTHER_STYLE)):
             rr = {(r["attribute"], r["direction"]): r["outside"] for r in rows
                   if r["setting"] == ref}
