@@ -79,6 +79,7 @@ Methods (``method=``; default ``None``: ``"local"`` unless ``step=`` is given, t
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -426,14 +427,23 @@ def paste(images: torch.Tensor, edited: torch.Tensor, reconstructed: torch.Tenso
     return (images.to(edited.dtype) + m * (edited - reconstructed)).clamp(0, 1)
 
 
-def _bin_stats(key, weight, values, nbins):
-    """Per image, sums of ``values`` (B, V, N) weighted by ``weight`` (B, N) in colour bins
-    ``key`` (B, N), smoothed over each bin's 26 neighbours: (B, V, nbins**3)."""
+def _bin_stats(q, values, nbins):
+    """Per image, sums of ``values`` (B, V, N) over the colour bins ``q`` (B, 3, N) of each
+    bin and its 26 neighbours: (B, V, nbins**3)."""
     B, V, _ = values.shape
     out = torch.zeros(B, V, nbins ** 3, dtype=values.dtype, device=values.device)
-    out.scatter_add_(2, key.unsqueeze(1).expand(-1, V, -1), values * weight.unsqueeze(1))
-    out = out.view(B * V, 1, nbins, nbins, nbins)
-    return F.avg_pool3d(out, 3, 1, 1, count_include_pad=False).mul_(27).view(B, V, -1)
+    key = (q[:, 0] * nbins + q[:, 1]) * nbins + q[:, 2]
+    room = {-1: q > 0, 0: None, 1: q < nbins - 1}                  # (B, 3, N) per offset
+    for o in itertools.product((-1, 0, 1), repeat=3):
+        valid = None
+        for axis, oa in enumerate(o):
+            if oa:
+                r = room[oa][:, axis]
+                valid = r if valid is None else valid & r
+        v = values if valid is None else values * valid.unsqueeze(1)
+        k = (key + (o[0] * nbins + o[1]) * nbins + o[2]).clamp(0, nbins ** 3 - 1)
+        out.scatter_add_(2, k.unsqueeze(1).expand(-1, V, -1), v)
+    return out
 
 
 def spread(images: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -454,13 +464,13 @@ def spread(images: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> torch
     pm = pixel_mask(mask.to(out.dtype), R)[:, 0]                    # (B, R, R)
     inside = (pm > 0.99).flatten(1).to(out.dtype)
     nb = int(math.ceil(1 / SPREAD_BIN))
-    q = (x / SPREAD_BIN).floor().clamp(0, nb - 1).long()
-    key = ((q[:, 0] * nb + q[:, 1]) * nb + q[:, 2]).flatten(1)      # (B, N)
+    q = (x / SPREAD_BIN).floor().clamp(0, nb - 1).long().flatten(2)   # (B, 3, N)
+    key = (q[:, 0] * nb + q[:, 1]) * nb + q[:, 2]                      # (B, N)
     df = d.flatten(2)                                                # (B, 3, N)
     big = (df.abs().amax(1) >= SPREAD_MIN).to(out.dtype)             # (B, N)
-    s = _bin_stats(key, inside, torch.cat([torch.ones_like(df[:, :1]), df,
-                                           (df * df).sum(1, keepdim=True)], 1), nb)
-    sup = _bin_stats(key, inside * big, torch.ones_like(df[:, :1]), nb)[:, 0]
+    s = _bin_stats(q, inside.unsqueeze(1) * torch.cat(
+        [torch.ones_like(df[:, :1]), df, (df * df).sum(1, keepdim=True), big.unsqueeze(1)], 1), nb)
+    sup = s[:, 5]
     n = s[:, 0].clamp(min=1)
     mean = s[:, 1:4] / n.unsqueeze(1)
     m2 = (mean * mean).sum(1)
@@ -477,16 +487,19 @@ def spread(images: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> torch
     theta = torch.linalg.solve(G, torch.einsum("bin,bn,bjn->bij", A, w, df))   # (B, 4, 3)
     region = seeds.view(B, R, R)
     allowed = ok.view(B, R, R)
-    step = max(R // mask.shape[-1], 1)
-    for _ in range(SPREAD_CELLS * step):
+    # a pixel may be reached from its upper / lower / left / right neighbour: a colour step
+    # under SPREAD_STEP into an allowed pixel (computed once; no wrap-around at the border)
+    steps = []
+    for dim, sh in ((1, 1), (1, -1), (2, 1), (2, -1)):
+        gate = ((x - torch.roll(x, sh, dim + 1)).abs().amax(1) < SPREAD_STEP) & allowed
+        edge = [slice(None)] * 3
+        edge[dim] = 0 if sh == 1 else R - 1
+        gate[tuple(edge)] = False
+        steps.append((dim, sh, gate))
+    for _ in range(SPREAD_CELLS * max(R // mask.shape[-1], 1)):
         grown = region.clone()
-        for dim, sh in ((1, 1), (1, -1), (2, 1), (2, -1)):
-            near = torch.roll(region, sh, dim)
-            close = (x - torch.roll(x, sh, dim + 1)).abs().amax(1) < SPREAD_STEP
-            edge = [slice(None)] * 3
-            edge[dim] = 0 if sh == 1 else R - 1       # no wrap-around
-            near[tuple(edge)] = False
-            grown |= near & close & allowed
+        for dim, sh, gate in steps:
+            grown |= torch.roll(region, sh, dim) & gate
         if torch.equal(grown, region):
             break
         region = grown
