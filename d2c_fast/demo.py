@@ -107,7 +107,8 @@ def run_demo(output: str = "demo.png", *, device: str = "cpu", impl: str = "fast
           f"resolution {s.resolution}")
     t0, skip = (LOCAL_T0, LOCAL_SKIP) if builtin else (D2C_T0, D2C_SKIP)
     steps = len(manip_sequence(t0, skip, s.num_timesteps))
-    dec = "2 decodes (the edit's and the paste's reference)" if builtin else "decode"
+    dec = ("2 decodes (the edit's and the paste's reference), the colour spread"
+           if builtin else "decode")
     calls = f"{steps} U-Net calls + {dec}" if s.guidance == 1 else \
         f"{steps} U-Net + {steps} guide calls + {dec}; autoguidance {s.guidance:g}"
     how = (f"the default edit: to the typical logit, masked regeneration from t0 {t0}"
