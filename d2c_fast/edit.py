@@ -105,7 +105,7 @@ LOCAL_SHARE = 0.9        # per image: the positions holding this share of its sq
 SPREAD_BIN = 0.04        # colours are compared in bins this wide (per channel, [0, 1] range)
 SPREAD_MIN = 0.1         # a pixel's change counts when a channel moves by at least this much
 SPREAD_SUPPORT = 8       # changed mask pixels of a colour needed before that colour spreads
-SPREAD_CONSISTENT = 0.1  # ... and their changes' spread, relative to the mean change's size
+SPREAD_CONSISTENT = 0.1  # ... and their changes' variance, relative to the mean change's square
 SPREAD_STEP = 0.15       # the largest colour step between neighbouring pixels it crosses
 SPREAD_CELLS = 8         # how far from the mask it may reach, in latent cells
 NOISED = ("d2c", "local")  # the methods that draw noise (one draw per image)
@@ -449,9 +449,9 @@ def _bin_stats(q, values, nbins):
 def spread(images: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The ``local`` method's reach past its latent mask for colour changes (module
     docstring): where the pasted edit ``out`` changes every pixel of a colour inside the mask
-    the same way (at least ``SPREAD_SUPPORT`` changed pixels of that colour bin and its
-    neighbours, by ``SPREAD_MIN`` or more, their changes within ``SPREAD_CONSISTENT`` of
-    their mean), the pixels of those colours connected to them through steps of less than
+    the same way (at least ``SPREAD_SUPPORT`` pixels of that colour bin and its neighbours
+    changed by ``SPREAD_MIN`` or more, and the variance of the changes of all its pixels in the
+    mask under ``SPREAD_CONSISTENT`` times their mean's squared size), the pixels of those colours connected to them through steps of less than
     ``SPREAD_STEP`` (up to ``SPREAD_CELLS`` latent cells away) change too, by the affine
     colour map fitted to the mask's consistently changed pixels. A change that is not one
     colour map (glasses drawn on some skin pixels, not on others; a smile) spreads nowhere.
