@@ -427,12 +427,11 @@ def paste(images: torch.Tensor, edited: torch.Tensor, reconstructed: torch.Tenso
     return (images.to(edited.dtype) + m * (edited - reconstructed)).clamp(0, 1)
 
 
-def _bin_stats(q, values, nbins):
-    """Per image, sums of ``values`` (B, V, N) over the colour bins ``q`` (B, 3, N) of each
-    bin and its 26 neighbours: (B, V, nbins**3)."""
+def _bin_stats(q, key, values, nbins):
+    """Per image, sums of ``values`` (B, V, N) over the colour bins ``q`` (B, 3, N) (flat
+    index ``key``, (B, N)) of each bin and its 26 neighbours: (B, V, nbins**3)."""
     B, V, _ = values.shape
     out = torch.zeros(B, V, nbins ** 3, dtype=values.dtype, device=values.device)
-    key = (q[:, 0] * nbins + q[:, 1]) * nbins + q[:, 2]
     room = {-1: q > 0, 0: None, 1: q < nbins - 1}                  # (B, 3, N) per offset
     for o in itertools.product((-1, 0, 1), repeat=3):
         valid = None
@@ -468,7 +467,7 @@ def spread(images: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> torch
     key = (q[:, 0] * nb + q[:, 1]) * nb + q[:, 2]                      # (B, N)
     df = d.flatten(2)                                                # (B, 3, N)
     big = (df.abs().amax(1) >= SPREAD_MIN).to(out.dtype)             # (B, N)
-    s = _bin_stats(q, inside.unsqueeze(1) * torch.cat(
+    s = _bin_stats(q, key, inside.unsqueeze(1) * torch.cat(
         [torch.ones_like(df[:, :1]), df, (df * df).sum(1, keepdim=True), big.unsqueeze(1)], 1), nb)
     sup = s[:, 5]
     n = s[:, 0].clamp(min=1)
@@ -479,6 +478,9 @@ def spread(images: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> torch
         & (mean.abs().amax(1) >= SPREAD_MIN)
     ok = torch.gather(ok_bin, 1, key)                                # (B, N)
     seeds = ok & (inside > 0) & (big > 0)
+    few = seeds.sum(1) < SPREAD_SUPPORT                              # nothing to fit a map to
+    if bool(few.all()):
+        return out
     # the colour map: an affine fit of the seeds' changes to their colours
     A = torch.cat([x.flatten(2), torch.ones_like(df[:, :1])], 1)     # (B, 4, N)
     w = seeds.to(out.dtype)
@@ -503,7 +505,6 @@ def spread(images: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> torch
         if torch.equal(grown, region):
             break
         region = grown
-    few = w.sum(1) < SPREAD_SUPPORT                                  # nothing to fit a map to
     region = region & ~few.view(B, 1, 1) & (pm < 0.99)
     change = torch.einsum("bin,bic->bcn", A, theta).view(B, 3, R, R)
     return (out + ((1 - pm) * region.to(out.dtype)).unsqueeze(1) * change).clamp(0, 1)
