@@ -427,12 +427,19 @@ def paste(images: torch.Tensor, edited: torch.Tensor, reconstructed: torch.Tenso
     return (images.to(edited.dtype) + m * (edited - reconstructed)).clamp(0, 1)
 
 
+def finish_local(images: torch.Tensor, edited: torch.Tensor, reconstructed: torch.Tensor,
+                 mask: torch.Tensor) -> torch.Tensor:
+    """The ``local`` method's output image: :func:`paste` the decoding's change into the
+    input, then :func:`spread` a colour change past the mask (module docstring, (c)-(d))."""
+    return spread(images, paste(images, edited, reconstructed, mask), mask)
+
+
 def _bin_stats(q, key, values, nbins):
     """Per image, sums of ``values`` (B, V, N) over the colour bins ``q`` (B, 3, N) (flat
     index ``key``, (B, N)) of each bin and its 26 neighbours: (B, V, nbins**3)."""
     B, V, _ = values.shape
     out = torch.zeros(B, V, nbins ** 3, dtype=values.dtype, device=values.device)
-    room = {-1: q > 0, 0: None, 1: q < nbins - 1}                  # (B, 3, N) per offset
+    room = {-1: q > 0, 1: q < nbins - 1}                           # (B, 3, N) per offset
     for o in itertools.product((-1, 0, 1), repeat=3):
         valid = None
         for axis, oa in enumerate(o):
@@ -627,7 +634,7 @@ def manipulate(sampler, images, attr, *, step=None, strength=None, target=None, 
         img = sampler.logits_to_images(sampler.logits(zp), mode, sub, draws)
         if m is not None:
             rec = sampler.logits_to_images(sampler.logits(z[a:b]), mode, sub, draws)
-            img = spread(x[a:b], paste(x[a:b], img, rec, m), m)
+            img = finish_local(x[a:b], img, rec, m)
         out.append(img)
     return torch.cat(out)
 
@@ -666,13 +673,13 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method=None, t0=
                          inverted=inv, guidance=w, attrs=attrs, preserve=pres, mask=m)
         img = (sampler.decode(zp, mode=mode, seed=seed) if mode == "sample"
                else sampler.decode(zp, mode=mode))
-        rows.append(img if m is None else spread(x, paste(x, img, rec, m), m))
+        rows.append(img if m is None else finish_local(x, img, rec, m))
     return torch.stack(rows)
 
 
 __all__ = ["METHODS", "edit_delta", "target_strengths", "apply_delta", "invert",
            "manipulate", "manipulate_latents", "sweep", "resolve", "edit_guidance",
-           "default_method", "default_amount", "local_edit", "edit_mask", "pixel_mask", "paste", "spread",
+           "default_method", "default_amount", "local_edit", "edit_mask", "pixel_mask", "paste", "spread", "finish_local",
            "logit_gradient", "edit_plan", "local_plan", "share_mask",
            "D2C_T0", "D2C_SKIP", "LOCAL_T0", "LOCAL_SKIP", "MASK_ENERGY", "MASK_DILATE",
            "LOCAL_SHARE", "SPREAD_BIN", "SPREAD_MIN", "SPREAD_SUPPORT", "SPREAD_CONSISTENT",
