@@ -59,8 +59,8 @@ Methods (``method=``; default ``None``: ``"local"`` unless ``step=`` is given, t
   changed pixels; elsewhere the output is the input's own pixels (:func:`manipulate_latents`
   returns (b)'s latents). Measured against the built-in faces' true counterfactuals in
   docs/quality/README.md.
-* ``"d2c"`` (the paper's, the default with ``step=``): ``z + delta`` -> standardise -> noise to ``t0`` ->
-  deterministic DDIM over ``range(0, t0 + 1, skip)`` (``skip`` default 50) -> unstandardise.
+* ``"d2c"`` (the paper's, the default with ``step=``): ``z + delta`` -> standardise -> noise
+  to ``t0`` -> deterministic DDIM over ``range(0, t0 + 1, skip)`` (``skip`` default 50) -> unstandardise.
   ``guidance`` (default ``None``: the model's recommended weight, as in sampling; 1 for
   models without a guide prior, i.e. the official edit) denoises with the autoguided noise
   prediction ``eps_g + w (eps - eps_g)`` of a model with a guide prior, which adds one call
@@ -456,9 +456,10 @@ def spread(images: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> torch
     """The ``local`` method's reach past its latent mask for colour changes (module
     docstring): where the pasted edit ``out`` changes every pixel of a colour inside the mask
     the same way (at least ``SPREAD_SUPPORT`` pixels of that colour bin and its neighbours
-    changed by ``SPREAD_MIN`` or more, and the variance of the changes of all its pixels in the
-    mask under ``SPREAD_CONSISTENT`` times their mean's squared size), the pixels of those colours connected to them through steps of less than
-    ``SPREAD_STEP`` (up to ``SPREAD_CELLS`` latent cells away) change too, by the affine
+    changed by ``SPREAD_MIN`` or more, and the variance of the changes of all its pixels in
+    the mask under ``SPREAD_CONSISTENT`` times their mean's squared size), the pixels of
+    those colours connected to them through steps of less than ``SPREAD_STEP`` (up to
+    ``SPREAD_CELLS`` latent cells away) change too, by the affine
     colour map fitted to the mask's consistently changed pixels. A change that is not one
     colour map (glasses drawn on some skin pixels, not on others; a smile) spreads nowhere.
     ``images``/``out`` (B, 3, R, R) in [0, 1], ``mask`` the latent mask (B, 1, h, w)."""
@@ -679,7 +680,8 @@ def sweep(sampler, images, attr, strengths=None, *, steps=None, method=None, t0=
 
 __all__ = ["METHODS", "edit_delta", "target_strengths", "apply_delta", "invert",
            "manipulate", "manipulate_latents", "sweep", "resolve", "edit_guidance",
-           "default_method", "default_amount", "local_edit", "edit_mask", "pixel_mask", "paste", "spread", "finish_local",
+           "default_method", "default_amount", "local_edit", "edit_mask", "pixel_mask",
+           "paste", "spread", "finish_local",
            "logit_gradient", "edit_plan", "local_plan", "share_mask",
            "D2C_T0", "D2C_SKIP", "LOCAL_T0", "LOCAL_SKIP", "MASK_ENERGY", "MASK_DILATE",
            "LOCAL_SHARE", "SPREAD_BIN", "SPREAD_MIN", "SPREAD_SUPPORT", "SPREAD_CONSISTENT",
