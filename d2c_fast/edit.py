@@ -60,7 +60,8 @@ Methods (``method=``; default ``None``: ``"local"`` unless ``step=`` is given, t
   returns (b)'s latents). Measured against the built-in faces' true counterfactuals in
   docs/quality/README.md.
 * ``"d2c"`` (the paper's, the default with ``step=``): ``z + delta`` -> standardise -> noise
-  to ``t0`` -> deterministic DDIM over ``range(0, t0 + 1, skip)`` (``skip`` default 50) -> unstandardise.
+  to ``t0`` -> deterministic DDIM over ``range(0, t0 + 1, skip)`` (``skip`` default 50) ->
+  unstandardise.
   ``guidance`` (default ``None``: the model's recommended weight, as in sampling; 1 for
   models without a guide prior, i.e. the official edit) denoises with the autoguided noise
   prediction ``eps_g + w (eps - eps_g)`` of a model with a guide prior, which adds one call
