@@ -460,9 +460,9 @@ def spread(images: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> torch
     changed by ``SPREAD_MIN`` or more, and the variance of the changes of all its pixels in
     the mask under ``SPREAD_CONSISTENT`` times their mean's squared size), the pixels of
     those colours connected to them through steps of less than ``SPREAD_STEP`` (up to
-    ``SPREAD_CELLS`` latent cells away) change too, by the affine
-    colour map fitted to the mask's consistently changed pixels. A change that is not one
-    colour map (glasses drawn on some skin pixels, not on others; a smile) spreads nowhere.
+    ``SPREAD_CELLS`` latent cells away) change too, by the affine colour map fitted to the
+    mask's consistently changed pixels. A change that is not one colour map (glasses drawn
+    on some skin pixels, not on others; a smile) spreads nowhere.
     ``images``/``out`` (B, 3, R, R) in [0, 1], ``mask`` the latent mask (B, 1, h, w)."""
     B, C, R, _ = images.shape
     if C != 3:
@@ -470,14 +470,15 @@ def spread(images: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> torch
     x = images.to(out.dtype)
     d = out - x
     pm = pixel_mask(mask.to(out.dtype), R)[:, 0]                    # (B, R, R)
-    inside = (pm > 0.99).flatten(1).to(out.dtype)
+    inside = (pm > 0.99).flatten(1)                                  # (B, N)
     nb = int(math.ceil(1 / SPREAD_BIN))
     q = (x / SPREAD_BIN).floor().clamp(0, nb - 1).long().flatten(2)   # (B, 3, N)
     key = (q[:, 0] * nb + q[:, 1]) * nb + q[:, 2]                      # (B, N)
     df = d.flatten(2)                                                # (B, 3, N)
-    big = (df.abs().amax(1) >= SPREAD_MIN).to(out.dtype)             # (B, N)
-    s = _bin_stats(q, key, inside.unsqueeze(1) * torch.cat(
-        [torch.ones_like(df[:, :1]), df, (df * df).sum(1, keepdim=True), big.unsqueeze(1)], 1), nb)
+    big = df.abs().amax(1) >= SPREAD_MIN                             # (B, N)
+    s = _bin_stats(q, key, inside.unsqueeze(1).to(out.dtype) * torch.cat(
+        [torch.ones_like(df[:, :1]), df, (df * df).sum(1, keepdim=True),
+         big.unsqueeze(1).to(out.dtype)], 1), nb)
     sup = s[:, 5]
     n = s[:, 0].clamp(min=1)
     mean = s[:, 1:4] / n.unsqueeze(1)
@@ -486,7 +487,7 @@ def spread(images: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> torch
     ok_bin = (sup >= SPREAD_SUPPORT) & (var < SPREAD_CONSISTENT * m2) \
         & (mean.abs().amax(1) >= SPREAD_MIN)
     ok = torch.gather(ok_bin, 1, key)                                # (B, N)
-    seeds = ok & (inside > 0) & (big > 0)
+    seeds = ok & inside & big
     few = seeds.sum(1) < SPREAD_SUPPORT                              # nothing to fit a map to
     if bool(few.all()):
         return out
