@@ -20,7 +20,9 @@ __all__ = ["random_model", "arch256_config_path"]
 
 def random_model(config, seed: int = 0) -> LoadedModel:
     """A :class:`~d2c_fast.checkpoint.LoadedModel` with random weights for ``config``
-    (path, dict or ``ModelConfig``); deterministic in ``seed``."""
+    (path, dict or ``ModelConfig``); deterministic in ``seed`` on one machine. (Across CPUs
+    the weight-norm gains can differ in their last bit: they start from ``log`` of the
+    weights' norms, which torch computes with its math library's vector ``log``.)"""
     cfg = load_config(config)
     g = torch.Generator().manual_seed(seed)
     torch_state = torch.random.get_rng_state()
