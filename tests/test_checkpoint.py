@@ -955,9 +955,7 @@ def test_modified_fixture_is_refused(case, fixture_dir, tmp_path):
 def _exact_tensors(loaded) -> None:
     """Overwrite every floating-point tensor of ``loaded`` (autoencoder, prior, latent mean
     and std) with values made by exact arithmetic from the tensor's position: the same bits on
-    every machine. (``random_model`` is not: the weight-norm gains start from ``log`` of the
-    weights' norms, which goes through the math library's vector ``log``, and that library's
-    last bit differs between CPUs, e.g. with ``MKL_CBWR=COMPATIBLE``.)"""
+    every machine, which ``random_model`` is not (its docstring says why)."""
     tensors = [v for _, v in list(loaded.autoencoder.state_dict().items())
                + list(loaded.unet.state_dict().items()) if v.is_floating_point()]
     with torch.no_grad():
@@ -973,7 +971,8 @@ def test_model_fingerprint_values_are_stable():
     every tensor made by exact arithmetic (``_exact_tensors``), so the values pinned below are
     the same on every machine; they were computed by the fingerprint code as it stands since
     it was first pinned (cdc7263), in the current and in the pre-2026-11-29 (six-tensor) form.
-    The shipped model's own value is checked against its attribute files below."""
+    The shipped model's own value is checked against its attribute files in
+    tests/test_builtin_attributes.py."""
     from d2c_fast.checkpoint import arch256_config_path, model_fingerprint
     m = random_model(os.path.join(os.path.dirname(arch256_config_path()), "tiny64.json"), seed=0)
     _exact_tensors(m)
@@ -984,14 +983,3 @@ def test_model_fingerprint_values_are_stable():
         next(iter(m.unet.parameters())).view(-1)[0] += 1
     assert model_fingerprint(m) != "256990432892-65003a15d4143bc9"
 
-
-def test_builtin_model_fingerprint_matches_its_attribute_files():
-    """The shipped model's fingerprint (computed from its file's bytes) is the one its five
-    shipped attribute files record, on whatever machine the suite runs."""
-    from d2c_fast import Sampler
-    from d2c_fast.attributes import builtin_attribute_names, load_attribute
-    fp = Sampler("builtin").fingerprint
-    names = builtin_attribute_names()
-    assert len(names) == 5
-    for name in names:
-        assert load_attribute(name).fingerprint == fp
